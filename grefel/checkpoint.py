@@ -1,0 +1,65 @@
+"""grefel checkpoints: one dict saved with ``torch.save``, loaded with ``weights_only=True``.
+
+A checkpoint is untrusted input, so it holds only tensors, numbers, strings, lists and dicts.
+Keys (format version 1)::
+
+    format            "grefel-checkpoint"
+    format_version    1
+    grefel_version    version that wrote it
+    model             model state_dict
+    model_config      keyword arguments of grefel.models.create_model (preset, num_classes, ...)
+    dataset           {"name", "protocol", "classes", "manifest_sha256", "path"}
+    label_set         "clean" or the name of a `grefel corrupt` label set
+    config            the resolved training configuration (JSON-able dict)
+    epoch             epochs completed
+    metrics           the last validation metrics (dict)
+    optimizer, scheduler, scaler, rng    training state for --resume (absent in exported files)
+
+Writes are atomic (temporary name, fsync, rename): a crash or a full disk never leaves a broken
+file in place of a good one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grefel import __version__
+from grefel.errors import CheckpointError
+from grefel.io import atomic_path
+
+FORMAT = "grefel-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Save ``payload`` (see module docstring) atomically and return the path."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "grefel_version": __version__, **payload}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a grefel checkpoint with ``weights_only=True``; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: pass the best.pt or last.pt of a `grefel train` run")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the copy failed; use the run's best.pt or last.pt")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read ({reason[:160]}): it is truncated, corrupt or not a torch file; re-copy it or use the run's last.pt") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a grefel checkpoint (no '{FORMAT}' marker): pass a file written by `grefel train`; pretrained backbone weights go to --ir50 / --mobilefacenet / --poster")
+    if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer grefel (format {obj['format_version']}): upgrade grefel")
+    return obj

@@ -1,0 +1,1 @@
+"""Data: reading raw datasets, face alignment, HDF5 shards, splits, label noise, loading."""

@@ -1,0 +1,286 @@
+"""Prepared datasets on disk: HDF5 shards plus a JSON manifest. Schema version 1.
+
+A prepared dataset is a folder (usually ``<data root>/<name>``)::
+
+    manifest.json       dataset, protocol, classes (canonical order), image size, counts, shards
+                        (file, number of samples, sha256), schema version
+    provenance.json     grefel version, aligner and options, source file checksums, command
+    skipped.csv         source,reason   for every raw item that was not written
+    shards/shard-00000.h5, shard-00001.h5, ...
+    labels/<set>.h5     label sets written by ``grefel corrupt`` (clean labels are never modified)
+    splits/<set>.h5     split assignments written by ``grefel refine``
+
+Every shard is a plain HDF5 file that any HDF5 tool reads without grefel. Datasets in a shard
+(``n`` = samples in that shard, ``S`` = stored image size):
+
+=================  =================  =======================================================
+name               dtype, shape       meaning
+=================  =================  =======================================================
+``images``         uint8 (n, S, S, 3) aligned face, RGB, row-major (height, width, channel)
+``label``          int16 (n,)         clean label, index into ``classes`` (-1: no label)
+``split``          ascii (n,)         official split: ``train``, ``val``, ``test`` or empty
+``group``          utf-8 (n,)         subject / video / character id, empty when unknown
+``source``         utf-8 (n,)         raw item, relative to the raw folder (``file#row`` for CSVs)
+``index``          int64 (n,)         global sample index, 0..N-1 over the shards in order
+``landmarks``      float32 (n, 5, 2)  five points used for alignment, source-image pixels
+                                      (left eye, right eye, nose, left/right mouth); NaN if none
+``transform``      float32 (n, 2, 3)  similarity matrix source -> stored image; NaN if none
+``attributes/*``   int8 (n,)          per-image attributes (RAF-DB ``gender``, ``race``, ``age``),
+                                      -1 when unknown; code meanings in the dataset's attrs
+=================  =================  =======================================================
+
+File attributes: ``schema_version``, ``dataset``, ``protocol``, ``classes`` (JSON list),
+``image_size``. Shards are written under a temporary name and renamed when complete, so a shard
+file that exists is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from grefel.errors import DatasetError
+from grefel.io import atomic_path, read_json, sha256_file
+from grefel.paths import MANIFEST
+
+SCHEMA_VERSION = 1
+SHARD_DIR = "shards"
+LABELS_DIR = "labels"
+SPLITS_DIR = "splits"
+SPLITS = ("train", "val", "test")
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class Sample:
+    """One prepared face, as written to a shard."""
+
+    image: np.ndarray  # uint8 (S, S, 3)
+    label: int
+    split: str
+    source: str
+    group: str = ""
+    landmarks: np.ndarray | None = None  # (5, 2) source-image pixels
+    transform: np.ndarray | None = None  # (2, 3) source -> stored image
+    attributes: dict[str, int] = field(default_factory=dict)
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.h5"
+
+
+def write_shard(
+    path: str | os.PathLike,
+    samples: Sequence[Sample],
+    *,
+    first_index: int,
+    dataset: str,
+    protocol: str,
+    classes: Sequence[str],
+    image_size: int,
+    attribute_names: Sequence[str] = (),
+    compression: str | None = None,
+) -> dict:
+    """Write ``samples`` to one shard atomically; return its manifest entry."""
+    n = len(samples)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["dataset"] = dataset
+            f.attrs["protocol"] = protocol
+            f.attrs["classes"] = json.dumps(list(classes))
+            f.attrs["image_size"] = image_size
+            images = np.stack([s.image for s in samples]) if n else np.zeros((0, image_size, image_size, 3), np.uint8)
+            if images.shape[1:] != (image_size, image_size, 3) or images.dtype != np.uint8:
+                raise ValueError(f"images must be uint8 ({image_size}, {image_size}, 3), got {images.dtype} {images.shape[1:]}")
+            f.create_dataset(
+                "images", data=images, chunks=(1, image_size, image_size, 3) if n else None,
+                compression=compression,
+            )
+            f.create_dataset("label", data=np.array([s.label for s in samples], np.int16))
+            f.create_dataset("split", data=np.array([s.split for s in samples], dtype="S8"))
+            f.create_dataset("group", data=[s.group for s in samples], dtype=_STR)
+            f.create_dataset("source", data=[s.source for s in samples], dtype=_STR)
+            f.create_dataset("index", data=np.arange(first_index, first_index + n, dtype=np.int64))
+            f.create_dataset("landmarks", data=_stack_or_nan([s.landmarks for s in samples], (5, 2)))
+            f.create_dataset("transform", data=_stack_or_nan([s.transform for s in samples], (2, 3)))
+            grp = f.create_group("attributes")
+            for name in attribute_names:
+                grp.create_dataset(name, data=np.array([s.attributes.get(name, -1) for s in samples], np.int8))
+    return {"file": f"{SHARD_DIR}/{path.name}", "n": n, "first_index": first_index, "sha256": sha256_file(path)}
+
+
+def _stack_or_nan(arrays: Iterable[np.ndarray | None], shape: tuple[int, ...]) -> np.ndarray:
+    rows = [np.full(shape, np.nan, np.float32) if a is None else np.asarray(a, np.float32).reshape(shape) for a in arrays]
+    return np.stack(rows) if rows else np.zeros((0, *shape), np.float32)
+
+
+class PreparedDataset:
+    """Read access to a prepared dataset folder (see the module docstring for the layout).
+
+    Small per-sample columns are loaded once into :attr:`meta` (a pandas DataFrame indexed by the
+    global sample index). Images are read on demand; HDF5 handles are opened lazily per process, so
+    an instance can be handed to DataLoader workers.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        mf = self.root / MANIFEST
+        if not mf.is_file():
+            raise DatasetError(f"{self.root} is not a prepared dataset (no {MANIFEST}): run `grefel prepare` first")
+        self.manifest: dict = read_json(mf)
+        if self.manifest.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise DatasetError(f"{self.root} was prepared by a newer grefel (schema {self.manifest['schema_version']}): upgrade grefel")
+        self._handles: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def protocol(self) -> str:
+        return self.manifest.get("protocol", "")
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["image_size"])
+
+    @property
+    def shards(self) -> list[dict]:
+        return list(self.manifest["shards"])
+
+    def __len__(self) -> int:
+        return sum(s["n"] for s in self.shards)
+
+    @cached_property
+    def manifest_sha256(self) -> str:
+        return sha256_file(self.root / MANIFEST)
+
+    # -- per-sample columns ----------------------------------------------------------------
+    @cached_property
+    def meta(self):
+        """DataFrame of label, split, group, source, attributes, shard and row per sample."""
+        import pandas as pd
+
+        frames = []
+        for k, entry in enumerate(self.shards):
+            with h5py.File(self.root / entry["file"], "r") as f:
+                cols = {
+                    "index": f["index"][:],
+                    "label": f["label"][:].astype(np.int64),
+                    "split": f["split"][:].astype(str),
+                    "group": f["group"].asstr()[:],
+                    "source": f["source"].asstr()[:],
+                }
+                for name in f.get("attributes", {}):
+                    cols[name] = f["attributes"][name][:].astype(np.int64)
+                cols["shard"] = np.full(len(cols["index"]), k, np.int64)
+                cols["row"] = np.arange(len(cols["index"]), dtype=np.int64)
+            frames.append(pd.DataFrame(cols))
+        if not frames:
+            return pd.DataFrame(columns=["index", "label", "split", "group", "source", "shard", "row"]).set_index("index")
+        return pd.concat(frames, ignore_index=True).set_index("index", drop=False)
+
+    def landmarks(self) -> np.ndarray:
+        """(N, 5, 2) alignment landmarks in source-image pixels (NaN where none were used)."""
+        return np.concatenate([self._column(e, "landmarks") for e in self.shards]) if self.shards else np.zeros((0, 5, 2), np.float32)
+
+    def _column(self, entry: dict, name: str) -> np.ndarray:
+        with h5py.File(self.root / entry["file"], "r") as f:
+            return f[name][:]
+
+    def label_sets(self) -> list[str]:
+        d = self.root / LABELS_DIR
+        return sorted(p.stem for p in d.glob("*.h5")) if d.is_dir() else []
+
+    def labels(self, label_set: str | None = None) -> np.ndarray:
+        """Labels of every sample: the clean ones, or those of a named label set (``grefel corrupt``)."""
+        if label_set in (None, "", "clean"):
+            return self.meta["label"].to_numpy()
+        p = self.root / LABELS_DIR / f"{label_set}.h5"
+        if not p.is_file():
+            have = ", ".join(self.label_sets()) or "none"
+            raise DatasetError(f"label set '{label_set}' not found for {self.name} (have: {have}); create it with `grefel corrupt`")
+        with h5py.File(p, "r") as f:
+            lab = f["label"][:].astype(np.int64)
+        if len(lab) != len(self):
+            raise DatasetError(f"label set '{label_set}' has {len(lab)} labels but {self.name} has {len(self)} samples: recreate it with `grefel corrupt`")
+        return lab
+
+    def split_sets(self) -> list[str]:
+        d = self.root / SPLITS_DIR
+        return sorted(p.stem for p in d.glob("*.h5")) if d.is_dir() else []
+
+    def splits(self, split_set: str | None = None) -> np.ndarray:
+        """Split name per sample: from ``splits/<split_set>.h5`` (``grefel refine``), else official.
+
+        With ``split_set=None`` the refined ``default`` split is used when it exists.
+        """
+        name = split_set or "default"
+        p = self.root / SPLITS_DIR / f"{name}.h5"
+        if p.is_file():
+            with h5py.File(p, "r") as f:
+                return f["split"][:].astype(str)
+        if split_set not in (None, "official"):
+            have = ", ".join(self.split_sets()) or "none"
+            raise DatasetError(f"split set '{split_set}' not found for {self.name} (have: {have}); create it with `grefel refine`")
+        return self.meta["split"].to_numpy()
+
+    def indices(self, split: str, split_set: str | None = None) -> np.ndarray:
+        """Global indices of the samples in ``split``."""
+        return np.flatnonzero(self.splits(split_set) == split)
+
+    # -- images ----------------------------------------------------------------------------
+    def _handle(self, k: int) -> h5py.File:
+        if os.getpid() != self._pid:  # forked into a worker: never reuse the parent's handles
+            self._handles, self._pid = {}, os.getpid()
+        h = self._handles.get(k)
+        if h is None:
+            h = self._handles[k] = h5py.File(self.root / self.shards[k]["file"], "r")
+        return h
+
+    def read_images(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 (len(indices), S, S, 3) images in the order asked for."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(idx), self.image_size, self.image_size, 3), np.uint8)
+        if len(idx) == 0:
+            return out
+        meta = self.meta
+        shard = meta["shard"].to_numpy()[idx]
+        row = meta["row"].to_numpy()[idx]
+        for k in np.unique(shard):
+            sel = np.flatnonzero(shard == k)
+            rows = row[sel]
+            order = np.argsort(rows, kind="stable")
+            uniq, inverse = np.unique(rows[order], return_inverse=True)
+            block = self._handle(int(k))["images"][uniq]  # h5py wants increasing unique indices
+            out[sel[order]] = block[inverse]
+        return out
+
+    def close(self) -> None:
+        for h in self._handles.values():
+            h.close()
+        self._handles = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state

@@ -1,0 +1,1 @@
+"""GReFEL models: the POSTER++-style encoder, the reliability balancing head and the losses."""

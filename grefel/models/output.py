@@ -1,0 +1,35 @@
+"""What one forward pass of GReFEL returns (paper section 3).
+
+Every field the reports need comes out of a single call, so evaluation never re-runs parts of the
+model. Distributions are probabilities over the dataset's classes (rows sum to 1); confidences are
+``C_f`` of eq. 10-11, in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class GReFELOutput:
+    logits: torch.Tensor  # f(e) before the softmax of eq. 9, (B, C)
+    primary: torch.Tensor  # primary distribution l, eq. 9, (B, C)
+    geometric: torch.Tensor  # anchor (geometric) correction t_g, eq. 15, (B, C)
+    attentive: torch.Tensor  # attentive correction t_a, eq. 17, (B, C)
+    correction: torch.Tensor  # combined correction t, eq. 18, (B, C)
+    corrected: torch.Tensor  # corrected distribution L_final, eq. 19, (B, C)
+    conf_primary: torch.Tensor  # c_l = C_f(l), (B,)
+    conf_geometric: torch.Tensor  # c_g = C_f(t_g), (B,)
+    conf_attentive: torch.Tensor  # c_a = C_f(t_a), (B,)
+    conf_correction: torch.Tensor  # c_t = C_f(t), (B,)
+    similarity: torch.Tensor  # s^{ij}(e), eq. 14, (B, C, K); empty (B, C, 0) without anchors
+    embedding: torch.Tensor  # e, (B, D)
+    tokens: torch.Tensor  # encoder token sequence (B, T, D), CLS first
+
+    def detach(self) -> "GReFELOutput":
+        return GReFELOutput(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+
+    def to(self, *args, **kwargs) -> "GReFELOutput":
+        return GReFELOutput(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})

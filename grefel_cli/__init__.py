@@ -1,0 +1,1 @@
+"""The `grefel` command line: a thin Typer layer over the grefel library."""

@@ -1,0 +1,55 @@
+"""The Typer application every command module registers on.
+
+Each command lives in its own module of this package (``grefel_cli/prepare.py`` ...), parses its
+options and calls one library function. Library errors (:class:`grefel.errors.GrefelError`) come
+out as one line, ``Error: ...``, with exit status 1 and no traceback. Keep heavy imports (torch,
+h5py) inside the command functions so that ``grefel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from grefel.errors import GrefelError
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GrefelError as e:
+            raise click.ClickException(str(e)) from None
+        except FileNotFoundError as e:  # a path the user gave that vanished mid-run
+            raise click.ClickException(f"{e.strerror}: {e.filename}") from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="grefel",
+    help="Reproduce, stress-test and extend GReFEL (geometry-aware reliable facial expression learning).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+
+
+def version_callback(value: bool):
+    if value:
+        from grefel import __version__
+
+        typer.echo(f"grefel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True, help="Print the version and exit."),
+):
+    """Reproduce, stress-test and extend GReFEL.
+
+    Typical session: [bold]grefel prepare rafdb /raw/RAF-DB[/bold], [bold]grefel train --dataset rafdb[/bold],
+    [bold]grefel report --ckpt runs/<run>/best.pt[/bold]. Try [bold]grefel demo[/bold] first.
+    """
