@@ -1,1 +1,12 @@
-"""GReFEL models: the POSTER++-style encoder, the reliability balancing head and the losses."""
+"""GReFEL models: the POSTER++-style encoder, the reliability balancing head and the losses.
+
+``create_model(preset, num_classes, **overrides)`` builds a model from a registered preset
+(``full``, ``tiny``); ``GReFELLoss`` is eq. (23); ``load_pretrained`` (in
+:mod:`grefel.models.weights`) loads IR-50 / MobileFaceNet / POSTER++ weight files.
+"""
+
+from grefel.models.grefel import RELIABILITY, GReFEL, create_model, list_presets, register_preset
+from grefel.models.losses import GReFELLoss
+from grefel.models.output import GReFELOutput
+
+__all__ = ["RELIABILITY", "GReFEL", "GReFELLoss", "GReFELOutput", "create_model", "list_presets", "register_preset"]

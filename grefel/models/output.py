@@ -27,9 +27,27 @@ class GReFELOutput:
     similarity: torch.Tensor  # s^{ij}(e), eq. 14, (B, C, K); empty (B, C, 0) without anchors
     embedding: torch.Tensor  # e, (B, D)
     tokens: torch.Tensor  # encoder token sequence (B, T, D), CLS first
+    log_corrected: torch.Tensor | None = None  # log L_final, computed stably (the loss of eq. 20 uses it), (B, C)
+    anchors: torch.Tensor | None = None  # the model's anchors a^{ij} (C, K, D): NOT per sample; None without anchors
 
     def detach(self) -> "GReFELOutput":
-        return GReFELOutput(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+        return GReFELOutput(**{f.name: _apply(getattr(self, f.name), "detach") for f in fields(self)})
 
     def to(self, *args, **kwargs) -> "GReFELOutput":
-        return GReFELOutput(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+        return GReFELOutput(**{f.name: _apply(getattr(self, f.name), "to", *args, **kwargs) for f in fields(self)})
+
+    @staticmethod
+    def cat(outputs: "list[GReFELOutput]") -> "GReFELOutput":
+        """Concatenate the per-sample fields of several batches (anchors are taken from the first)."""
+        out = {}
+        for f in fields(GReFELOutput):
+            vals = [getattr(o, f.name) for o in outputs]
+            if f.name == "anchors" or vals[0] is None:
+                out[f.name] = vals[0]
+            else:
+                out[f.name] = torch.cat(vals)
+        return GReFELOutput(**out)
+
+
+def _apply(t: torch.Tensor | None, method: str, *args, **kwargs) -> torch.Tensor | None:
+    return None if t is None else getattr(t, method)(*args, **kwargs)
