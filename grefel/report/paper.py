@@ -1,0 +1,67 @@
+"""The paper's published numbers (shipped as ``grefel.report_assets/paper-results.csv``).
+
+Table 1 compares accuracy across datasets; a report puts this run's accuracy beside it under the
+column of the run's dataset. Tables 6 and 7 (number of anchors K, label noise) serve as dashed
+reference curves when a report compares several runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from functools import lru_cache
+from importlib.resources import files
+
+# prepared-dataset name -> Table 1 column
+DATASET_COLUMNS = {
+    "rafdb": "RAF-DB",
+    "affectnet": "AffectNet",
+    "affectnet7": "AffectNet",
+    "affectnet8": "AffectNet",
+    "ferplus": "FER+",
+    "ferg": "FERG",
+    "jaffe": "JAFFE",
+    "affwild2": "AffWild2",
+}
+
+
+@lru_cache(maxsize=1)
+def paper_results() -> list[dict]:
+    """Rows ``{"table", "row", "column", "value"}`` of paper-results.csv (value None when not reported)."""
+    text = files("grefel.report_assets").joinpath("paper-results.csv").read_text()
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    out = []
+    for r in csv.DictReader(io.StringIO("\n".join(lines))):
+        v = r["value"].strip()
+        out.append({"table": r["table"], "row": r["row"], "column": r["column"], "value": float(v) if v else None})
+    return out
+
+
+def table1() -> tuple[list[str], list[dict]]:
+    """Table 1 as (columns, rows); each row ``{"model", "values": {column: accuracy or None}}``."""
+    columns: list[str] = []
+    rows: dict[str, dict] = {}
+    for r in paper_results():
+        if r["table"] != "T1":
+            continue
+        if r["column"] not in columns:
+            columns.append(r["column"])
+        rows.setdefault(r["row"], {})[r["column"]] = r["value"]
+    return columns, [{"model": m, "values": {c: vals.get(c) for c in columns}} for m, vals in rows.items()]
+
+
+def dataset_column(dataset_name: str | None) -> str | None:
+    """Table 1 column of a prepared dataset, or None (synthetic or unknown datasets)."""
+    if not dataset_name:
+        return None
+    return DATASET_COLUMNS.get(dataset_name.lower().replace("-", "").replace("_", ""))
+
+
+def reference_curves() -> dict:
+    """Paper Table 6 (accuracy vs K) and Table 7 (accuracy vs noise per K), Aff-Wild2."""
+    t6 = [(int(r["row"].split("=")[1]), r["value"]) for r in paper_results() if r["table"] == "T6" and r["value"] is not None]
+    t7: dict[int, list] = {}
+    for r in paper_results():
+        if r["table"] == "T7" and r["value"] is not None:
+            t7.setdefault(int(r["row"].split("=")[1]), []).append((float(r["column"].split()[-1]), r["value"]))
+    return {"anchors": sorted(t6), "noise": {k: sorted(v) for k, v in t7.items()}}
