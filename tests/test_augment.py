@@ -1,0 +1,93 @@
+"""The batched training preset: per-sample parameters, and each operation doing what it says."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+from skimage.transform import resize
+
+from grefel.data.transforms import AUG_COLUMNS, TrainAugment, augment_uniforms, eval_batch, normalize, train_batch
+
+OFF = TrainAugment(flip=0, rotation=0, brightness=0, contrast=0, saturation=0, erase=0)
+CENTRE = torch.full((1, len(AUG_COLUMNS)), 0.5, dtype=torch.float64)
+
+
+def _faces(n=4):
+    img = (resize(skdata.astronaut()[:256, 120:376], (128, 128), anti_aliasing=True) * 255).astype(np.uint8)
+    return torch.from_numpy(np.stack([img] * n))
+
+
+def _u(**cols):
+    u = CENTRE.clone()
+    for k, v in cols.items():
+        u[0, AUG_COLUMNS.index(k)] = v
+    return u
+
+
+def test_neutral_parameters_equal_the_evaluation_preset():
+    x = _faces(1)
+    torch.testing.assert_close(train_batch(x, CENTRE, OFF), eval_batch(x), atol=1e-4, rtol=0)
+
+
+def test_crop_offsets_are_integer_random_crops():
+    x = _faces(1)
+    out = train_batch(x, _u(shift_x=0.0, shift_y=1.0 - 1e-9), OFF)  # leftmost, lowest crop
+    want = normalize(x.permute(0, 3, 1, 2).float().div(255)[..., 16:128, 0:112])
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=0)
+
+
+def test_flip_and_rotation():
+    x = _faces(1)
+    flipped = train_batch(x, _u(flip=0.0), TrainAugment(flip=1.0, rotation=0, brightness=0, contrast=0, saturation=0, erase=0))
+    torch.testing.assert_close(flipped, eval_batch(x).flip(-1), atol=1e-4, rtol=0)
+    rot = TrainAugment(flip=0, rotation=90, brightness=0, contrast=0, saturation=0, erase=0)
+    turned = train_batch(x, _u(angle=1.0), rot)  # +90 degrees
+    ref = eval_batch(x)
+    err = [float((turned - torch.rot90(ref, k, dims=(-2, -1))).abs().mean()) for k in (1, 3)]
+    assert min(err) < 1e-3 and max(err) > 0.1  # a quarter turn, one way
+
+
+def test_colour_factors_follow_torchvision():
+    from torchvision.transforms.v2 import functional as F
+
+    x = _faces(1)
+    aug = TrainAugment(flip=0, rotation=0, brightness=0.5, contrast=0.5, saturation=0.5, erase=0)
+    out = train_batch(x, _u(brightness=1.0, contrast=0.0, saturation=1.0), aug)  # b 1.5, c 0.5, s 1.5
+    ref = eval_batch(x)  # same crop, then torchvision's own ops on the [0, 1] image
+    img = x.permute(0, 3, 1, 2).float().div(255)[..., 8:120, 8:120]
+    img = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(img, 1.5), 0.5), 1.5)
+    torch.testing.assert_close(out, normalize(img), atol=1e-4, rtol=0)
+    assert not torch.allclose(out, ref)
+
+
+def test_random_erasing_area_and_value():
+    x = _faces(1)
+    aug = TrainAugment(flip=0, rotation=0, brightness=0, contrast=0, saturation=0, erase=1.0)
+    out = train_batch(x, _u(erase=0.0, erase_area=0.5, erase_ratio=0.5), aug)
+    zero = (out == 0).all(1)
+    frac = zero.float().mean().item()
+    lo, hi = aug.erase_scale
+    assert abs(frac - (lo + hi) / 2) < 0.02  # area fraction 0.135 of the crop
+    rows, cols = zero[0].nonzero().T
+    assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == zero.sum()  # one rectangle
+
+
+def test_parameters_are_per_sample_and_reproducible():
+    x = _faces(6)
+    u = augment_uniforms(6, seed=0, epoch=0)
+    out = train_batch(x, u, TrainAugment())
+    assert out.shape == (6, 3, 112, 112) and out.dtype == torch.float32
+    # identical input images, different rows of parameters -> different outputs
+    diffs = [float((out[0] - out[i]).abs().mean()) for i in range(1, 6)]
+    assert min(diffs) > 1e-3
+    # one sample alone gets exactly what it got inside the batch
+    torch.testing.assert_close(train_batch(x[3:4], u[3:4], TrainAugment()), out[3:4])
+    torch.testing.assert_close(augment_uniforms(6, 0, 0), u)
+    assert not torch.equal(augment_uniforms(6, 0, 1), u)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_same_result_on_gpu():
+    x = _faces(3)
+    u = augment_uniforms(3, 0, 0)
+    torch.testing.assert_close(train_batch(x.cuda(), u, TrainAugment()).cpu(), train_batch(x, u, TrainAugment()), atol=1e-4, rtol=0)
