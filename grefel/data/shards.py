@@ -27,17 +27,27 @@ name               dtype, shape       meaning
 ``transform``      float32 (n, 2, 3)  similarity matrix source -> stored image; NaN if none
 ``attributes/*``   int8 (n,)          per-image attributes (RAF-DB ``gender``, ``race``, ``age``),
                                       -1 when unknown; code meanings in the dataset's attrs
+``source_sha256``  ascii (n,)         sha256 of the raw image file's bytes (empty: inline pixels)
+``landmarks68``    float32 (n, 68, 2) 68-point markup shipped with the dataset (AffectNet only;
+                                      present only in shards of datasets that ship it), NaN if none
+``skipped/source`` utf-8 (k,)         raw items of this shard's chunk that were not written ...
+``skipped/reason`` utf-8 (k,)         ... and why (``skipped.csv`` gathers them over all shards)
 =================  =================  =======================================================
 
 File attributes: ``schema_version``, ``dataset``, ``protocol``, ``classes`` (JSON list),
-``image_size``. Shards are written under a temporary name and renamed when complete, so a shard
-file that exists is whole.
+``image_size``; shards written by ``grefel prepare`` also carry ``chunk`` (shard number),
+``chunk_items`` (raw items the chunk covered, written or skipped) and ``chunk_sha256`` (of the
+chunk's raw item names), which let an interrupted run resume and detect a changed raw folder.
+Shards are written under a temporary name and renamed when complete, so a shard file that exists
+is whole. ``source_sha256``, ``landmarks68`` and ``skipped/`` were added in schema 1 without a
+version change: readers must not require them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -70,6 +80,8 @@ class Sample:
     landmarks: np.ndarray | None = None  # (5, 2) source-image pixels
     transform: np.ndarray | None = None  # (2, 3) source -> stored image
     attributes: dict[str, int] = field(default_factory=dict)
+    source_sha256: str = ""  # sha256 of the raw file's bytes
+    landmarks68: np.ndarray | None = None  # (68, 2) shipped markup, source-image pixels
 
 
 def shard_name(i: int) -> str:
@@ -89,33 +101,114 @@ def write_shard(
     compression: str | None = None,
 ) -> dict:
     """Write ``samples`` to one shard atomically; return its manifest entry."""
-    n = len(samples)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["dataset"] = dataset
-            f.attrs["protocol"] = protocol
-            f.attrs["classes"] = json.dumps(list(classes))
-            f.attrs["image_size"] = image_size
-            images = np.stack([s.image for s in samples]) if n else np.zeros((0, image_size, image_size, 3), np.uint8)
-            if images.shape[1:] != (image_size, image_size, 3) or images.dtype != np.uint8:
-                raise ValueError(f"images must be uint8 ({image_size}, {image_size}, 3), got {images.dtype} {images.shape[1:]}")
-            f.create_dataset(
-                "images", data=images, chunks=(1, image_size, image_size, 3) if n else None,
-                compression=compression,
-            )
-            f.create_dataset("label", data=np.array([s.label for s in samples], np.int16))
-            f.create_dataset("split", data=np.array([s.split for s in samples], dtype="S8"))
-            f.create_dataset("group", data=[s.group for s in samples], dtype=_STR)
-            f.create_dataset("source", data=[s.source for s in samples], dtype=_STR)
-            f.create_dataset("index", data=np.arange(first_index, first_index + n, dtype=np.int64))
-            f.create_dataset("landmarks", data=_stack_or_nan([s.landmarks for s in samples], (5, 2)))
-            f.create_dataset("transform", data=_stack_or_nan([s.transform for s in samples], (2, 3)))
-            grp = f.create_group("attributes")
-            for name in attribute_names:
-                grp.create_dataset(name, data=np.array([s.attributes.get(name, -1) for s in samples], np.int8))
-    return {"file": f"{SHARD_DIR}/{path.name}", "n": n, "first_index": first_index, "sha256": sha256_file(path)}
+    with ShardWriter(path, first_index=first_index, dataset=dataset, protocol=protocol, classes=classes,
+                     image_size=image_size, attribute_names=attribute_names, compression=compression) as w:
+        for s in samples:
+            w.add(s)
+    return w.entry
+
+
+class ShardWriter:
+    """Write one shard sample by sample in constant memory; it appears under its name only when whole.
+
+    Use as a context manager: on a clean exit the file is closed, fsynced and renamed over ``path``
+    (:func:`grefel.io.atomic_path`) and :attr:`entry` holds its manifest entry; on an exception the
+    temporary file is removed. ``skipped`` (source, reason) pairs and extra file ``attrs`` can be
+    given before the exit.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, first_index: int, dataset: str, protocol: str, classes: Sequence[str],
+                 image_size: int, attribute_names: Sequence[str] = (), compression: str | None = None,
+                 landmarks68: bool = False, attrs: dict | None = None, flush_every: int = 64):
+        self.path = Path(path)
+        self.first_index, self.image_size = first_index, image_size
+        self.attribute_names, self.landmarks68 = list(attribute_names), landmarks68
+        self.compression, self.flush_every = compression, flush_every
+        self.file_attrs = {"schema_version": SCHEMA_VERSION, "dataset": dataset, "protocol": protocol,
+                           "classes": json.dumps(list(classes)), "image_size": image_size, **(attrs or {})}
+        self.skipped: list[tuple[str, str]] = []
+        self.n = 0
+        self._buf: list[Sample] = []
+        self.entry: dict | None = None
+
+    def __enter__(self) -> "ShardWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._f = h5py.File(tmp, "w")
+            self._create()
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _create(self) -> None:
+        f, S = self._f, self.image_size
+        for k, v in self.file_attrs.items():
+            f.attrs[k] = v
+        f.create_dataset("images", shape=(0, S, S, 3), maxshape=(None, S, S, 3), dtype=np.uint8,
+                         chunks=(1, S, S, 3), compression=self.compression)
+        cols = {"label": np.int16, "split": "S8", "group": _STR, "source": _STR, "index": np.int64, "source_sha256": "S64"}
+        for name, dt in cols.items():
+            f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(1024,))
+        f.create_dataset("landmarks", shape=(0, 5, 2), maxshape=(None, 5, 2), dtype=np.float32, chunks=(1024, 5, 2))
+        f.create_dataset("transform", shape=(0, 2, 3), maxshape=(None, 2, 3), dtype=np.float32, chunks=(1024, 2, 3))
+        if self.landmarks68:
+            f.create_dataset("landmarks68", shape=(0, 68, 2), maxshape=(None, 68, 2), dtype=np.float32, chunks=(256, 68, 2))
+        grp = f.create_group("attributes")
+        for name in self.attribute_names:
+            grp.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int8, chunks=(1024,))
+
+    def add(self, sample: Sample) -> None:
+        S = self.image_size
+        if sample.image.shape != (S, S, 3) or sample.image.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 ({S}, {S}, 3), got {sample.image.dtype} {sample.image.shape}")
+        self._buf.append(sample)
+        if len(self._buf) >= self.flush_every:
+            self._flush()
+
+    def _flush(self) -> None:
+        b, f = self._buf, self._f
+        if not b:
+            return
+        n0, n1 = self.n, self.n + len(b)
+        cols = {
+            "images": np.stack([s.image for s in b]),
+            "label": np.array([s.label for s in b], np.int16),
+            "split": np.array([s.split for s in b], dtype="S8"),
+            "group": np.array([s.group for s in b], dtype=object),
+            "source": np.array([s.source for s in b], dtype=object),
+            "index": np.arange(self.first_index + n0, self.first_index + n1, dtype=np.int64),
+            "source_sha256": np.array([s.source_sha256 for s in b], dtype="S64"),
+            "landmarks": _stack_or_nan([s.landmarks for s in b], (5, 2)),
+            "transform": _stack_or_nan([s.transform for s in b], (2, 3)),
+        }
+        if self.landmarks68:
+            cols["landmarks68"] = _stack_or_nan([s.landmarks68 for s in b], (68, 2))
+        for name in self.attribute_names:
+            cols[f"attributes/{name}"] = np.array([s.attributes.get(name, -1) for s in b], np.int8)
+        for name, data in cols.items():
+            ds = f[name]
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = data
+        self.n, self._buf = n1, []
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._flush()
+                grp = self._f.create_group("skipped")
+                grp.create_dataset("source", data=[s for s, _ in self.skipped], dtype=_STR)
+                grp.create_dataset("reason", data=[r for _, r in self.skipped], dtype=_STR)
+            self._f.close()
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        self._atomic.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self.entry = {"file": f"{SHARD_DIR}/{self.path.name}", "n": self.n, "first_index": self.first_index,
+                          "sha256": sha256_file(self.path)}
+        return False
 
 
 def _stack_or_nan(arrays: Iterable[np.ndarray | None], shape: tuple[int, ...]) -> np.ndarray:

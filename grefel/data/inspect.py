@@ -1,0 +1,167 @@
+"""``grefel inspect``: what a prepared dataset holds, and a contact sheet of its aligned faces.
+
+:func:`summarize` computes the numbers (counts per split x class, groups per split, attributes,
+skipped items by reason, provenance); :func:`contact_sheet` draws a few faces per class;
+:func:`inspect` does both and prints them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from grefel.data.shards import PreparedDataset
+from grefel.io import atomic_path, read_json
+from grefel.paths import resolve_dataset
+
+SHEET = "contact-sheet.png"
+
+
+def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
+    """Counts per split x class, group and attribute summaries, skipped reasons and provenance."""
+    from grefel.data.prepare import PROVENANCE, SKIPPED, reason_kind
+
+    labels = ds.labels(label_set)
+    splits = ds.splits(split_set)
+    meta = ds.meta
+    order = [s for s in ("train", "val", "test", "") if s in set(splits)] + sorted(set(splits) - {"train", "val", "test", ""})
+    counts = {sp: {c: int(np.sum((splits == sp) & (labels == k))) for k, c in enumerate(ds.classes)} for sp in order}
+    groups = {}
+    if len(meta) and (meta["group"] != "").any():
+        for sp in order:
+            g = meta["group"][splits == sp]
+            g = g[g != ""]
+            per = g.value_counts()
+            groups[sp] = {"groups": int(len(per)), "min": int(per.min()) if len(per) else 0,
+                          "median": float(per.median()) if len(per) else 0.0, "max": int(per.max()) if len(per) else 0}
+    attributes = {}
+    for name, codes in ds.manifest.get("attributes", {}).items():
+        if name in meta:
+            attributes[name] = {sp: {codes.get(str(v), "unknown" if v < 0 else str(v)): int(n)
+                                     for v, n in sorted(Counter(meta[name][splits == sp]).items())} for sp in order}
+    skipped: Counter = Counter()
+    sk = ds.root / SKIPPED
+    if sk.is_file():
+        with open(sk, newline="") as f:
+            for row in csv.DictReader(f):
+                skipped[reason_kind(row["reason"])] += 1
+    prov = ds.root / PROVENANCE
+    return {
+        "dataset": ds.name, "path": str(ds.root), "protocol": ds.protocol, "classes": ds.classes,
+        "image_size": ds.image_size, "total": len(ds), "label_set": label_set or "clean", "split_set": split_set or "official",
+        "counts": counts, "groups": groups, "group_kind": ds.manifest.get("groups", {}).get("kind", ""),
+        "attributes": attributes, "skipped": dict(skipped.most_common()),
+        "provenance": read_json(prov) if prov.is_file() else {},
+    }
+
+
+def contact_sheet(ds: PreparedDataset, path: str | os.PathLike, per_class: int = 8, seed: int = 0,
+                  labels: np.ndarray | None = None) -> Path:
+    """A PNG grid: one row per class, up to ``per_class`` random faces each (template points marked if aligned)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from grefel.data.align import template
+
+    labels = ds.labels() if labels is None else labels
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(ds.num_classes):
+        idx = np.flatnonzero(labels == k)
+        pick = np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False)) if len(idx) else idx
+        rows.append((k, len(idx), pick))
+    cols = max(1, per_class)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.2 * cols + 1.2, 1.25 * len(rows) + 0.4), squeeze=False)
+    aligned = ds.manifest.get("align", "none") != "none"
+    pts = template(ds.image_size)
+    for r, (k, n, pick) in enumerate(rows):
+        images = ds.read_images(pick) if len(pick) else []
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(images):
+                ax.imshow(images[c])
+                if aligned:
+                    ax.plot(pts[:, 0], pts[:, 1], "+", color="#ff3b30", markersize=4, markeredgewidth=0.8)
+            if c == 0:
+                ax.set_ylabel(f"{ds.classes[k]}\n({n:,})", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{ds.name}: {len(ds):,} faces, {ds.image_size}x{ds.image_size}, align {ds.manifest.get('align', '?')}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def inspect(prepared: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
+            sheet: str | os.PathLike | None = None, per_class: int = 8, label_set: str | None = None,
+            split_set: str | None = None, seed: int = 0, show: bool = True) -> dict:
+    """Summarize a prepared dataset (name under the data root, or a path), print it, write the contact sheet.
+
+    Returns the summary of :func:`summarize` with ``sheet`` (the PNG's path) added.
+    """
+    ds = PreparedDataset(resolve_dataset(prepared, data_root))
+    summary = summarize(ds, label_set, split_set)
+    sheet = Path(sheet) if sheet else ds.root / SHEET
+    summary["sheet"] = str(contact_sheet(ds, sheet, per_class, seed, labels=ds.labels(label_set)))
+    if show:
+        _print(summary)
+    return summary
+
+
+def _print(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"{s['dataset']} (protocol {s['protocol']}, {s['total']:,} faces at {s['image_size']}px; "
+                    f"labels {s['label_set']}, splits {s['split_set']})")
+    t.add_column("class")
+    for sp in s["counts"]:
+        t.add_column(sp or "(no split)", justify="right")
+    t.add_column("total", justify="right")
+    for c in s["classes"]:
+        row = [s["counts"][sp][c] for sp in s["counts"]]
+        t.add_row(c, *(f"{v:,}" for v in row), f"{sum(row):,}")
+    t.add_row("[bold]total", *(f"[bold]{sum(s['counts'][sp].values()):,}" for sp in s["counts"]), f"[bold]{s['total']:,}")
+    con.print(t)
+    if s["groups"]:
+        g = Table(title=f"groups ({s['group_kind'] or 'group'}) per split")
+        for col in ("split", "groups", "images/group min", "median", "max"):
+            g.add_column(col, justify="right" if col != "split" else "left")
+        for sp, v in s["groups"].items():
+            g.add_row(sp or "(no split)", str(v["groups"]), str(v["min"]), f"{v['median']:g}", str(v["max"]))
+        con.print(g)
+    for name, per in s["attributes"].items():
+        a = Table(title=f"attribute: {name}")
+        a.add_column("split")
+        values = sorted({v for d in per.values() for v in d})
+        for v in values:
+            a.add_column(v, justify="right")
+        for sp, d in per.items():
+            a.add_row(sp or "(no split)", *(f"{d.get(v, 0):,}" for v in values))
+        con.print(a)
+    if s["skipped"]:
+        con.print(f"skipped raw items ({sum(s['skipped'].values()):,}; see skipped.csv):")
+        for r, n in s["skipped"].items():
+            con.print(f"  {n:>8,}  {r}")
+    else:
+        con.print("skipped raw items: none")
+    p = s["provenance"]
+    if p:
+        al = p.get("aligner", {})
+        con.print(f"prepared by grefel {p.get('grefel_version')} on {p.get('created')} from {p.get('raw')} "
+                  f"(layout {p.get('layout')}); aligner: {al.get('method')}"
+                  + (f" [{al['package']}]" if al.get("package") else ""))
+        for f in p.get("source_files", []):
+            con.print(f"  source {f['path']}: sha256 {f['sha256'][:16]}... ({f['bytes']:,} bytes)")
+    con.print(f"contact sheet: {s['sheet']}")

@@ -1,0 +1,304 @@
+"""Readers of raw datasets exactly as their users receive them: one module per dataset.
+
+A reader finds its layout under the RAW folder (or says which layouts it looked for), then yields
+one :class:`RawItem` per raw image, in a deterministic order, or a :class:`Skip` with its reason for
+a row it cannot use (malformed row, label outside the protocol...). Labels come from the dataset's
+definition (``datasets/<id>.toml``), never from sorted folder names. Images are read later, in
+worker processes, by :meth:`RawReader.load_image`, so listing stays cheap and streams.
+
+Common pieces live here: :class:`RawTree` (files on disk and inside ``.zip`` archives) and
+:func:`decode_image` (any PIL-readable bytes -> RGB uint8, with a one-line reason on failure).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Iterator
+
+import numpy as np
+
+from grefel.data.definitions import Definition, load_definition
+from grefel.errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
+
+
+class ImageError(Exception):
+    """An image that cannot be used; the message is the reason written to skipped.csv."""
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file under the raw folder, or a member of a zip archive under it."""
+
+    path: str  # relative to the raw root, posix separators
+    member: str | None = None  # member name inside the archive ``path``
+
+    @property
+    def source(self) -> str:
+        return self.path if self.member is None else f"{self.path}!{self.member}"
+
+    @property
+    def name(self) -> str:
+        return (self.member or self.path).rsplit("/", 1)[-1]
+
+    @property
+    def parts(self) -> list[str]:
+        """Folder names then file name, reading through an archive (``a.zip!x/y.jpg`` -> a, x, y.jpg)."""
+        p = self.path.split("/")
+        if self.member is not None:
+            p = p[:-1] + [p[-1][: -len(".zip")] if p[-1].lower().endswith(".zip") else p[-1]] + self.member.split("/")
+        return p
+
+
+@dataclass
+class RawItem:
+    """One raw image with its annotation, before it is read and aligned."""
+
+    source: str  # what skipped.csv and the shard's ``source`` say (relative path, ``a.zip!m``, ``f.csv#row``)
+    label: int  # class index in the protocol
+    split: str  # train / val / test / ""
+    file: FileRef | None = None  # where the image bytes are (None: ``pixels`` holds them)
+    group: str = ""
+    attributes: dict[str, int] = field(default_factory=dict)
+    landmarks: np.ndarray | None = None  # (5, 2) points shipped with the dataset, source pixels
+    landmarks68: np.ndarray | None = None  # (68, 2) when the dataset ships them
+    box: tuple[float, float, float, float] | None = None  # face box x1 y1 x2 y2 shipped with the dataset
+    pixels: str | None = None  # inline pixels (FER2013's CSV)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A raw item that is not written, and why."""
+
+    source: str
+    reason: str
+
+
+class RawTree:
+    """Files under a raw folder (or a single ``.zip``), reading through zip archives.
+
+    Archives are opened once per process and shared; a pickled tree re-opens them lazily, so
+    readers can be sent to worker processes.
+    """
+
+    _zips: ClassVar[dict[str, zipfile.ZipFile]] = {}
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+
+    def files(self, below: str = "", zips: bool = True) -> Iterator[FileRef]:
+        """Every file below ``below`` in sorted order; archive members follow their archive."""
+        if self.root.is_file():
+            if zips and self.root.suffix.lower() == ".zip":
+                yield from self._members(FileRef(self.root.name))
+            return
+        base = self.root / below if below else self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                ref = FileRef(name if rel == "." else f"{rel}/{name}")
+                if zips and name.lower().endswith(".zip"):
+                    yield from self._members(ref)
+                else:
+                    yield ref
+
+    def _members(self, ref: FileRef) -> Iterator[FileRef]:
+        try:
+            names = self._zip(ref.path).namelist()
+        except (zipfile.BadZipFile, OSError):
+            return
+        for m in sorted(names):
+            base = m.rsplit("/", 1)[-1]
+            if m.endswith("/") or base.startswith(".") or m.startswith("__MACOSX/"):
+                continue
+            yield FileRef(ref.path, m)
+
+    def _zip(self, path: str) -> zipfile.ZipFile:
+        full = str(self.root if self.root.is_file() else self.root / path)
+        z = RawTree._zips.get(full)
+        if z is None:
+            z = RawTree._zips[full] = zipfile.ZipFile(full)
+        return z
+
+    def read(self, ref: FileRef) -> bytes:
+        """The bytes of ``ref`` (raises ImageError with a reason when it cannot be read)."""
+        try:
+            if ref.member is not None:
+                return self._zip(ref.path).read(ref.member)
+            return (self.root / ref.path).read_bytes()
+        except FileNotFoundError:
+            raise ImageError("file not found") from None
+        except (OSError, zipfile.BadZipFile, KeyError) as e:
+            raise ImageError(f"unreadable file ({type(e).__name__}: {str(e)[:80]})") from None
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def __getstate__(self):
+        return {"root": self.root}
+
+
+def decode_image(data: bytes, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Decode image bytes of any PIL format into RGB uint8 (H, W, 3).
+
+    The format comes from the content, not the file extension. Palette, grayscale, 16-bit and
+    CMYK images are converted; transparent pixels are composited over ``background``. Empty,
+    truncated and unrecognised files raise :class:`ImageError` with the reason.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"truncated or corrupt image ({str(e)[:80]})") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, np.float64)
+        hi = a.max() if a.size and a.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        img = Image.alpha_composite(canvas, rgba)
+    rgb = np.asarray(img.convert("RGB"))
+    if rgb.shape[0] < 2 or rgb.shape[1] < 2:
+        raise ImageError(f"image too small ({rgb.shape[1]}x{rgb.shape[0]})")
+    return rgb
+
+
+class RawReader:
+    """Base of the per-dataset readers.
+
+    Subclasses set ``dataset`` (definition id), implement :meth:`detect` (returns the layout name or
+    None), :meth:`items`, and may override :meth:`load_image` and :meth:`resolve`.
+    """
+
+    dataset: ClassVar[str] = ""
+    #: aligners that make sense for this dataset's layout; the first is the default
+    align_choices: tuple[str, ...] = ("none",)
+
+    def __init__(self, raw: str | os.PathLike, protocol: str | None = None, align: str | None = None):
+        self.definition: Definition = load_definition(self.dataset)
+        self.tree = RawTree(raw)
+        if not self.tree.root.exists():
+            raise DatasetError(f"raw folder {self.tree.root} not found: pass the folder where you unpacked {self.definition.title}")
+        self.layout = self.detect()
+        if self.layout is None:
+            raise DatasetError(f"{self.tree.root} does not look like {self.definition.title}: looked for "
+                               f"{self.definition.layouts_text()}; point RAW at the folder that holds them")
+        self.protocol = self.detect_protocol(protocol)
+        self.classes = self.definition.classes(self.protocol)
+        self.align = align or self.default_align()
+
+    # -- to implement ---------------------------------------------------------------------------
+    def detect(self) -> str | None:
+        raise NotImplementedError
+
+    def items(self) -> Iterator[RawItem | Skip]:
+        raise NotImplementedError
+
+    # -- defaults -------------------------------------------------------------------------------
+    def detect_protocol(self, protocol: str | None) -> str:
+        return self.definition.protocol(protocol)
+
+    def default_align(self) -> str:
+        return self.align_choices[0]
+
+    @property
+    def name(self) -> str:
+        return self.definition.prepared_name(self.protocol)
+
+    def annotation_files(self) -> list[Path]:
+        """Label / list files whose checksums go into the provenance."""
+        return []
+
+    def attribute_names(self) -> list[str]:
+        return []
+
+    def resolve(self, item: RawItem) -> RawItem | Skip:
+        """Finish an item in the worker (annotations that are costly to read); default: as is."""
+        return item
+
+    def load_image(self, item: RawItem) -> tuple[np.ndarray, str]:
+        """RGB uint8 image of ``item`` and the sha256 of its bytes (raises ImageError)."""
+        data = self.tree.read(item.file)
+        return decode_image(data), hashlib.sha256(data).hexdigest()
+
+    def label_or_skip(self, source: str, code: str) -> int | Skip:
+        lab = self.definition.label(code, self.protocol)
+        return Skip(source, self.definition.exclusion_reason(code, self.protocol)) if lab is None else lab
+
+
+def find_dirs(root: Path, name: str, max_depth: int = 3) -> list[Path]:
+    """The shallowest folders called ``name`` at most ``max_depth`` levels below ``root`` (itself included), sorted."""
+    if root.name == name and root.is_dir():
+        return [root]
+    frontier = [root]
+    for _ in range(max_depth):
+        found, nxt = [], []
+        for d in frontier:
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                if not e.name.startswith(".") and e.is_dir():
+                    (found if e.name == name else nxt).append(Path(e.path))
+        if found:
+            return found
+        frontier = nxt
+    return []
+
+
+def find_file(root: Path, names: tuple[str, ...], max_depth: int = 3) -> Path | None:
+    """The shallowest file whose name is in ``names`` (earlier names win at one depth), or None."""
+    frontier = [root]
+    for _ in range(max_depth + 1):
+        found, nxt = {}, []
+        for d in frontier:
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():
+                    nxt.append(Path(e.path))
+                elif e.name in names:
+                    found.setdefault(e.name, Path(e.path))
+        for n in names:
+            if n in found:
+                return found[n]
+        frontier = nxt
+    return None
+
+
+def reader_class(dataset: str) -> type[RawReader]:
+    from grefel.data.raw import affectnet, affwild2, ferg, ferplus, jaffe, rafdb
+
+    readers = {m.Reader.dataset: m.Reader for m in (rafdb, affectnet, ferplus, ferg, jaffe, affwild2)}
+    if dataset not in readers:
+        load_definition(dataset)  # raises the "unknown dataset" error with the list
+        raise DatasetError(f"no reader for dataset '{dataset}'")
+    return readers[dataset]
+
+
+def open_reader(dataset: str, raw: str | os.PathLike, protocol: str | None = None, align: str | None = None) -> RawReader:
+    """The reader of ``dataset`` on the raw folder ``raw`` (raises DatasetError naming the layouts looked for)."""
+    return reader_class(dataset)(raw, protocol=protocol, align=align)

@@ -1,0 +1,139 @@
+"""RAF-DB (basic): the original distribution and the common ``DATASET/{train,test}/{1..7}`` repackaging.
+
+Original layout (``basic/`` or the folder holding it)::
+
+    EmoLabel/list_patition_label.txt     "train_00001.jpg 5" per line (list_partition_label.txt accepted)
+    Image/aligned/train_00001_aligned.jpg   100 x 100, already aligned  (or Image/aligned.zip)
+    Image/original/train_00001.jpg          (or Image/original.zip)
+    Annotation/manual/train_00001_manu_attri.txt   5 landmark lines, gender, race, age
+
+``--align none`` (default) uses the aligned images; ``--align landmarks`` aligns the original images
+from the manual five points; a detector aligns the original images. Gender, race and age come from
+the manual annotation when it is there. Split from the file-name prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from grefel.data.raw import FileRef, RawItem, RawReader, Skip, find_dirs, find_file
+from grefel.errors import DatasetError
+
+LABEL_FILES = ("list_patition_label.txt", "list_partition_label.txt")
+_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s*$")
+
+
+class Reader(RawReader):
+    dataset = "rafdb"
+
+    def detect(self) -> str | None:
+        root = self.tree.root
+        if root.is_dir():
+            self.label_file = find_file(root, LABEL_FILES)
+            if self.label_file is not None:
+                self.base = self.label_file.parent.parent
+                self._index_images()
+                return "original"
+            for cand in [root, *find_dirs(root, "DATASET", 2)]:
+                if all(any((cand / s / c).is_dir() for c in self.definition.codes) for s in ("train", "test")):
+                    self.base = cand
+                    return "repackaged"
+        return None
+
+    def _rel(self, p: Path) -> str:
+        return p.relative_to(self.tree.root).as_posix()
+
+    def _index_images(self) -> None:
+        """Stem -> file of the aligned and of the original images (folders or zip archives)."""
+        self.aligned: dict[str, FileRef] = {}
+        self.original: dict[str, FileRef] = {}
+        image_dir = self.base / "Image"
+        if not image_dir.is_dir():
+            return
+        for ref in self.tree.files(self._rel(image_dir)):
+            parts = [p.lower() for p in ref.parts]
+            stem = ref.name.rsplit(".", 1)[0]
+            if "aligned" in parts[:-1]:
+                self.aligned.setdefault(stem.removesuffix("_aligned"), ref)
+            elif "original" in parts[:-1]:
+                self.original.setdefault(stem, ref)
+
+    @property
+    def has_landmarks(self) -> bool:
+        return self.layout == "original" and (self.base / "Annotation" / "manual").is_dir()
+
+    def default_align(self) -> str:
+        if self.layout == "repackaged" or self.aligned:
+            return "none"
+        return "landmarks" if self.has_landmarks else "retinaface-onnx"
+
+    def annotation_files(self) -> list[Path]:
+        return [self.label_file] if self.layout == "original" else []
+
+    def attribute_names(self) -> list[str]:
+        return ["gender", "race", "age"] if self.has_landmarks else []
+
+    def items(self) -> Iterator[RawItem | Skip]:
+        if self.layout == "repackaged":
+            yield from self._repackaged()
+            return
+        use_aligned = self.align == "none"
+        images = self.aligned if use_aligned else self.original
+        if not images:
+            want = "Image/aligned/ (or aligned.zip)" if use_aligned else "Image/original/ (or original.zip)"
+            other = "--align landmarks or a detector with Image/original" if use_aligned else "--align none with Image/aligned"
+            raise DatasetError(f"RAF-DB images not found: --align {self.align} needs {want} under {self.base}; or use {other}")
+        label_rel = self._rel(self.label_file)
+        with open(self.label_file, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                m = _LINE.match(line)
+                if m is None:
+                    yield Skip(f"{label_rel}#{lineno}", "malformed label line (expected 'name code')")
+                    continue
+                name, code = m.groups()
+                stem = name.rsplit(".", 1)[0]
+                split = self.definition.split(stem.split("_", 1)[0])
+                ref = images.get(stem)
+                src = ref.source if ref else name
+                lab = self.label_or_skip(src, code)
+                if isinstance(lab, Skip):
+                    yield lab
+                elif split is None:
+                    yield Skip(src, f"unknown split prefix in '{name}' (expected train_ or test_)")
+                elif ref is None:
+                    yield Skip(name, f"image not found in Image/{'aligned' if use_aligned else 'original'}")
+                else:
+                    yield RawItem(source=src, label=lab, split=split, file=ref)
+
+    def _repackaged(self) -> Iterator[RawItem | Skip]:
+        for split in ("train", "test"):
+            sdir = self.base / split
+            for cdir in sorted((d for d in sdir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name):
+                for ref in self.tree.files(self._rel(cdir), zips=False):
+                    lab = self.label_or_skip(ref.source, cdir.name)
+                    yield lab if isinstance(lab, Skip) else RawItem(source=ref.source, label=lab, split=split, file=ref)
+
+    def resolve(self, item: RawItem) -> RawItem | Skip:
+        """Read the manual annotation: five landmarks (original-image pixels), gender, race, age."""
+        if not self.has_landmarks:
+            return item
+        stem = item.file.name.rsplit(".", 1)[0].removesuffix("_aligned")
+        path = self.base / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+        try:
+            rows = [r.split() for r in path.read_text(errors="replace").splitlines() if r.strip()]
+            lm = np.array([[float(v) for v in r[:2]] for r in rows[:5]], np.float32).reshape(5, 2)
+            attrs = {k: int(rows[5 + i][0]) for i, k in enumerate(("gender", "race", "age"))}
+        except (OSError, ValueError, IndexError):
+            if self.align == "landmarks":
+                return Skip(item.source, f"manual annotation {path.name} missing or malformed")
+            return item
+        item.attributes = attrs
+        if self.align == "landmarks":  # manual points are in original-image pixels
+            item.landmarks = lm
+        return item

@@ -1,0 +1,38 @@
+"""`grefel inspect PREPARED`: counts, skipped items, provenance and a contact sheet of a prepared dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from grefel_cli.app import app
+
+
+@app.command()
+def inspect(
+    prepared: Optional[str] = typer.Argument(None, help="Prepared dataset name under the data root, or its folder [default: the only one]."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root [default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Contact-sheet PNG to write [default: <prepared>/contact-sheet.png]."),
+    per_class: int = typer.Option(8, "--per-class", help="Faces per class on the contact sheet."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label set from `grefel corrupt` [default: clean]."),
+    splits: Optional[str] = typer.Option(None, "--splits", help="Split set from `grefel refine` [default: refined 'default' if any, else official]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the faces picked for the contact sheet."),
+):
+    """Show what a prepared dataset holds: counts per split x class, groups, attributes, skipped
+    items by reason and the provenance; write a contact sheet with a few aligned faces per class.
+
+    [bold]Examples:[/bold]
+
+      grefel inspect rafdb
+
+      grefel inspect affectnet8 --per-class 12 --sheet affectnet8.png
+
+      grefel inspect ferplus --labels sym20
+
+      grefel inspect /scratch/grefel/jaffe
+    """
+    from grefel.data.inspect import inspect as run
+
+    run(prepared, data_root=data_root, sheet=sheet, per_class=per_class, label_set=labels, split_set=splits, seed=seed)
