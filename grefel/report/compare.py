@@ -40,8 +40,10 @@ def _find(d: Any, names: Iterable[str]) -> Any:
 
 def run_settings(meta: dict) -> dict:
     """K, noise rate (percent), label smoothing and reliability balancing of one predictions file."""
-    model_cfg, cfg = meta.get("model_config") or {}, meta.get("config") or {}
-    k = _find(model_cfg, ("num_anchors", "anchors_per_class"))
+    model_cfg, cfg, built = meta.get("model_config") or {}, meta.get("config") or {}, meta.get("model") or {}
+    k = built.get("num_anchors")  # what the evaluated model really had (presets fill model_config's gaps)
+    if k is None:
+        k = _find(model_cfg, ("num_anchors", "anchors_per_class"))
     if k is None:
         k = _find(cfg, ("num_anchors", "anchors_per_class"))
     info = meta.get("label_set_info") or {}
@@ -52,7 +54,9 @@ def run_settings(meta: dict) -> dict:
         noise = float(noise)
         noise = noise * 100 if noise <= 1 else noise
     ls = _find(cfg, ("label_smoothing", "smoothing"))
-    rb = _find(model_cfg, ("reliability", "reliability_balancing"))
+    rb = built.get("reliability")
+    if rb is None:
+        rb = _find(model_cfg, ("reliability", "reliability_balancing"))
     if rb is None:
         rb = _find(cfg, ("reliability", "reliability_balancing"))
     return {

@@ -1,0 +1,185 @@
+"""`grefel evaluate`: every model output per sample, resumable, and clear refusals of wrong inputs.
+
+``make_checkpoint`` (also used by the predict and report tests) writes a small prepared dataset with
+RAF-DB-style attributes and a noisy label set, and a checkpoint of the ``tiny`` model that records
+it exactly as `grefel train` does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import grefel.evaluate as E
+from grefel.checkpoint import save_checkpoint
+from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
+from grefel.errors import CheckpointError, DatasetError
+from grefel.io import write_json
+from grefel.report.predictions import read_predictions
+from helpers import PATTERNS, pattern_image
+
+torch.set_num_threads(2)
+CLASSES = ["hstripes", "vstripes", "disc", "checker"]
+GENDER = {"0": "male", "1": "female", "2": "unsure"}
+
+
+def make_dataset(root: Path, n_per_class: int = 6, classes=CLASSES, protocol: str = "basic", seed: int = 0) -> Path:
+    """Prepared dataset: half train / half test per class, two shards, a gender attribute, label set ``noisy``."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for k, _ in enumerate(classes):
+        for i in range(n_per_class):
+            samples.append(Sample(image=pattern_image(PATTERNS[k], rng, 128), label=k, split="test" if i % 2 else "train",
+                                  source=f"{classes[k]}/{i}.png", group=f"s{i % 3}", attributes={"gender": int(i % 4) - 1}))
+    shards = []
+    for s, start in enumerate(range(0, len(samples), 16)):
+        shards.append(write_shard(root / "shards" / shard_name(s), samples[start:start + 16], first_index=start, dataset="toyraf",
+                                  protocol=protocol, classes=classes, image_size=128, attribute_names=["gender"]))
+    write_json(root / "manifest.json", {"schema_version": 1, "dataset": "toyraf", "protocol": protocol, "classes": list(classes),
+                                        "image_size": 128, "shards": shards, "attributes": {"gender": GENDER}})
+    noisy = np.array([s.label for s in samples], np.int16)
+    noisy[::5] = (noisy[::5] + 1) % len(classes)
+    (root / "labels").mkdir()
+    with h5py.File(root / "labels" / "noisy.h5", "w") as f:
+        f.create_dataset("label", data=noisy)
+        f.attrs["noise"] = 0.2
+        f.attrs["mode"] = "symmetric"
+    return root
+
+
+def make_checkpoint(tmp_path: Path, *, num_anchors: int = 2, label_set: str = "noisy", label_smoothing: float = 0.0,
+                    name: str = "run", dataset_root: Path | None = None, record: dict | None = None, seed: int = 0) -> Path:
+    """A `grefel train`-style checkpoint of the tiny model for the dataset of :func:`make_dataset`."""
+    from grefel.models import create_model
+
+    root = dataset_root or (tmp_path / "toyraf" if (tmp_path / "toyraf" / "manifest.json").is_file() else make_dataset(tmp_path / "toyraf"))
+    ds = PreparedDataset(root)
+    torch.manual_seed(seed)
+    model = create_model("tiny", num_classes=ds.num_classes, num_anchors=num_anchors)
+    dataset = {"name": ds.name, "protocol": ds.protocol, "classes": ds.classes, "manifest_sha256": ds.manifest_sha256, "path": str(root.resolve())}
+    dataset.update(record or {})
+    payload = {"model": model.state_dict(), "model_config": model.model_config, "dataset": dataset, "label_set": label_set,
+               "split_set": "official", "config": {"num_anchors": num_anchors, "label_smoothing": label_smoothing, "labels": label_set},
+               "epoch": 2, "metrics": {}}
+    return save_checkpoint(tmp_path / name / "best.pt", payload)
+
+
+def test_evaluate_writes_every_output(tmp_path):
+    ckpt = make_checkpoint(tmp_path)
+    path = E.evaluate(ckpt, batch_size=5, show_progress=False)
+    assert path == ckpt.parent / "predictions" / "best-test-noisy.parquet"
+    pred = read_predictions(path)
+    t = pred.table
+    ds = PreparedDataset(tmp_path / "toyraf")
+    test_idx = ds.indices("test")
+    assert t["index"].tolist() == test_idx.tolist() and (t["split"] == "test").all()
+    assert t["label"].tolist() == ds.labels()[test_idx].tolist()
+    assert t["label_noisy"].tolist() == ds.labels("noisy")[test_idx].tolist()
+    assert t["gender"].tolist() == ds.meta["gender"].to_numpy()[test_idx].tolist()
+    assert pred.meta["attribute_codes"] == {"gender": GENDER}
+    assert pred.meta["label_set_info"]["noise"] == pytest.approx(0.2)
+    assert pred.meta["model"] == {"num_anchors": 2, "reliability": "both"}
+    assert pred.classes == CLASSES
+    for k in ("primary", "geometric", "attentive", "correction", "corrected"):
+        assert pred.arrays[k].shape == (len(test_idx), 4)
+        np.testing.assert_allclose(pred.arrays[k].sum(1), 1, atol=1e-4)
+    assert (t["pred_corrected"].to_numpy() == pred.arrays["corrected"].argmax(1)).all()
+    assert (t["pred_primary"].to_numpy() == pred.arrays["primary"].argmax(1)).all()
+
+    # the same numbers as running the model directly on the stored faces
+    model = E.model_from_checkpoint(torch.load(ckpt, weights_only=True))
+    with torch.inference_mode():
+        out = model(E.eval_batch(ds.read_images(test_idx[:4])))
+    np.testing.assert_allclose(pred.arrays["corrected"][:4], out.corrected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(pred.arrays["embedding"][:4], out.embedding.numpy(), atol=1e-4)
+    np.testing.assert_allclose(t["conf_primary"].to_numpy()[:4], out.conf_primary.numpy(), atol=1e-5)
+
+
+def test_reuse_and_resume(tmp_path, monkeypatch):
+    ckpt = make_checkpoint(tmp_path)
+    full = read_predictions(E.evaluate(ckpt, out=tmp_path / "full.parquet", batch_size=4, show_progress=False))
+
+    real = E.run_model
+    calls = []
+
+    def flaky(model, images, device, amp=None):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped mid-way, after one finished chunk
+        return real(model, images, device, amp)
+
+    monkeypatch.setattr(E, "CHUNK", 4)
+    monkeypatch.setattr(E, "run_model", flaky)
+    out = tmp_path / "resumed.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        E.evaluate(ckpt, out=out, batch_size=4, show_progress=False)
+    assert not out.exists() and len(list((tmp_path / ".resumed.parquet.parts").glob("part-*.npz"))) == 1
+    calls.clear()
+    monkeypatch.setattr(E, "run_model", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    E.evaluate(ckpt, out=out, batch_size=4, show_progress=False)
+    assert len(calls) == 2  # 12 test samples in chunks of 4: the finished one was not redone
+    resumed = read_predictions(out)
+    np.testing.assert_allclose(resumed.arrays["corrected"], full.arrays["corrected"], atol=1e-6)
+    assert not (tmp_path / ".resumed.parquet.parts").exists()
+
+    calls.clear()
+    assert E.evaluate(ckpt, out=out, show_progress=False) == out and calls == []  # up to date: reused
+    E.evaluate(ckpt, out=out, show_progress=False, force=True)
+    assert calls
+
+
+def test_mismatched_checkpoint_fails_cleanly(tmp_path):
+    make_dataset(tmp_path / "toyraf")
+    other = make_checkpoint(tmp_path, name="other", record={"classes": ["a", "b", "c", "d"]})
+    with pytest.raises(CheckpointError, match=r"trained on classes \['a', 'b', 'c', 'd'\].*--dataset"):
+        E.evaluate(other, show_progress=False)
+    proto = make_checkpoint(tmp_path, name="proto", record={"protocol": "8cls"})
+    with pytest.raises(CheckpointError, match="protocol '8cls'"):
+        E.evaluate(proto, show_progress=False)
+
+    # a state dict that does not fit the configuration it records
+    good = torch.load(make_checkpoint(tmp_path, name="good"), weights_only=True)
+    good["model_config"] = {**good["model_config"], "num_anchors": 5}
+    save_checkpoint(tmp_path / "bad" / "best.pt", good)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        E.evaluate(tmp_path / "bad" / "best.pt", show_progress=False)
+
+    # truncated and missing files, and the CLI's one-line error
+    data = (tmp_path / "good" / "best.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    from grefel_cli.main import app
+
+    for path, words in ((tmp_path / "trunc.pt", "truncated"), (tmp_path / "nope.pt", "not found"), (other, "trained on classes")):
+        r = CliRunner().invoke(app, ["evaluate", "--ckpt", str(path)])
+        assert r.exit_code == 1, r.output
+        assert isinstance(r.exception, click.ClickException)  # the app's one-line error, no traceback
+        assert words in str(r.exception) and "\n" not in str(r.exception)
+
+
+def test_empty_split_and_missing_label_set(tmp_path):
+    ckpt = make_checkpoint(tmp_path, label_set="clean")
+    with pytest.raises(DatasetError, match="split 'val' of toyraf is empty"):
+        E.evaluate(ckpt, split="val", show_progress=False)
+    with pytest.raises(DatasetError, match="label set 'sym40' not found"):
+        E.evaluate(ckpt, label_set="sym40", show_progress=False)
+    p = E.evaluate(ckpt, split="train", show_progress=False)
+    assert p.name == "best-train-clean.parquet" and "label_noisy" not in read_predictions(p).table
+
+
+def test_cli_evaluate(tmp_path):
+    from grefel_cli.main import app
+
+    ckpt = make_checkpoint(tmp_path)
+    r = CliRunner().invoke(app, ["evaluate", "--ckpt", str(ckpt), "--out", str(tmp_path / "p.parquet"), "--labels", "clean"])
+    assert r.exit_code == 0, r.output
+    meta = read_predictions(tmp_path / "p.parquet").meta
+    assert meta["label_set"] == "clean" and json.loads(json.dumps(meta))["dataset"]["name"] == "toyraf"
+    r = CliRunner().invoke(app, ["evaluate", "--help"])
+    assert "Examples:" in r.output

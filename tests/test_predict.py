@@ -1,0 +1,102 @@
+"""`grefel predict` on real photographs shipped inside installed packages (no downloads)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from grefel_cli.main import app
+from test_evaluate import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """astronaut (skimage) and grace_hopper (matplotlib): one face each; coffee: no face; junk bytes."""
+    import matplotlib.cbook
+    from skimage import data
+
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).save(d / "astronaut.png")
+    hopper = d / "grace_hopper.jpg"
+    hopper.write_bytes(open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb").read())
+    Image.fromarray(data.coffee()).save(d / "coffee.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return d
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("predict-run"), label_set="clean")
+
+
+def test_one_face_each_and_valid_json(photos, ckpt, tmp_path):
+    out, ann = tmp_path / "res.json", tmp_path / "annotated"
+    r = CliRunner().invoke(app, ["predict", "--ckpt", str(ckpt), str(photos / "astronaut.png"), str(photos / "grace_hopper.jpg"),
+                                 "--json", str(out), "--save-annotated", str(ann)])
+    assert r.exit_code == 0, r.output + str(r.exception)
+    res = json.loads(out.read_text())
+    assert res["errors"] == [] and res["classes"] == ["hstripes", "vstripes", "disc", "checker"]
+    by_file = {}
+    for f in res["faces"]:
+        by_file.setdefault(f["file"].rsplit("/", 1)[-1], []).append(f)
+    assert sorted(by_file) == ["astronaut.png", "grace_hopper.jpg"] and all(len(v) == 1 for v in by_file.values())
+    for f in res["faces"]:
+        assert f["top_class"] in res["classes"] and f["score"] > 0.9
+        assert sum(f["corrected"].values()) == pytest.approx(1, abs=1e-4) and f["confidence"] == max(f["corrected"].values())
+        assert f["changed"] == (f["top_class"] != f["primary_class"])
+    # the astronaut's face is in the upper middle of the 512 x 512 picture
+    x1, y1, x2, y2 = by_file["astronaut.png"][0]["box"]
+    assert 120 < (x1 + x2) / 2 < 330 and 40 < (y1 + y2) / 2 < 220 and 40 < x2 - x1 < 200
+    for name, src in (("astronaut.annotated.png", "astronaut.png"), ("grace_hopper.annotated.png", "grace_hopper.jpg")):
+        a = np.asarray(Image.open(ann / name).convert("RGB"))
+        s = np.asarray(Image.open(photos / src).convert("RGB"))
+        assert a.shape == s.shape and (a != s).any()  # same picture with something drawn on it
+
+
+def test_bad_files_do_not_stop_the_batch(photos, ckpt, tmp_path):
+    out = tmp_path / "res.csv"
+    r = CliRunner().invoke(app, ["predict", "--ckpt", str(ckpt), str(photos), str(tmp_path / "missing.png"), "--csv", str(out)])
+    assert r.exit_code == 0, r.output + str(r.exception)
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    errors = {row["file"].rsplit("/", 1)[-1]: row["error"] for row in rows if row["error"]}
+    assert "no face found" in errors["coffee.png"]
+    assert "not a readable image" in errors["broken.jpg"]
+    assert "not found" in errors["missing.png"]
+    assert sorted(row["file"].rsplit("/", 1)[-1] for row in rows if not row["error"]) == ["astronaut.png", "grace_hopper.jpg"]
+
+
+def test_nothing_classified_exits_1(photos, ckpt):
+    r = CliRunner().invoke(app, ["predict", "--ckpt", str(ckpt), str(photos / "coffee.png")])
+    assert r.exit_code == 1
+
+
+def test_align_none_classifies_the_whole_image(photos, ckpt):
+    from grefel.predict import predict
+
+    res, classes = predict(ckpt, [photos / "coffee.png"], align="none", show_progress=False)
+    assert len(res) == 1 and res[0].error is None and res[0].top_class in classes and res[0].box == [100.0, 0.0, 500.0, 400.0]
+
+
+def test_unusable_checkpoint_fails_cleanly(photos, ckpt, tmp_path):
+    data = ckpt.read_bytes()
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(data[:1000])
+    r = CliRunner().invoke(app, ["predict", "--ckpt", str(trunc), str(photos / "astronaut.png")])
+    assert r.exit_code == 1 and isinstance(r.exception, click.ClickException) and "truncated" in str(r.exception)
+
+    import torch
+
+    from grefel.checkpoint import save_checkpoint
+
+    payload = torch.load(ckpt, weights_only=True)
+    payload["dataset"] = {**payload["dataset"], "classes": ["a", "b", "c"]}  # 3 names for a 4-class head
+    save_checkpoint(tmp_path / "odd.pt", payload)
+    r = CliRunner().invoke(app, ["predict", "--ckpt", str(tmp_path / "odd.pt"), str(photos / "astronaut.png")])
+    assert r.exit_code == 1 and "4-class head" in str(r.exception)
