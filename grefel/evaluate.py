@@ -118,8 +118,9 @@ def default_predictions_path(ckpt: str | os.PathLike, split: str = "test", label
     return ckpt.parent / "predictions" / f"{ckpt.stem}-{split}-{label_set or 'clean'}.parquet"
 
 
-def predictions_are_current(path: str | os.PathLike, ckpt_sha256: str, split: str, label_set: str | None) -> bool:
-    """True when ``path`` holds predictions of this exact checkpoint file, split and label set."""
+def predictions_are_current(path: str | os.PathLike, ckpt_sha256: str, split: str, label_set: str | None, precision: str | None = None) -> bool:
+    """True when ``path`` holds predictions of this exact checkpoint file, split and label set
+    (and precision, when one is asked for: a file made anywhere else is fine otherwise)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -127,7 +128,8 @@ def predictions_are_current(path: str | os.PathLike, ckpt_sha256: str, split: st
         meta = read_predictions_meta(path)
     except GrefelError:
         return False
-    return meta.get("checkpoint_sha256") == ckpt_sha256 and meta.get("split") == split and (meta.get("label_set") or "clean") == (label_set or "clean")
+    same = meta.get("checkpoint_sha256") == ckpt_sha256 and meta.get("split") == split and (meta.get("label_set") or "clean") == (label_set or "clean")
+    return same and (precision is None or meta.get("precision") == precision)
 
 
 # -- running the model -----------------------------------------------------------------------------
@@ -178,7 +180,8 @@ def evaluate(
 
     ``label_set`` (default: the one the checkpoint was trained with) adds its labels as
     ``label_noisy``. ``out`` defaults to :func:`default_predictions_path`. An up-to-date file (same
-    checkpoint bytes, split and label set) is reused unless ``force``.
+    checkpoint bytes, split and label set) is reused unless ``force``. ``amp``: bf16 autocast
+    (default: on for CUDA, off on CPU); ``amp=False`` evaluates in float32 everywhere.
     """
     ckpt = Path(ckpt)
     payload = payload if payload is not None else load_checkpoint(ckpt)
@@ -187,7 +190,8 @@ def evaluate(
     label_set = None if label_set in ("", "clean") else label_set
     out = Path(out) if out is not None else default_predictions_path(ckpt, split, label_set)
     ckpt_sha = sha256_file(ckpt)
-    if not force and predictions_are_current(out, ckpt_sha, split, label_set):
+    wanted = None if amp is None else ("bf16" if amp else "fp32")
+    if not force and predictions_are_current(out, ckpt_sha, split, label_set, wanted):
         return out
 
     ds = checkpoint_dataset(payload, dataset, data_root, ckpt)
@@ -237,6 +241,8 @@ def evaluate(
         "checkpoint": str(ckpt.resolve()),
         "checkpoint_sha256": ckpt_sha,
         "epoch": payload.get("epoch"),
+        "device": str(dev),
+        "precision": "bf16" if ((dev.type == "cuda") if amp is None else amp) else "fp32",
         "model": model_settings(model),
         "model_config": payload.get("model_config"),
         "config": payload.get("config"),

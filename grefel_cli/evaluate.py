@@ -22,6 +22,7 @@ def evaluate(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda when available]."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root [default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
     force: bool = typer.Option(False, "--force", help="Evaluate again even if an up-to-date predictions file exists."),
+    fp32: bool = typer.Option(False, "--fp32", help="Float32 on CUDA too (default there: bf16 autocast, ~1.5x faster)."),
 ):
     """Run a checkpoint over a split and write its predictions for every sample.
 
@@ -44,5 +45,5 @@ def evaluate(
     from grefel.evaluate import evaluate as run
 
     path = run(ckpt, dataset=dataset, split=split, label_set=labels, out=out, batch_size=batch_size, device=device,
-               split_set=split_set, data_root=data_root, force=force)
+               split_set=split_set, data_root=data_root, force=force, amp=False if fp32 else None)
     Console().print(f"predictions: {path}")

@@ -24,6 +24,7 @@ def report(
     device: Optional[str] = typer.Option(None, "--device", help="Device for evaluation [default: cuda when available]."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root [default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
     seed: int = typer.Option(0, "--seed", help="Seed for the t-SNE and the default sample choice."),
+    fp32: bool = typer.Option(False, "--fp32", help="Evaluate in float32 on CUDA too (default there: bf16 autocast)."),
 ):
     """Write report.html (opens offline, figures embedded), the figures as PNG and SVG, and report.json.
 
@@ -51,5 +52,6 @@ def report(
     console = Console(stderr=True)
     html = build_report(ckpt, out, split=split, label_set=labels, dataset=dataset, data_root=data_root, samples=sample,
                         n_changed=most_changed, tsne_points=tsne_points, batch_size=batch_size, device=device, seed=seed,
+                        amp=False if fp32 else None,
                         log=lambda s: console.print(s, highlight=False))
     Console().print(f"report: {html}")

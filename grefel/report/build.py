@@ -45,6 +45,7 @@ def load_run(
     data_root: str | os.PathLike | None = None,
     batch_size: int = 128,
     device: str | None = None,
+    amp: bool | None = None,
     show_progress: bool = True,
 ) -> Predictions:
     """Predictions of one checkpoint (evaluating it when needed) or of a predictions file."""
@@ -56,7 +57,7 @@ def load_run(
     from grefel.evaluate import evaluate
 
     path = evaluate(source, dataset=dataset, split=split, label_set=label_set, batch_size=batch_size, device=device,
-                    data_root=data_root, show_progress=show_progress)
+                    data_root=data_root, amp=amp, show_progress=show_progress)
     return read_predictions(path)
 
 
@@ -220,6 +221,7 @@ def build_report(
     batch_size: int = 128,
     device: str | None = None,
     seed: int = 0,
+    amp: bool | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -237,7 +239,7 @@ def build_report(
         name = run_name(src)
         try:
             pred = load_run(src, split=split, label_set=label_set, dataset=dataset, data_root=data_root,
-                            batch_size=batch_size, device=device, show_progress=show_progress)
+                            batch_size=batch_size, device=device, amp=amp, show_progress=show_progress)
         except GrefelError as e:
             problems.append(f"{src}: {e}")
             log(f"skipped {src}: {e}")
