@@ -185,6 +185,7 @@ def evaluate(
     """
     ckpt = Path(ckpt)
     payload = payload if payload is not None else load_checkpoint(ckpt)
+    given_out, asked_labels = out, label_set
     if label_set is None:
         label_set = payload.get("label_set") or None
     label_set = None if label_set in ("", "clean") else label_set
@@ -195,8 +196,15 @@ def evaluate(
         return out
 
     ds = checkpoint_dataset(payload, dataset, data_root, ckpt)
-    if split_set is None and payload.get("split_set") in ds.split_sets():
-        split_set = payload["split_set"]  # the refined split the run was trained with
+    recorded = payload.get("split_set")
+    if split_set is None and (recorded == "official" or recorded in ds.split_sets()):
+        split_set = recorded  # the split the run was trained and validated with
+    if label_set and asked_labels is None and label_set not in ds.label_sets():
+        # the run's own label set is gone (dataset copied without labels/): clean labels only
+        label_set = None
+        out = Path(given_out) if given_out is not None else default_predictions_path(ckpt, split, None)
+        if not force and predictions_are_current(out, ckpt_sha, split, None, wanted):
+            return out
     noisy = ds.labels(label_set) if label_set else None
     indices = ds.indices(split, split_set)
     if len(indices) == 0:

@@ -171,6 +171,10 @@ def test_empty_split_and_missing_label_set(tmp_path):
         E.evaluate(ckpt, label_set="sym40", show_progress=False)
     p = E.evaluate(ckpt, split="train", show_progress=False)
     assert p.name == "best-train-clean.parquet" and "label_noisy" not in read_predictions(p).table
+    # the run's own label set missing from this copy of the dataset: clean labels only, not a failure
+    gone = make_checkpoint(tmp_path, label_set="sym30-s0", name="gone")
+    p = E.evaluate(gone, show_progress=False)
+    assert p.name == "best-test-clean.parquet" and "label_noisy" not in read_predictions(p).table
 
 
 def test_cli_evaluate(tmp_path):
