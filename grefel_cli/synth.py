@@ -1,0 +1,41 @@
+"""`grefel synth OUT`: a procedurally drawn facial-expression dataset in FERG-DB layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from grefel_cli.app import app
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write (new or empty; rerun the same command to resume)."),
+    characters: int = typer.Option(6, "--characters", help="Number of characters (the groups; FERG-DB has 6)."),
+    per_class: int = typer.Option(100, "--per-class", help="Images per character of the most frequent expression (joy)."),
+    imbalance: float = typer.Option(3.0, "--imbalance", help="Most / least frequent expression ratio; 1 = balanced."),
+    size: int = typer.Option(128, "--size", help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives byte-identical files."),
+    workers: int = typer.Option(1, "--workers", help="Drawing processes."),
+):
+    """Draw synthetic faces showing the seven basic expressions, in the FERG-DB raw layout.
+
+    Writes OUT/<character>/<character>_<expression>/<character>_<expression>_<n>.png with the
+    expression made by facial geometry only (brows, eyelids, mouth), varied per character (head,
+    colours, hair, feature placement) and per image (pose, lighting, noise); about 30 % of the
+    PNGs are RGBA. Per character, the expression of rank r in joy, neutral, sadness, surprise,
+    anger, disgust, fear gets round(PER_CLASS x IMBALANCE^(-r/6)) images. Prepare it with
+    `grefel prepare ferg OUT`. See docs/synth.md.
+
+    [bold]Examples:[/bold]
+
+      grefel synth ~/synth-ferg
+
+      grefel synth /tmp/tiny --characters 4 --per-class 20 --imbalance 1
+
+      grefel synth ~/synth-ferg --per-class 400 --seed 1 --workers 2 && grefel prepare ferg ~/synth-ferg
+    """
+    from grefel.data.synth import generate
+
+    generate(out, characters=characters, per_class=per_class, size=size, seed=seed, imbalance=imbalance, workers=workers)
