@@ -68,15 +68,23 @@ def epoch_plan(
 
 
 class RankBatches(Sampler):
-    """Yield (positions, indices) of this rank's share of each global batch of an epoch plan."""
+    """Yield (positions, indices) of this rank's share of each global batch of an epoch plan.
+
+    The sampler runs in the main process, so one DataLoader with persistent workers serves the
+    whole run: :meth:`set_plan` swaps in the next epoch's plan before iterating again.
+    """
 
     def __init__(self, plan: np.ndarray, global_batch: int, rank: int = 0, world_size: int = 1):
         if global_batch % world_size:
             raise ValueError(f"global batch {global_batch} is not divisible by {world_size} processes")
-        if len(plan) % global_batch:
-            raise ValueError("plan length must be a multiple of the global batch (use epoch_plan)")
-        self.plan, self.global_batch, self.rank, self.world_size = plan, global_batch, rank, world_size
+        self.global_batch, self.rank, self.world_size = global_batch, rank, world_size
         self.local = global_batch // world_size
+        self.set_plan(plan)
+
+    def set_plan(self, plan: np.ndarray) -> None:
+        if len(plan) % self.global_batch:
+            raise ValueError("plan length must be a multiple of the global batch (use epoch_plan)")
+        self.plan = np.asarray(plan)
 
     def __len__(self) -> int:
         return len(self.plan) // self.global_batch
@@ -124,10 +132,13 @@ class ShardBatches(Dataset):
 
 
 def make_loader(ds: PreparedDataset, labels: np.ndarray, sampler: Sampler, *, workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over whole batches (``batch_size=None``: the sampler yields batches)."""
+                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+    """A DataLoader over whole batches (``batch_size=None``: the sampler yields batches).
+
+    ``persistent`` keeps the worker processes between epochs (no start-up cost per epoch).
+    """
     return DataLoader(
         ShardBatches(ds, labels), sampler=sampler, batch_size=None, num_workers=workers,
-        pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers else None,
+        pin_memory=pin_memory, persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(0),  # never draw from the global RNG
     )
