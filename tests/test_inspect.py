@@ -22,7 +22,7 @@ def test_summary_of_rafdb_with_attributes(tmp_path, capsys):
     assert s["counts"]["test"] == {"surprise": 1, "fear": 0, "disgust": 0, "happiness": 0, "sadness": 0, "anger": 0,
                                    "neutral": 2}
     assert s["attributes"]["gender"]["train"] == {"male": 2, "female": 2, "unsure": 2}
-    assert s["skipped"] == {"image not found in Image/aligned": 1, "malformed label line": 1, "unknown label code '9'": 1}
+    assert s["skipped"] == {"file not found": 1, "malformed label line": 1, "unknown label code '9'": 1}
     assert s["provenance"]["aligner"]["method"] == "none"
     out = capsys.readouterr().out
     assert "surprise" in out and "attribute: gender" in out and "contact sheet" in out

@@ -137,7 +137,7 @@ KILL_SCRIPT = textwrap.dedent("""
     real = prep._close_shard
     def slow(*a, **k):  # give the parent time to kill us between shards
         n = real(*a, **k)
-        time.sleep(0.5)
+        time.sleep(1.0)
         return n
     prep._close_shard = slow
     prep.prepare("ferg", sys.argv[1], out=sys.argv[2], shard_items=6, progress=False)

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import h5py
-import numpy as np
 
 from grefel import __version__
 from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, resize_square
@@ -89,7 +88,7 @@ class ItemWork:
             elif self.align == "landmarks":
                 face = align_landmarks(image, item.landmarks, self.size)
             else:
-                faces = self.aligner().align(image)
+                faces = self.aligner().align(image, max_faces=1)
                 if not faces:
                     return Skip(item.source, f"no face found by {self.align}")
                 face = faces[0]
@@ -150,14 +149,16 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
             data_root: str | os.PathLike | None = None, align: str | None = None, workers: int = 1,
             size: int = DEFAULT_SIZE, *, protocol: str | None = None, weights_dir: str | os.PathLike | None = None,
             device: str = "cpu", shard_items: int = DEFAULT_SHARD_ITEMS, compression: str | None = None,
-            overwrite: bool = False, progress: bool = True) -> Path:
+            threads: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Prepare raw ``dataset`` found in ``raw``; return the prepared folder.
 
     The folder is ``out`` or ``<data root>/<name>`` (name: the dataset id, or ``affectnet7`` /
     ``affectnet8``). ``align`` is ``none``, ``landmarks`` (points shipped with the dataset) or a
     detector of :data:`grefel.data.align.DETECTORS`; the default depends on the dataset and layout.
     A rerun resumes an interrupted run, returns at once when the folder is complete, and with
-    ``overwrite`` starts again. ``progress`` shows a progress bar and a summary.
+    ``overwrite`` starts again. ``progress`` shows a progress bar and a summary. ``threads``: CPU
+    threads of the detector in each worker (default: the library's choice with one worker, 1 with
+    several).
     """
     t_start = time.time()
     if align is not None and align not in ALIGN_CHOICES:
@@ -179,7 +180,7 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
                            f"or a detector ({', '.join(DETECTORS)})")
     out = Path(out).expanduser() if out else resolve_data_root(data_root) / reader.name
     work = ItemWork(reader, align, int(size), str(weights_dir) if weights_dir else None, device,
-                    threads=1 if workers > 1 else None)
+                    threads=threads if threads else (1 if workers > 1 else None))
     aligner_info = _describe_align(work)  # builds a detector now: a missing weight file fails before any work
     sources = _source_checksums(reader)
     fingerprint = {"dataset": reader.dataset, "name": reader.name, "protocol": reader.protocol, "layout": reader.layout,

@@ -119,7 +119,7 @@ class ShardWriter:
 
     def __init__(self, path: str | os.PathLike, *, first_index: int, dataset: str, protocol: str, classes: Sequence[str],
                  image_size: int, attribute_names: Sequence[str] = (), compression: str | None = None,
-                 landmarks68: bool = False, attrs: dict | None = None, flush_every: int = 64):
+                 landmarks68: bool = False, attrs: dict | None = None, flush_every: int = 256):
         self.path = Path(path)
         self.first_index, self.image_size = first_index, image_size
         self.attribute_names, self.landmarks68 = list(attribute_names), landmarks68

@@ -15,6 +15,7 @@ the manual annotation when it is there. Split from the file-name prefix.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -48,26 +49,31 @@ class Reader(RawReader):
         return p.relative_to(self.tree.root).as_posix()
 
     def _index_images(self) -> None:
-        """Stem -> file of the aligned and of the original images (folders or zip archives)."""
-        self.aligned: dict[str, FileRef] = {}
-        self.original: dict[str, FileRef] = {}
-        image_dir = self.base / "Image"
-        if not image_dir.is_dir():
-            return
-        for ref in self.tree.files(self._rel(image_dir)):
-            parts = [p.lower() for p in ref.parts]
-            stem = ref.name.rsplit(".", 1)[0]
-            if "aligned" in parts[:-1]:
-                self.aligned.setdefault(stem.removesuffix("_aligned"), ref)
-            elif "original" in parts[:-1]:
-                self.original.setdefault(stem, ref)
+        """Where the aligned and original images are: a folder (paths built from the names) or a zip."""
+        self.images: dict[str, tuple[str, dict[str, FileRef] | None] | None] = {}
+        for kind in ("aligned", "original"):
+            folder, archive = self.base / "Image" / kind, self.base / "Image" / f"{kind}.zip"
+            if folder.is_dir():
+                self.images[kind] = (self._rel(folder), None)
+            elif archive.is_file():  # index the members by stem (the archive's own folder names vary)
+                index = {}
+                for ref in self.tree.members(self._rel(archive)):
+                    stem = ref.name.rsplit(".", 1)[0]
+                    index.setdefault(stem.removesuffix("_aligned") if kind == "aligned" else stem, ref)
+                self.images[kind] = (self._rel(archive), index)
 
-    @property
+    def _image(self, kind: str, stem: str) -> FileRef | None:
+        where, index = self.images[kind]
+        if index is not None:
+            return index.get(stem)
+        return FileRef(f"{where}/{stem}_aligned.jpg" if kind == "aligned" else f"{where}/{stem}.jpg")
+
+    @cached_property
     def has_landmarks(self) -> bool:
         return self.layout == "original" and (self.base / "Annotation" / "manual").is_dir()
 
     def default_align(self) -> str:
-        if self.layout == "repackaged" or self.aligned:
+        if self.layout == "repackaged" or "aligned" in self.images:
             return "none"
         return "landmarks" if self.has_landmarks else "retinaface-onnx"
 
@@ -81,11 +87,10 @@ class Reader(RawReader):
         if self.layout == "repackaged":
             yield from self._repackaged()
             return
-        use_aligned = self.align == "none"
-        images = self.aligned if use_aligned else self.original
-        if not images:
-            want = "Image/aligned/ (or aligned.zip)" if use_aligned else "Image/original/ (or original.zip)"
-            other = "--align landmarks or a detector with Image/original" if use_aligned else "--align none with Image/aligned"
+        kind = "aligned" if self.align == "none" else "original"
+        if kind not in self.images:
+            want = f"Image/{kind}/ (or {kind}.zip)"
+            other = "--align landmarks or a detector with Image/original" if kind == "aligned" else "--align none with Image/aligned"
             raise DatasetError(f"RAF-DB images not found: --align {self.align} needs {want} under {self.base}; or use {other}")
         label_rel = self._rel(self.label_file)
         with open(self.label_file, encoding="utf-8", errors="replace") as f:
@@ -99,7 +104,7 @@ class Reader(RawReader):
                 name, code = m.groups()
                 stem = name.rsplit(".", 1)[0]
                 split = self.definition.split(stem.split("_", 1)[0])
-                ref = images.get(stem)
+                ref = self._image(kind, stem)
                 src = ref.source if ref else name
                 lab = self.label_or_skip(src, code)
                 if isinstance(lab, Skip):
@@ -107,7 +112,7 @@ class Reader(RawReader):
                 elif split is None:
                     yield Skip(src, f"unknown split prefix in '{name}' (expected train_ or test_)")
                 elif ref is None:
-                    yield Skip(name, f"image not found in Image/{'aligned' if use_aligned else 'original'}")
+                    yield Skip(name, f"image not found in Image/{kind}.zip")
                 else:
                     yield RawItem(source=src, label=lab, split=split, file=ref)
 
