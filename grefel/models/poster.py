@@ -40,7 +40,7 @@ from torch import nn
 from grefel.models.ir50 import IR50
 from grefel.models.mobilefacenet import MobileFaceNet
 
-INPUT_SIZE = 112  # both streams see 112 x 112 (POSTER++ resizes internally with nearest neighbour)
+INPUT_SIZE = 112  # both streams see 112 x 112 in POSTER++ (resized with nearest neighbour); the tiny preset uses 64
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -63,6 +63,47 @@ class WindowNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.flatten(2).transpose(1, 2))
+
+
+class BiasedAttention(torch.autograd.Function):
+    """softmax(q k^T * scale + bias) v, eq. (2), with a gradient for the bias, for CPU training.
+
+    On CPU, SDPA computes a bias gradient only in its unfused math kernel, which writes several
+    (B, heads, N, N) tensors to memory (N = 784 at the first scale). This function walks the batch
+    in chunks of about 1M attention weights that stay in cache, keeps no attention matrix for the
+    backward pass and recomputes it there (flash-attention style): about 2x faster than autograd
+    on the written-out formula. GPUs and inference use SDPA's fused kernels instead.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # bias: (1, heads, N, N)
+        B, h, N, _ = q.shape
+        chunk = max(1, (1 << 20) // (h * N * N))
+        out = torch.empty_like(q)
+        for i in range(0, B, chunk):
+            s = torch.matmul(q[i : i + chunk], k[i : i + chunk].transpose(-2, -1)).mul_(scale).add_(bias)
+            torch.matmul(torch.softmax(s, dim=-1), v[i : i + chunk], out=out[i : i + chunk])
+        ctx.save_for_backward(q, k, v, bias)
+        ctx.scale, ctx.chunk = scale, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, bias = ctx.saved_tensors
+        scale, chunk = ctx.scale, ctx.chunk
+        dout = dout.contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dbias = torch.zeros_like(bias[0])
+        for i in range(0, q.shape[0], chunk):
+            c = slice(i, i + chunk)
+            p = torch.softmax(torch.matmul(q[c], k[c].transpose(-2, -1)).mul_(scale).add_(bias), dim=-1)
+            torch.matmul(p.transpose(-2, -1), dout[c], out=dv[c])
+            ds = torch._softmax_backward_data(torch.matmul(dout[c], v[c].transpose(-2, -1)), p, -1, p.dtype)
+            dbias += ds.sum(0)
+            torch.matmul(ds, k[c], out=dq[c])
+            torch.matmul(ds.transpose(-2, -1), q[c], out=dk[c])
+        return dq.mul_(scale), dk.mul_(scale), dv, dbias.unsqueeze(0), None
 
 
 class WindowCrossAttention(nn.Module):
@@ -94,7 +135,10 @@ class WindowCrossAttention(nn.Module):
         k, v = self.qkv(x).view(B, N, 2, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
         q = landmarks.reshape(B, N, h, C // h).transpose(1, 2)  # eq. (1) with w_q = identity
         bias = self.position_bias().to(q.dtype).unsqueeze(0)  # b of eq. (2), broadcast over the batch
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # eq. (2), scale 1/sqrt(d)
+        if q.device.type == "cpu" and bias.requires_grad and torch.is_grad_enabled():
+            o = BiasedAttention.apply(q, k, v, bias, q.shape[-1] ** -0.5)  # CPU training, see below
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # eq. (2), scale 1/sqrt(d)
         return self.proj(o.transpose(1, 2).reshape(B, N, C))  # eq. (3)
 
 
@@ -171,12 +215,17 @@ class PosterEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.25,
         vit_drop_path: float = 0.0,
+        input_size: int = INPUT_SIZE,
+        resize_mode: str = "nearest",
     ):
         super().__init__()
         if tuple(lm_widths[:2]) != tuple(dims[:2]):
             raise ValueError(f"landmark widths {lm_widths[:2]} must equal the first two scale dims {dims[:2]}")
         self.dims, self.embed_dim = tuple(dims), embed_dim
-        self.windows = (INPUT_SIZE // 4, INPUT_SIZE // 8, INPUT_SIZE // 16)  # 28, 14, 7
+        if input_size % 16:
+            raise ValueError(f"input_size must be a multiple of 16 (got {input_size})")
+        self.input_size, self.resize_mode = input_size, resize_mode
+        self.windows = (input_size // 4, input_size // 8, input_size // 16)  # 28, 14, 7 at 112
         self.face_landback = MobileFaceNet(lm_widths, lm_expand, lm_blocks).requires_grad_(False).eval()
         self.ir_back = IR50(dims, ir_units, ir_stem)
         self.last_face_conv = nn.Conv2d(lm_widths[2], dims[2], 3, padding=1)
@@ -211,9 +260,13 @@ class PosterEncoder(nn.Module):
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, H, W) -> final LayerNorm'd tokens (B, 1 + 147, D), CLS first."""
-        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = F.interpolate(x, size=INPUT_SIZE)  # nearest, as POSTER++ does in both streams
+        """Normalised images (B, 3, H, W), any H, W -> final LayerNorm'd tokens (B, 1 + 3 w^2, D), CLS first (w = 7 at 112)."""
+        s = self.input_size
+        if x.shape[-2:] != (s, s):
+            if self.resize_mode == "nearest":
+                x = F.interpolate(x, size=s)  # as POSTER++ does in both streams
+            else:
+                x = F.interpolate(x, size=(s, s), mode=self.resize_mode, align_corners=False, antialias=True)
         with torch.no_grad():
             lm = self.face_landback(x)
         lm = (lm[0], lm[1], self.last_face_conv(lm[2]))

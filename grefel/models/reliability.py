@@ -88,8 +88,10 @@ class PrimaryHead(nn.Module):
 class GeometricCorrection(nn.Module):
     """Anchor label correction, eq. (12)-(15): K trainable anchors per class in the embedding space.
 
-    Anchors start near the origin (std 0.02), so t_g starts almost uniform, its confidence c_g
-    near 0, and eq. (18)-(19) give it weight only once it becomes decisive.
+    Anchors start at the scale of the embedding (unit normal per dimension, like LayerNorm'd
+    tokens), already apart: with the bounded anchor loss and the center loss this fixes the scale
+    of the embedding space. Anchors near the origin would let the center loss shrink e towards 0
+    (the primary head's BatchNorm makes the logits blind to that scale) and stall t_g.
     """
 
     def __init__(self, dim: int, num_classes: int, num_anchors: int = 10, delta: float = 1.0):
@@ -98,7 +100,7 @@ class GeometricCorrection(nn.Module):
             raise ValueError("num_anchors (K) must be >= 1; use reliability='mhsa' or 'none' for no anchors")
         self.delta = float(delta)
         self.anchors = nn.Parameter(torch.empty(num_classes, num_anchors, dim))  # a^{ij}: (N_cls, K, D)
-        trunc_normal_(self.anchors, std=0.02)
+        trunc_normal_(self.anchors, std=1.0, a=-2.0, b=2.0)
 
     def distances(self, e: torch.Tensor) -> torch.Tensor:
         """d(e, a^{ij}) of eq. (13): Euclidean distance, (B, N_cls, K)."""
