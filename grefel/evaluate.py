@@ -255,6 +255,7 @@ def evaluate(
         "model_config": payload.get("model_config"),
         "config": payload.get("config"),
         "train_label_set": payload.get("label_set"),
+        "train_label_set_info": _train_label_set_info(ds, payload.get("label_set")),
         "attributes": attr_names,
         "attribute_codes": attribute_codes(ds, attr_names),
     }
@@ -311,6 +312,14 @@ def label_set_info(ds: PreparedDataset, label_set: str | None) -> dict:
 
     with h5py.File(p, "r") as f:
         return {k: _decode_attr(v) for k, v in f.attrs.items()}
+
+
+def _train_label_set_info(ds: PreparedDataset, name: str | None) -> dict:
+    """Noise attributes of the label set the run trained on ({} when this copy lacks it)."""
+    name = None if name in (None, "", "clean") else name
+    if name and name not in ds.label_sets():
+        return {}
+    return label_set_info(ds, name)
 
 
 def attribute_codes(ds: PreparedDataset, names: list[str]) -> dict[str, dict[str, str]]:

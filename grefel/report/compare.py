@@ -46,7 +46,8 @@ def run_settings(meta: dict) -> dict:
         k = _find(model_cfg, ("num_anchors", "anchors_per_class"))
     if k is None:
         k = _find(cfg, ("num_anchors", "anchors_per_class"))
-    info = meta.get("label_set_info") or {}
+    # the noise the run trained with ({} when the evaluated copy of the dataset lacks that label set)
+    info = meta["train_label_set_info"] if "train_label_set_info" in meta else (meta.get("label_set_info") or {})
     noise = _find(info, ("noise", "noise_rate", "rate"))
     if noise is None:
         noise = _find(cfg, ("noise", "noise_rate", "label_noise"))
