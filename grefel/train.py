@@ -349,7 +349,7 @@ def train(config: TrainConfig) -> Path:
             raw_model = model
         criterion = build_loss(cfg).to(device)
         params = [p for p in raw_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
