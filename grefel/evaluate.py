@@ -26,7 +26,7 @@ import torch
 
 from grefel.checkpoint import load_checkpoint
 from grefel.data.shards import LABELS_DIR, PreparedDataset
-from grefel.data.transforms import eval_batch
+from grefel.data.transforms import MODEL_INPUT, eval_batch
 from grefel.errors import CheckpointError, DatasetError, GrefelError
 from grefel.io import atomic_path, read_json, sha256_file, write_json
 from grefel.paths import resolve_dataset
@@ -134,13 +134,14 @@ def predictions_are_current(path: str | os.PathLike, ckpt_sha256: str, split: st
 
 # -- running the model -----------------------------------------------------------------------------
 @torch.inference_mode()
-def run_model(model: torch.nn.Module, images: np.ndarray, device: torch.device, amp: bool | None = None) -> dict[str, np.ndarray]:
+def run_model(model: torch.nn.Module, images: np.ndarray, device: torch.device, amp: bool | None = None, crop: int = MODEL_INPUT) -> dict[str, np.ndarray]:
     """One batch of uint8 NHWC faces through the model: float32 numpy arrays of every output we keep.
 
-    On CUDA the forward runs under bf16 autocast (``amp=None`` means on for CUDA); the
-    distributions are returned in float32 either way.
+    ``crop``: the evaluation preset's centre crop (the run's training crop, :func:`eval_crop`). On
+    CUDA the forward runs under bf16 autocast (``amp=None`` means on for CUDA); the distributions
+    are returned in float32 either way.
     """
-    x = eval_batch(images, device=device)
+    x = eval_batch(images, crop=crop, device=device)
     use_amp = (device.type == "cuda") if amp is None else amp
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
         out = model(x)
@@ -148,11 +149,17 @@ def run_model(model: torch.nn.Module, images: np.ndarray, device: torch.device, 
     return {k: getattr(out, k).float().cpu().numpy() for k in keep}
 
 
-def _predict_indices(model, ds: PreparedDataset, indices: np.ndarray, device, batch_size: int, amp, progress, task) -> dict[str, np.ndarray]:
+def eval_crop(payload: dict) -> int:
+    """Centre crop for evaluation: the size the run trained on (``config.crop``), else 112."""
+    crop = (payload.get("config") or {}).get("crop")
+    return int(crop) if isinstance(crop, (int, float)) and crop > 0 else MODEL_INPUT
+
+
+def _predict_indices(model, ds: PreparedDataset, indices: np.ndarray, device, batch_size: int, amp, crop, progress, task) -> dict[str, np.ndarray]:
     parts: dict[str, list] = {}
     for start in range(0, len(indices), batch_size):
         idx = indices[start:start + batch_size]
-        res = run_model(model, ds.read_images(idx), device, amp)
+        res = run_model(model, ds.read_images(idx), device, amp, crop)
         for k, v in res.items():
             parts.setdefault(k, []).append(v)
         if progress is not None:
@@ -217,7 +224,9 @@ def evaluate(
     fingerprint = {"checkpoint_sha256": ckpt_sha, "manifest_sha256": ds.manifest_sha256, "split": split,
                    "split_set": split_set, "n": int(len(indices)), "chunk": CHUNK}
     parts_dir = out.parent / f".{out.name}.parts"
-    outputs = _run_chunks(model, ds, indices, dev, batch_size, amp, parts_dir, fingerprint, show_progress, f"evaluate {ds.name}/{split}")
+    crop = eval_crop(payload)
+    fingerprint["crop"] = crop
+    outputs = _run_chunks(model, ds, indices, dev, batch_size, amp, crop, parts_dir, fingerprint, show_progress, f"evaluate {ds.name}/{split}")
 
     meta_df = ds.meta.loc[indices]
     attr_names = [c for c in meta_df.columns if c not in ("index", "label", "split", "group", "source", "shard", "row")]
@@ -251,6 +260,7 @@ def evaluate(
         "epoch": payload.get("epoch"),
         "device": str(dev),
         "precision": "bf16" if ((dev.type == "cuda") if amp is None else amp) else "fp32",
+        "crop": crop,
         "model": model_settings(model),
         "model_config": payload.get("model_config"),
         "config": payload.get("config"),
@@ -264,7 +274,7 @@ def evaluate(
     return out
 
 
-def _run_chunks(model, ds, indices, device, batch_size, amp, parts_dir: Path, fingerprint: dict, show_progress: bool, label: str) -> dict[str, np.ndarray]:
+def _run_chunks(model, ds, indices, device, batch_size, amp, crop, parts_dir: Path, fingerprint: dict, show_progress: bool, label: str) -> dict[str, np.ndarray]:
     """Predict ``indices`` chunk by chunk, keeping each finished chunk on disk so a rerun resumes."""
     fp_file = parts_dir / "fingerprint.json"
     if parts_dir.is_dir() and (not fp_file.is_file() or read_json(fp_file) != fingerprint):
@@ -282,7 +292,7 @@ def _run_chunks(model, ds, indices, device, batch_size, amp, parts_dir: Path, fi
             if done[k].is_file():
                 progress.advance(task, len(idx))
                 continue
-            res = _predict_indices(model, ds, idx, device, batch_size, amp, progress, task)
+            res = _predict_indices(model, ds, idx, device, batch_size, amp, crop, progress, task)
             with atomic_path(done[k]) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, **res)

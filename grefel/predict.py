@@ -79,11 +79,11 @@ def _image_size(payload: dict) -> int:
 
 
 def load_classifier(ckpt: str | os.PathLike, device=None):
-    """(model, classes, image size) of a checkpoint, with clear errors for unusable ones."""
+    """(model, classes, stored face size, device, evaluation crop) of a checkpoint; clear errors for unusable ones."""
     import torch
 
     from grefel.checkpoint import load_checkpoint
-    from grefel.evaluate import default_device, model_from_checkpoint
+    from grefel.evaluate import default_device, eval_crop, model_from_checkpoint
 
     payload = load_checkpoint(ckpt)
     classes = list((payload.get("dataset") or {}).get("classes") or [])
@@ -93,7 +93,7 @@ def load_classifier(ckpt: str | os.PathLike, device=None):
     if n is not None and int(n) != len(classes):
         raise CheckpointError(f"{ckpt} has a {n}-class head but records {len(classes)} classes ({', '.join(classes)}): the file is inconsistent; use the run's best.pt")
     dev = torch.device(device) if device is not None else default_device()
-    return model_from_checkpoint(payload, dev, ckpt), classes, _image_size(payload), dev
+    return model_from_checkpoint(payload, dev, ckpt), classes, _image_size(payload), dev, eval_crop(payload)
 
 
 def predict(
@@ -118,7 +118,7 @@ def predict(
     files = find_images(inputs)
     if not files:
         raise GrefelError("no images found in " + ", ".join(str(i) for i in inputs) + f" (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    model, classes, size, dev = load_classifier(ckpt, device)
+    model, classes, size, dev, crop = load_classifier(ckpt, device)
     from grefel.data import align as A
 
     aligner = None if align == "none" else A.FaceAligner(align, weights_dir=weights_dir, size=size, device=str(dev) if dev.type == "cuda" else "cpu")
@@ -131,7 +131,7 @@ def predict(
 
     def flush():
         if pending:
-            _classify(model, dev, classes, pending)
+            _classify(model, dev, classes, pending, crop)
             pending.clear()
 
     with Progress(transient=True, disable=not show_progress) as progress:
@@ -173,10 +173,10 @@ def predict(
     return results, classes
 
 
-def _classify(model, device, classes: list[str], pending: list[tuple[FacePrediction, np.ndarray]]) -> None:
+def _classify(model, device, classes: list[str], pending: list[tuple[FacePrediction, np.ndarray]], crop: int) -> None:
     from grefel.evaluate import run_model
 
-    out = run_model(model, np.stack([img for _, img in pending]), device)
+    out = run_model(model, np.stack([img for _, img in pending]), device, crop=crop)
     for (rec, _), prim, corr in zip(pending, out["primary"], out["corrected"]):
         p, c = int(prim.argmax()), int(corr.argmax())
         rec.top_class, rec.confidence = classes[c], float(corr[c])

@@ -86,6 +86,7 @@ def test_evaluate_writes_every_output(tmp_path):
     assert pred.meta["attribute_codes"] == {"gender": GENDER}
     assert pred.meta["label_set_info"]["noise"] == pytest.approx(0.2)
     assert pred.meta["model"] == {"num_anchors": 2, "reliability": "both"}
+    assert pred.meta["crop"] == 112 and pred.meta["precision"] == "fp32"
     assert pred.classes == CLASSES
     for k in ("primary", "geometric", "attentive", "correction", "corrected"):
         assert pred.arrays[k].shape == (len(test_idx), 4)
@@ -109,11 +110,11 @@ def test_reuse_and_resume(tmp_path, monkeypatch):
     real = E.run_model
     calls = []
 
-    def flaky(model, images, device, amp=None):
+    def flaky(model, images, device, amp=None, crop=112):
         calls.append(len(images))
         if len(calls) == 2:
             raise KeyboardInterrupt  # stopped mid-way, after one finished chunk
-        return real(model, images, device, amp)
+        return real(model, images, device, amp, crop)
 
     monkeypatch.setattr(E, "CHUNK", 4)
     monkeypatch.setattr(E, "run_model", flaky)
