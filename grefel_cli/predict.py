@@ -22,14 +22,11 @@ def predict(
     save_annotated: Optional[Path] = typer.Option(None, "--save-annotated", help="Folder for copies of the images with boxes and labels drawn."),
     max_faces: Optional[int] = typer.Option(None, "--max-faces", help="Classify at most this many faces per image (largest first)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Faces per forward pass."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... [default: cuda when available]."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... \\[default: cuda when available]."),
 ):
     """Classify every face in the given photographs and print a table.
 
-    Faces are detected and aligned exactly as `grefel prepare` does, then classified; each row shows
-    the corrected prediction (after reliability balancing, eq. 19) and the primary one (eq. 9).
-    Unreadable images and images without a face are reported one line each; the rest go on.
-    Exit status 1 when no face at all was classified.
+    Faces are detected and aligned exactly as `grefel prepare` does, then classified; each row shows the corrected prediction (after reliability balancing, eq. 19) and the primary one (eq. 9). Unreadable images and images without a face are reported one line each; the rest go on. Exit status 1 when no face at all was classified.
 
     [bold]Examples:[/bold]
 

@@ -248,8 +248,9 @@ def build_report(
         while slug in used:
             slug += "-1"
         used.add(slug)
-        log(f"analysing {name} ({len(pred)} samples)")
+        log(f"analysing {name}: {len(pred)} samples" + (f", t-SNE of up to {tsne_points} embeddings" if tsne_points else ""))
         res = analyze(pred, samples=samples, n_changed=n_changed, tsne_points=tsne_points, seed=seed)
+        log(f"drawing {name}: figures in {fig_root / slug}")
         res["figures"] = draw(pred, res, fig_root / slug)
         res.pop("_plot")
         meta = pred.meta
