@@ -312,6 +312,8 @@ def train(config: TrainConfig) -> Path:
 
         # -- data --------------------------------------------------------------------------------
         ds = PreparedDataset(resolve_dataset(cfg.dataset, cfg.data_root))
+        # record the split set by name, so a resume keeps it even if `grefel refine` runs meanwhile
+        cfg.split_set = cfg.split_set or ("default" if "default" in ds.split_sets() else "official")
         check_label_set(ds, cfg.labels)
         labels = ds.labels(cfg.labels)
         splits = ds.splits(cfg.split_set)
@@ -320,7 +322,7 @@ def train(config: TrainConfig) -> Path:
         if len(train_pool) == 0:
             folds = [s for s in ds.split_sets() if s.startswith("fold")]
             hint = f"pass --split-set one of {', '.join(folds)}" if folds else f"run `grefel refine --dataset {ds.name}` first"
-            raise DatasetError(f"{ds.name} has no labelled training images in split set '{cfg.split_set or 'default'}': {hint}")
+            raise DatasetError(f"{ds.name} has no labelled training images in split set '{cfg.split_set}': {hint}")
         if len(val_idx) == 0:
             raise DatasetError(f"{ds.name} has no validation split (the test split is never used for model selection): "
                                f"run `grefel refine --dataset {ds.name}` to carve one out, then train again")
@@ -391,7 +393,7 @@ def train(config: TrainConfig) -> Path:
         record = {
             "config": asdict(cfg), "epochs": epochs, "precision": precision, "world_size": info.world_size,
             "device": str(device), "model_config": raw_model.model_config, "label_set": cfg.labels or "clean",
-            "split_set": cfg.split_set or ("default" if "default" in ds.split_sets() else "official"),
+            "split_set": cfg.split_set,
             "dataset": {"name": ds.name, "protocol": ds.protocol, "classes": ds.classes,
                         "manifest_sha256": ds.manifest_sha256, "path": str(ds.root.resolve())},
             "train_images": int(len(train_pool)), "val_images": int(len(val_idx)),
