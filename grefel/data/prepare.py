@@ -228,7 +228,8 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
             for c, result in ordered_map(work, todo(), workers):
                 if c != current:
                     if writer is not None:
-                        next_index = _close_shard(writer, entries, current, count, chunk_sha[current])
+                        w, writer = writer, None
+                        next_index = _close_shard(w, entries, current, count, chunk_sha[current])
                     writer = ShardWriter(out / SHARD_DIR / shard_name(c), first_index=next_index, **shard_args).__enter__()
                     current, count = c, 0
                 count += 1
@@ -253,8 +254,7 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
 
 
 def _close_shard(writer: ShardWriter, entries: dict, c: int, count: int, digest: str) -> int:
-    for k, v in (("chunk", c), ("chunk_items", count), ("chunk_sha256", digest)):
-        writer.file_attrs[k] = writer._f.attrs[k] = v
+    writer.set_attrs(chunk=c, chunk_items=count, chunk_sha256=digest)
     writer.__exit__(None, None, None)
     entries[c] = writer.entry
     return writer.first_index + writer.n

@@ -159,6 +159,12 @@ class ShardWriter:
         for name in self.attribute_names:
             grp.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int8, chunks=(1024,))
 
+    def set_attrs(self, **attrs) -> None:
+        """Add or change file attributes before the shard is closed."""
+        self.file_attrs.update(attrs)
+        for k, v in attrs.items():
+            self._f.attrs[k] = v
+
     def add(self, sample: Sample) -> None:
         S = self.image_size
         if sample.image.shape != (S, S, 3) or sample.image.dtype != np.uint8:
