@@ -41,7 +41,8 @@ class DevTools:
                 raise RuntimeError("chromium did not start its DevTools endpoint")
             time.sleep(0.1)
         port = port_file.read_text().split()[0]
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30))
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never route localhost via $http_proxy
+        targets = json.load(no_proxy.open(f"http://127.0.0.1:{port}/json/list", timeout=30))
         page = next(t for t in targets if t["type"] == "page")
         self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
         self.next_id = 0
@@ -107,8 +108,11 @@ IMAGES_JS = """
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs Debian's chromium package)")
-def test_report_opens_in_chromium_without_errors(tmp_path):
+def test_report_opens_in_chromium_without_errors(tmp_path, monkeypatch):
     from grefel.report.build import build_report
+
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)  # DevTools is on localhost: no proxy in between
 
     a = fake_predictions(tmp_path / "k10-noise10.parquet", n=300, seed=0, num_anchors=10, noise=0.1)
     b = fake_predictions(tmp_path / "k0-noise10.parquet", n=300, seed=1, num_anchors=0, noise=0.1)
