@@ -8,7 +8,8 @@ h5py) inside the command functions so that ``grefel --help`` stays fast.
 
 from __future__ import annotations
 
-import click
+import sys
+
 import typer
 from typer.core import TyperGroup
 
@@ -16,13 +17,19 @@ from grefel.errors import GrefelError
 
 
 class _Group(TyperGroup):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except GrefelError as e:
-            raise click.ClickException(str(e)) from None
+            _fail(str(e))
         except FileNotFoundError as e:  # a path the user gave that vanished mid-run
-            raise click.ClickException(f"{e.strerror}: {e.filename}") from None
+            _fail(f"{e.strerror}: {e.filename}")
+
+
+def _fail(message: str):
+    """Print ``Error: message`` on one line to stderr and exit with status 1 (no traceback)."""
+    print(f"Error: {message}", file=sys.stderr)
+    raise typer.Exit(1)
 
 
 app = typer.Typer(

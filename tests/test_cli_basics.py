@@ -16,3 +16,24 @@ def test_version_and_help():
 def test_console_script_installed():
     out = subprocess.run([sys.executable, "-m", "grefel_cli.main", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "grefel" in out.stdout
+
+
+def test_library_error_is_one_line_without_traceback(tmp_path):
+    env = {"GREFEL_DATA_ROOT": str(tmp_path), "PATH": ""}
+    out = subprocess.run([sys.executable, "-m", "grefel_cli.main", "inspect", "no-such-dataset"], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "no-such-dataset" in lines[0]
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    from grefel.io import write_json
+
+    write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
