@@ -153,7 +153,7 @@ def test_run_settings_from_recorded_config():
 def test_report_from_checkpoints(tmp_path):
     """The checkpoint alone: evaluation runs first, then the report; a bad checkpoint is one line, not a crash."""
     from grefel_cli.main import app
-    from test_evaluate import make_checkpoint
+    from test_evaluate import error_line, make_checkpoint
 
     k2 = make_checkpoint(tmp_path, num_anchors=2, name="k2")
     k3 = make_checkpoint(tmp_path, num_anchors=3, name="k3")
@@ -169,4 +169,4 @@ def test_report_from_checkpoints(tmp_path):
     assert rep["runs"][0]["settings"]["noise"] == pytest.approx(20.0)  # from the label set the run trained on
     assert "gender" in rep["runs"][0]["groups"]
     r = CliRunner().invoke(app, ["report", "--ckpt", str(tmp_path / "broken.pt")])
-    assert r.exit_code == 1 and "no report written" in str(r.exception)
+    assert r.exit_code == 1 and "no report written" in error_line(r)
