@@ -226,7 +226,6 @@ def draw_annotations(rgb: np.ndarray, recs: Iterable[FacePrediction], classes: l
         d.text((x1 + width, ty + width - (tb[1] - y1)), text, fill=(0, 0, 0), font=font)
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-    os.chmod(path, 0o644)
     return path
 
 

@@ -90,4 +90,3 @@ def _write(path: Path, text: str) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-    path.chmod(0o644)

@@ -297,8 +297,6 @@ def build_report(
     with atomic_path(html_path) as tmp:
         tmp.write_text(render_html(context), encoding="utf-8")
     write_json(out / "report.json", _jsonable({k: v for k, v in context.items() if k != "setting_labels"}, out))
-    for p in (html_path, out / "report.json"):
-        os.chmod(p, 0o644)  # temporary files are created 0600; a report is meant to be shared
     return html_path
 
 

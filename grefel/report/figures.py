@@ -264,8 +264,6 @@ def save_figure(fig: Figure, stem: str | os.PathLike) -> dict:
     fig.set_layout_engine("none")  # keep the layout the PNG got: constrained layout is the slow part
     with atomic_path(stem.with_suffix(".svg")) as tmp, matplotlib.rc_context({"svg.fonttype": "none"}):
         fig.savefig(tmp, format="svg")  # text stays text: smaller, faster, editable
-    for p in (stem.with_suffix(".png"), stem.with_suffix(".svg")):
-        os.chmod(p, 0o644)
     return {
         "png": stem.with_suffix(".png"),
         "svg": stem.with_suffix(".svg"),
