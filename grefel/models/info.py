@@ -42,6 +42,7 @@ class ModelSummary:
     config: dict[str, Any]
     rows: list[GroupRow] = field(default_factory=list)
     input_size: int = 112
+    internal_size: int = 112  # what both streams see after the preset's resize
 
     @property
     def total(self) -> GroupRow:
@@ -56,7 +57,8 @@ class ModelSummary:
         from rich.table import Table
 
         t = Table(title=f"GReFEL preset '{self.preset}', {self.num_classes} classes, reliability {self.config.get('reliability', 'both')}",
-                  caption=f"FLOPs: torch FlopCounterMode, 1 image at {self.input_size}x{self.input_size}; GMACs (the paper's unit) = GFLOPs / 2")
+                  caption=f"FLOPs: torch FlopCounterMode, 1 image of {self.input_size}x{self.input_size} (both streams see "
+                          f"{self.internal_size}x{self.internal_size}); GMACs (the paper's unit) = GFLOPs / 2")
         t.add_column("module group")
         for col in ("trainable", "frozen", "GFLOPs"):
             t.add_column(col, justify="right")
@@ -68,7 +70,7 @@ class ModelSummary:
         return t
 
     def as_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, "num_classes": self.num_classes, "input_size": self.input_size,
+        return {"preset": self.preset, "num_classes": self.num_classes, "input_size": self.input_size, "internal_size": self.internal_size,
                 "groups": [r.__dict__ for r in self.rows], "encoder": self.encoder.__dict__, "total": self.total.__dict__}
 
 
@@ -117,4 +119,4 @@ def model_summary(preset: str = "full", num_classes: int = 7, input_size: int = 
     from grefel.models import create_model
 
     model = create_model(preset, num_classes, **overrides)
-    return ModelSummary(preset, num_classes, {**model.model_config}, summarize(model, input_size), input_size)
+    return ModelSummary(preset, num_classes, {**model.model_config}, summarize(model, input_size), input_size, model.encoder.input_size)

@@ -65,47 +65,6 @@ class WindowNorm(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2))
 
 
-class BiasedAttention(torch.autograd.Function):
-    """softmax(q k^T * scale + bias) v, eq. (2), with a gradient for the bias, for CPU training.
-
-    On CPU, SDPA computes a bias gradient only in its unfused math kernel, which writes several
-    (B, heads, N, N) tensors to memory (N = 784 at the first scale). This function walks the batch
-    in chunks of about 1M attention weights that stay in cache, keeps no attention matrix for the
-    backward pass and recomputes it there (flash-attention style): about 2x faster than autograd
-    on the written-out formula. GPUs and inference use SDPA's fused kernels instead.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, scale):
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # bias: (1, heads, N, N)
-        B, h, N, _ = q.shape
-        chunk = max(1, (1 << 20) // (h * N * N))
-        out = torch.empty_like(q)
-        for i in range(0, B, chunk):
-            s = torch.matmul(q[i : i + chunk], k[i : i + chunk].transpose(-2, -1)).mul_(scale).add_(bias)
-            torch.matmul(torch.softmax(s, dim=-1), v[i : i + chunk], out=out[i : i + chunk])
-        ctx.save_for_backward(q, k, v, bias)
-        ctx.scale, ctx.chunk = scale, chunk
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, bias = ctx.saved_tensors
-        scale, chunk = ctx.scale, ctx.chunk
-        dout = dout.contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        dbias = torch.zeros_like(bias[0])
-        for i in range(0, q.shape[0], chunk):
-            c = slice(i, i + chunk)
-            p = torch.softmax(torch.matmul(q[c], k[c].transpose(-2, -1)).mul_(scale).add_(bias), dim=-1)
-            torch.matmul(p.transpose(-2, -1), dout[c], out=dv[c])
-            ds = torch._softmax_backward_data(torch.matmul(dout[c], v[c].transpose(-2, -1)), p, -1, p.dtype)
-            dbias += ds.sum(0)
-            torch.matmul(ds, k[c], out=dq[c])
-            torch.matmul(ds.transpose(-2, -1), q[c], out=dk[c])
-        return dq.mul_(scale), dk.mul_(scale), dv, dbias.unsqueeze(0), None
-
-
 class WindowCrossAttention(nn.Module):
     """Overall cross-attention of one scale, eq. (1)-(3): landmark queries, image keys/values.
 
@@ -135,10 +94,7 @@ class WindowCrossAttention(nn.Module):
         k, v = self.qkv(x).view(B, N, 2, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
         q = landmarks.reshape(B, N, h, C // h).transpose(1, 2)  # eq. (1) with w_q = identity
         bias = self.position_bias().to(q.dtype).unsqueeze(0)  # b of eq. (2), broadcast over the batch
-        if q.device.type == "cpu" and bias.requires_grad and torch.is_grad_enabled():
-            o = BiasedAttention.apply(q, k, v, bias, q.shape[-1] ** -0.5)  # CPU training, see below
-        else:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # eq. (2), scale 1/sqrt(d)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # eq. (2), scale 1/sqrt(d)
         return self.proj(o.transpose(1, 2).reshape(B, N, C))  # eq. (3)
 
 

@@ -146,7 +146,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], l
         try:
             with torch.serialization.safe_globals([(_Inert, name) for name in ignored]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
+        except Exception:
             raise CheckpointError(f"weight file {path} holds Python objects that cannot be read safely ({', '.join(ignored[:3])}): save its state_dict alone with torch.save") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -201,26 +201,27 @@ def match_weights(encoder: nn.Module, kind: str, path: str | os.PathLike) -> tup
     """Map one file's keys onto ``encoder``'s state dict; return the report and the tensors to load."""
     sd, ignored = read_state_dict(path)
     rep = SourceReport(kind=kind, path=str(path), ignored_objects=ignored)
-    if kind == "ir50" and any(k.startswith("body.") for k in sd):
-        sd = {_evolve_to_split(k): v for k, v in sd.items()}
+    evolve = kind == "ir50" and any(k.startswith("body.") for k in sd)
     if kind == "poster" and not any(k.startswith(("VIT.", "attn1.", "face_landback.")) for k in sd):
         raise CheckpointError(f"{path} is not a POSTER++ checkpoint (no VIT./attn1./face_landback. keys): pass IR-50 files to --ir50 and MobileFaceNet to --mobilefacenet")
     prefix = _TARGET_PREFIX[kind]
     own = {k: v for k, v in encoder.state_dict().items() if k.startswith(prefix)}
     to_load: dict[str, torch.Tensor] = {}
-    for key, value in sd.items():
-        target = prefix + key
+    mismatched_targets = set()
+    for key, value in sd.items():  # the report names keys as the file does
+        target = prefix + (_evolve_to_split(key) if evolve else key)
         if target in own:
             if tuple(value.shape) != tuple(own[target].shape):
                 rep.mismatched[key] = f"file {tuple(value.shape)} vs model {tuple(own[target].shape)}"
+                mismatched_targets.add(target)
             else:
                 to_load[target] = value
                 rep.matched.append(target)
-        elif (why := _known_unused(kind, key)) is not None:
+        elif (why := _known_unused(kind, target[len(prefix):])) is not None:
             rep.unused[key] = why
         else:
             rep.unexpected.append(key)
-    rep.missing = [k for k in own if k not in to_load and k.removeprefix(prefix) not in rep.mismatched]
+    rep.missing = [k for k in own if k not in to_load and k not in mismatched_targets]
     if not rep.matched:
         hint = {"ir50": "is it a MobileFaceNet or POSTER++ file?", "mobilefacenet": "is it an IR-50 or POSTER++ file?", "poster": "is it for another model?"}[kind]
         raise CheckpointError(f"{path}: none of its {len(sd)} keys fit the encoder's {kind} part ({hint}); --{kind} expects {_HOW_TO_GET[kind]}")
