@@ -4,6 +4,7 @@
     python bench/bench_model_gpu.py --batch 256 --compile         # torch.compile (mode max-autotune-no-cudagraphs)
     python bench/bench_model_gpu.py --precision fp32 --no-channels-last
     python bench/bench_model_gpu.py --peak-tflops 989             # override the GPU's dense bf16 peak
+    python bench/bench_model_gpu.py --device cpu --preset tiny --batch 8 --steps 1 --repeats 1   # code-path check
 
 One training step = forward, GReFELLoss, backward, Adam step (fused), as `grefel train` does. The
 step's FLOPs are counted once by ``torch.utils.flop_counter.FlopCounterMode`` (forward + backward,
@@ -52,7 +53,7 @@ def step_flops(model, criterion, x, y, precision) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter, torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with counter, torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss = criterion(model(x), y)["total"]
         loss.backward()
     model.zero_grad(set_to_none=True)
@@ -71,14 +72,16 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--baseline", action="store_true", help="also time POSTER++ as its authors run it (fp32/bf16 alike)")
+    ap.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (checks the code path only)")
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA device: run this on a GPU machine (bench/bench_model.py measures the CPU)")
-    dev = torch.device("cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run this on a GPU machine (bench/bench_model.py measures the CPU; --device cpu checks the code path)")
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-    name = torch.cuda.get_device_name(dev)
+    name = torch.cuda.get_device_name(dev) if cuda else "CPU (code-path check, not a measurement)"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_for(name, args.precision)
     print(f"{name}, torch {torch.__version__}, preset {args.preset}, batch {args.batch}, input {args.size}, "
           f"{args.precision}, channels_last {args.channels_last}, compile {args.compile}")
@@ -86,6 +89,11 @@ def main(argv=None):
     x = torch.randn(args.batch, 3, args.size, args.size, device=dev)
     y = torch.randint(0, 7, (args.batch,), device=dev)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     x = x.contiguous(memory_format=fmt)
 
     models = {"GReFEL": (create_model(args.preset, 7), GReFELLoss())}
@@ -97,11 +105,11 @@ def main(argv=None):
     for label, (model, criterion) in models.items():
         model = model.to(dev, memory_format=fmt).train()
         flops = step_flops(model, criterion, x, y, args.precision) if label == "GReFEL" else None
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 3e-4, fused=True)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 3e-4, fused=cuda)
         run = torch.compile(model, mode="max-autotune-no-cudagraphs") if args.compile else model
 
         def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
                 loss = criterion(run(x), y)["total"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -110,19 +118,20 @@ def main(argv=None):
         t0 = time.perf_counter()
         for _ in range(3):
             step()
-        torch.cuda.synchronize()
+        sync()
         warm = time.perf_counter() - t0
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         windows = []
         for _ in range(args.repeats):
-            torch.cuda.synchronize()
+            sync()
             t = time.perf_counter()
             for _ in range(args.steps):
                 step()
-            torch.cuda.synchronize()
+            sync()
             windows.append((time.perf_counter() - t) / args.steps)
         sec = statistics.median(windows)
-        mem = torch.cuda.max_memory_allocated() / 2**30
+        mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         print(f"\n{label}: warm-up (3 steps{', compile' if args.compile else ''}) {warm:.1f} s")
         print(f"  train  {args.batch / sec:9.1f} images/s   ({sec * 1e3:.1f} ms/step; windows: {', '.join(f'{args.batch / w:.0f}' for w in windows)})   peak memory {mem:.1f} GiB")
         if flops is not None:
@@ -132,14 +141,14 @@ def main(argv=None):
             else:
                 print("  MFU: unknown GPU peak, pass --peak-tflops")
         model.eval()
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             for _ in range(3):
                 run(x)
-            torch.cuda.synchronize()
+            sync()
             t = time.perf_counter()
             for _ in range(args.steps):
                 run(x)
-            torch.cuda.synchronize()
+            sync()
         print(f"  infer  {args.batch * args.steps / (time.perf_counter() - t):9.1f} images/s")
 
 
