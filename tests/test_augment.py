@@ -96,3 +96,10 @@ def test_same_result_on_gpu():
     x = _faces(3)
     u = augment_uniforms(3, 0, 0)
     torch.testing.assert_close(train_batch(x.cuda(), u, TrainAugment()).cpu(), train_batch(x, u, TrainAugment()), atol=1e-4, rtol=0)
+
+
+def test_eval_batch_stays_on_the_device_of_its_input():
+    """A batch already on the GPU must not come back to the CPU (validation on CUDA broke so)."""
+    x = torch.zeros(2, 128, 128, 3, dtype=torch.uint8, device="meta")  # stands in for cuda: no data, any device
+    assert eval_batch(x).device.type == "meta"
+    assert eval_batch(np.zeros((1, 128, 128, 3), np.uint8)).device.type == "cpu"

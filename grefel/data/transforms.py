@@ -42,9 +42,13 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
-def eval_batch(images: np.ndarray | torch.Tensor, crop: int = MODEL_INPUT, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Evaluation preset: uint8 NHWC faces as stored -> normalised float NCHW model input."""
-    x = to_float_nchw(torch.as_tensor(images).to(device))
+def eval_batch(images: np.ndarray | torch.Tensor, crop: int = MODEL_INPUT, device: str | torch.device | None = None) -> torch.Tensor:
+    """Evaluation preset: uint8 NHWC faces as stored -> normalised float NCHW model input.
+
+    Computed on ``device``; by default where ``images`` already are (a numpy array: the CPU).
+    """
+    x = torch.as_tensor(images)
+    x = to_float_nchw(x if device is None else x.to(device))
     return normalize(center_crop(x, crop))
 
 
