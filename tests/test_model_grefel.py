@@ -59,7 +59,7 @@ def test_output_fields_are_distributions(tiny):
         assert c.shape == (B,) and ((c >= 0) & (c <= 1)).all()
     assert o.similarity.shape == (B, C, 10)
     torch.testing.assert_close(o.similarity.sum((1, 2)), torch.ones(B), atol=1e-5, rtol=0)
-    assert o.embedding.shape == (B, 64) and o.tokens.shape == (B, 1 + 3 * 4 * 4, 64)  # tiny: windows 16/8/4
+    assert o.embedding.shape == (B, 96) and o.tokens.shape == (B, 1 + 3 * 4 * 4, 96)  # tiny: windows 16/8/4
     torch.testing.assert_close(o.primary, o.logits.softmax(-1))
     torch.testing.assert_close(o.corrected.log(), o.log_corrected, atol=1e-5, rtol=0)
 
@@ -106,8 +106,9 @@ def test_extreme_embeddings_give_finite_distributions(scale, seed):
     torch.manual_seed(0)
     m = _shared_head_model()
     g = torch.Generator().manual_seed(seed)
-    e = torch.randn(3, 64, generator=g) * scale
-    tokens = torch.randn(3, 148, 64, generator=g) * scale
+    D = m.encoder.embed_dim
+    e = torch.randn(3, D, generator=g) * scale
+    tokens = torch.randn(3, 148, D, generator=g) * scale
     with torch.no_grad():
         o = m.forward_head(e, tokens)
     for name in ("primary", "geometric", "attentive", "correction", "corrected"):
@@ -178,7 +179,24 @@ def test_model_config_rebuilds_the_model():
     assert m.model_config == {"preset": "tiny", "num_classes": 4, "reliability": "anchors", "num_anchors": 3, "delta": 2.0}
     m2 = create_model(**m.model_config)
     m2.load_state_dict(m.state_dict())  # same structure, strict
-    assert m2.geometric.anchors.shape == (4, 3, 64) and m2.geometric.delta == 2.0
+    assert m2.geometric.anchors.shape == (4, 3, 96) and m2.geometric.delta == 2.0
+
+
+@pytest.mark.parametrize("pool", ["token", "avg", "max"])
+def test_global_pool_choices(pool):
+    """timm-style ``global_pool``: the CLS token (POSTER++), or mean / max over the fused tokens."""
+    torch.manual_seed(0)
+    m = create_model("tiny", C, encoder={"global_pool": pool}).eval()
+    enc = m.encoder
+    with torch.no_grad():
+        tokens = enc.forward_features(_x(3))
+        pooled = {"token": tokens[:, 0], "avg": tokens[:, 1:].mean(1), "max": tokens[:, 1:].amax(1)}[pool]
+        torch.testing.assert_close(enc.forward_head(tokens), enc.VIT.se_block(pooled))
+        other = dict(token="max", avg="token", max="avg")[pool]
+        enc.global_pool = other  # a different choice gives a different embedding
+        assert not torch.allclose(enc.forward_head(tokens), enc.VIT.se_block(pooled))
+    with pytest.raises(ValueError, match="global_pool"):
+        create_model("tiny", C, encoder={"global_pool": "mean"})
 
 
 def test_channels_last_and_bf16_autocast(tiny):

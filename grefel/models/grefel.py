@@ -59,22 +59,30 @@ def tiny() -> dict[str, Any]:
     training than at 112, where the 784 x 784 attention of the first scale and the 112 x 112 IR
     stem dominate. The landmark stream is a small, randomly initialised, frozen MobileFaceNet
     (no pretrained weights exist at this width): it still supplies fixed multi-scale queries.
+
+    Two departures from the full model, both because the tiny preset trains from scratch (measured
+    on the synthetic faces, 2,100 images per epoch, lr 1e-3, no augmentation, no noise): the
+    embedding is the max over the fused tokens instead of the CLS token (``global_pool="max"``),
+    and the primary head is one linear layer instead of the paper's 64-64 MLP with dropout 0.5.
+    With widths 8/16/32, the CLS token and the MLP head the model stayed at chance (22%) for 20
+    epochs; with these settings it reached 76% validation accuracy after 5 epochs.
     """
     enc = dict(
-        dims=(8, 16, 32),
+        dims=(16, 32, 64),
         heads=(1, 2, 4),
         ir_units=(1, 1, 1),
-        ir_stem=8,
-        lm_widths=(8, 16, 32),
-        lm_expand=(16, 16, 32, 32, 32, 32),
+        ir_stem=16,
+        lm_widths=(16, 32, 64),
+        lm_expand=(32, 32, 64, 64, 64, 64),
         lm_blocks=(1, 1, 1),
-        embed_dim=64,
+        embed_dim=96,
         depth=1,
         num_heads=2,
         input_size=64,
         resize_mode="bilinear",
+        global_pool="max",
     )
-    return dict(encoder=enc, head_hidden=(64, 64), attn_heads=2, drop_path=0.0)
+    return dict(encoder=enc, head_hidden=(), attn_heads=2, drop_path=0.0)
 
 
 class GReFEL(nn.Module):
