@@ -83,6 +83,7 @@ class TrainConfig:
     lambda_anchor: float = 1.0
     lambda_center: float = 1.0
     label_smoothing: float = 0.0
+    aux_warmup: float = 0.0  # epochs over which lambda_a and lambda_c ramp in from 0 (0: the paper, full from the start)
     # optimisation
     epochs: int | None = None  # None: 1000 (or, with --resume, the run's own)
     batch_size: int = 128  # global batch, split over processes
@@ -161,6 +162,11 @@ def build_loss(cfg: TrainConfig) -> torch.nn.Module:
 
     return GReFELLoss(lambda_cls=cfg.lambda_cls, lambda_anchor=cfg.lambda_anchor,
                       lambda_center=cfg.lambda_center, label_smoothing=cfg.label_smoothing)
+
+
+def aux_scale(progress: float, warmup: float) -> float:
+    """Weight on lambda_a and lambda_c after ``progress`` epochs: a linear ramp over ``warmup`` epochs."""
+    return 1.0 if warmup <= 0 else min(1.0, progress / warmup)
 
 
 def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
@@ -455,6 +461,7 @@ def train(config: TrainConfig) -> Path:
                         x = x.contiguous(memory_format=torch.channels_last)
                     with autocast():
                         out = model_run(x)
+                    criterion.aux_scale = aux_scale(epoch + step / len(sampler), cfg.aux_warmup)
                     losses = criterion(out, y)
                     loss = losses["total"]
                     optimizer.zero_grad(set_to_none=True)

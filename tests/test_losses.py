@@ -78,3 +78,21 @@ def test_no_anchors_and_extreme_inputs():
 def test_label_smoothing_range():
     with pytest.raises(GrefelError, match="11 -> 0.11"):
         GReFELLoss(label_smoothing=11)
+
+
+def test_aux_warmup_scales_anchor_and_center_terms_only():
+    from grefel.train import aux_scale
+
+    assert [aux_scale(p, 2.0) for p in (0.0, 0.5, 1.0, 2.0, 7.0)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert aux_scale(0.0, 0.0) == 1.0  # no warm-up: the paper's eq. (23) from the first step
+    anchors = torch.tensor([[[0.0, 0.0]], [[3.0, 4.0]]])
+    L = torch.tensor([[0.6, 0.4], [0.3, 0.7]])
+    e = torch.tensor([[0.0, 1.0], [3.0, 3.0]])
+    y = torch.tensor([0, 1])
+    loss = GReFELLoss(lambda_cls=0.5, lambda_anchor=2.0, lambda_center=3.0)
+    full = loss(_output(L, e, anchors), y)
+    loss.aux_scale = 0.25
+    ramped = loss(_output(L, e, anchors), y)
+    expected = 0.5 * full["cls"] + 0.25 * (2.0 * full["anchor"] + 3.0 * full["center"])
+    assert ramped["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert ramped["center"].item() == full["center"].item()  # the logged parts stay unscaled
