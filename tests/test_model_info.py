@@ -17,7 +17,10 @@ def test_model_info_tiny_json():
     lm = groups["landmark stream (MobileFaceNet)"]
     assert lm["trainable"] == 0 and lm["frozen"] > 0  # the landmark stream is frozen
     assert all(g["frozen"] == 0 for name, g in groups.items() if not name.startswith("landmark"))
-    assert groups["anchors (eq. 12-15)"]["trainable"] == 4 * 10 * 64  # C x K x D
+    from grefel.models import create_model
+
+    dim = create_model("tiny", 4).encoder.embed_dim
+    assert groups["anchors (eq. 12-15)"]["trainable"] == 4 * 10 * dim  # C x K x D
     assert data["total"]["trainable"] == sum(g["trainable"] for g in data["groups"])
     assert data["total"]["flops"] > data["encoder"]["flops"] > 0
 

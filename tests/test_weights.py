@@ -189,7 +189,7 @@ def test_partial_file(tiny_files):
     dropped = [k for k in sd if k.startswith("module.attn2.")]
     for k in dropped:
         del sd[k]
-    sd["module.VIT.cls_token"] = torch.full((1, 1, 64), 3.0)
+    sd["module.VIT.cls_token"] = torch.full_like(sd["module.VIT.cls_token"], 3.0)
     torch.save(sd, tmp / "partial.pth")
     with pytest.raises(CheckpointError, match=f"{len(dropped)} encoder keys missing .*--allow-partial"):
         load_pretrained(model, poster=tmp / "partial.pth")
