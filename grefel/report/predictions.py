@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from grefel.errors import GrefelError
-from grefel.io import atomic_path
+from grefel.io import atomic_path, json_default
 
 FORMAT = "grefel-predictions"
 FORMAT_VERSION = 1
@@ -135,14 +135,11 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
+    """Like :func:`grefel.io.json_default`, but lenient: tensors as lists, anything else as its str."""
+    try:
+        return json_default(o)
+    except TypeError:
+        return o.tolist() if hasattr(o, "tolist") else str(o)
     if hasattr(o, "tolist"):  # torch tensors in a config
         return o.tolist()
     return str(o)
