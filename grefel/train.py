@@ -430,9 +430,10 @@ def train(config: TrainConfig) -> Path:
                       f"epochs {start_epoch + 1}..{last_epoch} of {epochs}")
         pin = device.type == "cuda"
         sampler = RankBatches(np.zeros(0, np.int64), cfg.batch_size, info.rank, info.world_size)
-        loader = make_loader(ds, labels, sampler, workers=cfg.workers, pin_memory=pin, persistent=True)
+        workers = min(cfg.workers, len(os.sched_getaffinity(0)))  # more loader processes than cores only thrash
+        loader = make_loader(ds, labels, sampler, workers=workers, pin_memory=pin, persistent=True)
         val_loader = make_loader(ds, val_labels, EvalBatches(val_idx, eval_bs, info.rank, info.world_size),
-                                 workers=min(cfg.workers, 2), pin_memory=pin, persistent=True)
+                                 workers=min(workers, 2), pin_memory=pin, persistent=True)
         progress = _progress(console)
         with progress:
             run_task = progress.add_task("run", total=epochs, completed=start_epoch, info="")
