@@ -258,6 +258,14 @@ class RawReader:
         return Skip(source, self.definition.exclusion_reason(code, self.protocol)) if lab is None else lab
 
 
+def _entries(d: Path) -> list[os.DirEntry]:
+    """The entries of folder ``d`` sorted by name; none where it cannot be listed."""
+    try:
+        return sorted(os.scandir(d), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
 def find_dirs(root: Path, name: str, max_depth: int = 3) -> list[Path]:
     """The shallowest folders called ``name`` at most ``max_depth`` levels below ``root`` (itself included), sorted."""
     if root.name == name and root.is_dir():
@@ -266,11 +274,7 @@ def find_dirs(root: Path, name: str, max_depth: int = 3) -> list[Path]:
     for _ in range(max_depth):
         found, nxt = [], []
         for d in frontier:
-            try:
-                entries = sorted(os.scandir(d), key=lambda e: e.name)
-            except OSError:
-                continue
-            for e in entries:
+            for e in _entries(d):
                 if not e.name.startswith(".") and e.is_dir():
                     (found if e.name == name else nxt).append(Path(e.path))
         if found:
@@ -285,11 +289,7 @@ def find_file(root: Path, names: tuple[str, ...], max_depth: int = 3) -> Path | 
     for _ in range(max_depth + 1):
         found, nxt = {}, []
         for d in frontier:
-            try:
-                entries = sorted(os.scandir(d), key=lambda e: e.name)
-            except OSError:
-                continue
-            for e in entries:
+            for e in _entries(d):
                 if e.name.startswith("."):
                     continue
                 if e.is_dir():
