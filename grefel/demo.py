@@ -65,6 +65,7 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
     from grefel.data.prepare import prepare
     from grefel.data.refine import refine
     from grefel.data.synth import generate
+    from grefel.distributed import usable_cores
     from grefel.evaluate import evaluate
     from grefel.report.build import build_report
 
@@ -72,7 +73,8 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
     console = console or Console()
     work = Path(workdir or "grefel-demo").expanduser().resolve()
     raw, data_root, runs = work / "raw", work / "data", work / "runs"
-    torch.set_num_threads(max(1, os.cpu_count() or 1))  # the steps in this process; training sets its own
+    cores = usable_cores()
+    torch.set_num_threads(cores)  # the steps in this process; training sets its own
     t0 = time.perf_counter()
     steps: list[tuple[str, float]] = []
 
@@ -86,7 +88,7 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
 
     step("synthesise faces (FERG-DB layout)", lambda: generate(raw, characters=s.characters, per_class=s.per_class,
                                                                size=DEMO_SIZE, seed=s.seed, imbalance=s.imbalance,
-                                                               workers=min(2, os.cpu_count() or 1)))
+                                                               workers=min(2, cores)))
     ds_path = step("prepare ferg", lambda: prepare("ferg", raw, data_root=data_root))
     step("refine: seeded split and the paper's per-epoch refinement",
          lambda: refine(ds_path, seed=s.seed, per_class=s.refine_per_class, console=console))
@@ -161,9 +163,11 @@ def _train_both(ds_path: Path, label_set: str, runs: Path, s: DemoSettings, cons
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from grefel.distributed import usable_cores
+
     todo = {name: _train_config(ds_path, label_set, name, rel, runs, s) for name, rel in RUNS.items()
             if not _finished(runs / name, s.epochs)}
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     parallel = min(len(todo), cores)
     threads = max(1, cores // max(1, parallel))
     if todo:

@@ -430,8 +430,7 @@ def train(config: TrainConfig) -> Path:
                       f"epochs {start_epoch + 1}..{last_epoch} of {epochs}")
         pin = device.type == "cuda"
         sampler = RankBatches(np.zeros(0, np.int64), cfg.batch_size, info.rank, info.world_size)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        workers = min(cfg.workers, cores)  # more loader processes than cores only thrash
+        workers = min(cfg.workers, gdist.usable_cores())  # more loader processes than cores only thrash
         loader = make_loader(ds, labels, sampler, workers=workers, pin_memory=pin, persistent=True)
         val_loader = make_loader(ds, val_labels, EvalBatches(val_idx, eval_bs, info.rank, info.world_size),
                                  workers=min(workers, 2), pin_memory=pin, persistent=True)

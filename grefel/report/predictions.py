@@ -139,7 +139,4 @@ def _json_default(o: Any) -> Any:
     try:
         return json_default(o)
     except TypeError:
-        return o.tolist() if hasattr(o, "tolist") else str(o)
-    if hasattr(o, "tolist"):  # torch tensors in a config
-        return o.tolist()
-    return str(o)
+        return o.tolist() if hasattr(o, "tolist") else str(o)  # torch tensors in a config
