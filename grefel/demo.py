@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from grefel.errors import GrefelError
 from grefel.io import write_json
 
 DEMO_SIZE = 128  # synthesised, stored and model-input size (the demo trains without random crops)
@@ -72,6 +73,12 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
     s = settings or (QUICK if quick else DEFAULT)
     console = console or Console()
     work = Path(workdir or "grefel-demo").expanduser().resolve()
+    if work.exists() and not work.is_dir():
+        raise GrefelError(f"{work} is a file, not a folder: give --workdir a folder (it is created if missing)")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GrefelError(f"cannot use {work} as the demo's work folder ({e.strerror}): give --workdir a folder you can write to") from None
     raw, data_root, runs = work / "raw", work / "data", work / "runs"
     cores = usable_cores()
     torch.set_num_threads(cores)  # the steps in this process; training sets its own

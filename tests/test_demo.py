@@ -48,3 +48,11 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
     assert again.exit_code == 0, again.output
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     assert json.loads((work / "demo.json").read_text())["clean_test_accuracy"] == summary["clean_test_accuracy"]
+
+
+def test_demo_refuses_a_file_as_its_work_folder(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    result = CliRunner().invoke(app, ["demo", "--quick", "--workdir", str(afile)])
+    assert result.exit_code == 1 and "is a file, not a folder" in result.output
+    assert "Traceback" not in result.output and afile.read_text() == "keep me"
