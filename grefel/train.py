@@ -84,6 +84,7 @@ class TrainConfig:
     lambda_center: float = 1.0
     label_smoothing: float = 0.0
     aux_warmup: float = 0.0  # epochs over which lambda_a and lambda_c ramp in from 0 (0: the paper, full from the start)
+    correction_warmup: float = 0.0  # epochs over which eq. (20) moves from the primary to the corrected distribution (0: the paper)
     # optimisation
     epochs: int | None = None  # None: 1000 (or, with --resume, the run's own)
     batch_size: int = 128  # global batch, split over processes
@@ -165,7 +166,8 @@ def build_loss(cfg: TrainConfig) -> torch.nn.Module:
 
 
 def aux_scale(progress: float, warmup: float) -> float:
-    """Weight on lambda_a and lambda_c after ``progress`` epochs: a linear ramp over ``warmup`` epochs."""
+    """Warm-up factor after ``progress`` epochs: a linear ramp from 0 to 1 over ``warmup`` epochs
+    (used for lambda_a and lambda_c, ``--aux-warmup``, and for the correction, ``--correction-warmup``)."""
     return 1.0 if warmup <= 0 else min(1.0, progress / warmup)
 
 
@@ -462,7 +464,9 @@ def train(config: TrainConfig) -> Path:
                         x = x.contiguous(memory_format=torch.channels_last)
                     with autocast():
                         out = model_run(x)
-                    criterion.aux_scale = aux_scale(epoch + step / len(sampler), cfg.aux_warmup)
+                    progress_epochs = epoch + step / len(sampler)
+                    criterion.aux_scale = aux_scale(progress_epochs, cfg.aux_warmup)
+                    criterion.correction_scale = aux_scale(progress_epochs, cfg.correction_warmup)
                     losses = criterion(out, y)
                     loss = losses["total"]
                     optimizer.zero_grad(set_to_none=True)

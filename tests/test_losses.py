@@ -96,3 +96,20 @@ def test_aux_warmup_scales_anchor_and_center_terms_only():
     expected = 0.5 * full["cls"] + 0.25 * (2.0 * full["anchor"] + 3.0 * full["center"])
     assert ramped["total"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert ramped["center"].item() == full["center"].item()  # the logged parts stay unscaled
+
+
+def test_correction_warmup_mixes_primary_into_eq20():
+    """r = correction_scale: eq. (20) on (1 - r) l + r L_final; r = 1 is the paper, r = 0 the primary NLL."""
+    primary = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
+    corrected = torch.tensor([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    e = torch.zeros(2, 2)
+    out = _output(corrected, e, None)
+    out.logits, out.primary = primary.log() + 3.0, primary  # logits up to a constant: softmax gives l back
+    y = torch.tensor([0, 1])
+    loss = GReFELLoss()
+    assert loss(out, y)["cls"].item() == pytest.approx(-(math.log(0.1) + math.log(0.2)) / 2, rel=1e-6)
+    loss.correction_scale = 0.0
+    assert loss(out, y)["cls"].item() == pytest.approx(-(math.log(0.5) + math.log(0.6)) / 2, rel=1e-6)
+    loss.correction_scale = 0.25
+    mixed = [0.75 * 0.5 + 0.25 * 0.1, 0.75 * 0.6 + 0.25 * 0.2]
+    assert loss(out, y)["cls"].item() == pytest.approx(-(math.log(mixed[0]) + math.log(mixed[1])) / 2, rel=1e-6)
