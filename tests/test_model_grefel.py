@@ -59,7 +59,7 @@ def test_output_fields_are_distributions(tiny):
         assert c.shape == (B,) and ((c >= 0) & (c <= 1)).all()
     assert o.similarity.shape == (B, C, 10)
     torch.testing.assert_close(o.similarity.sum((1, 2)), torch.ones(B), atol=1e-5, rtol=0)
-    assert o.embedding.shape == (B, 96) and o.tokens.shape == (B, 1 + 3 * 4 * 4, 96)  # tiny: windows 16/8/4
+    assert o.embedding.shape == (B, 96) and o.tokens.shape == (B, 1 + 3 * 3 * 3, 96)  # tiny: windows 12/6/3
     torch.testing.assert_close(o.primary, o.logits.softmax(-1))
     torch.testing.assert_close(o.corrected.log(), o.log_corrected, atol=1e-5, rtol=0)
 
