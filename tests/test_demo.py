@@ -1,8 +1,10 @@
 """`grefel demo --quick`: the README's first command, end to end on the built-in synthetic faces.
 
-The quick flavour trains for too few images (4 x 1,050) to leave chance on 20 % noisy labels: the
-tiny model from scratch needs about 15,000 (docs/demo.md). So this test checks the pipeline and
-its files, the consistency of the numbers between them, and that training lowers the loss.
+The quick flavour trains each run on 5 x 2,100 images of 20 % noisy labels: enough for the tiny
+model from scratch to leave chance (45-48 % on the clean test split here, docs/demo.md), far from
+the full demo's 94 %. This test checks the pipeline and its files, the consistency of the numbers
+between them, that training lowers the loss, and that both runs end far above chance (1/7) and
+above always answering the most frequent class.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
         assert run["label_set"] is not None and run["n"] > 50  # clean test split, noisy label set recorded
         corrected = run["metrics"]["corrected"]["accuracy"]
         assert abs(corrected - summary["clean_test_accuracy"][name]["corrected"]) < 1e-9
+        assert corrected >= 0.30, (name, corrected)  # chance 0.14; the most frequent class is 0.23 of the test split
     for sub in ("rb-on", "rb-off"):  # training makes progress: the classification loss falls
         hist = [json.loads(line) for line in (work / "runs" / sub / "metrics.jsonl").read_text().splitlines()]
-        assert len(hist) == 4 and hist[-1]["train_cls"] < hist[0]["train_cls"], [h["train_cls"] for h in hist]
+        assert len(hist) == 5 and hist[-1]["train_cls"] < hist[0]["train_cls"], [h["train_cls"] for h in hist]
     finished = {p: p.stat().st_mtime_ns for sub in ("rb-on", "rb-off") for p in
                 (work / "runs" / sub / "best.pt", work / "runs" / sub / "last.pt", work / "runs" / sub / "metrics.jsonl")}
     finished[work / "data" / "ferg" / "manifest.json"] = (work / "data" / "ferg" / "manifest.json").stat().st_mtime_ns
