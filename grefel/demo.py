@@ -130,7 +130,8 @@ def _train_config(ds_path: Path, label_set: str, name: str, reliability: str, ru
     return TrainConfig(dataset=str(ds_path), labels=label_set, preset="tiny", reliability=reliability,
                        epochs=s.epochs, per_class=s.refine_per_class, batch_size=s.batch_size, seed=s.seed,
                        lr=s.lr, lambda_center=s.lambda_center, aux_warmup=s.aux_warmup,
-                       correction_warmup=s.correction_warmup, channels_last=s.channels_last, crop=DEMO_SIZE, augment=s.augment, n_pg=None, device="cpu", workers=0, run_dir=str(runs), name=name,
+                       correction_warmup=s.correction_warmup, channels_last=s.channels_last, crop=DEMO_SIZE,
+                       augment=s.augment, n_pg=None, device="cpu", workers=0, run_dir=str(runs), name=name,
                        resume=resume, quiet=True)
 
 

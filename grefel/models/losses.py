@@ -85,13 +85,13 @@ class GReFELLoss(nn.Module):
     def forward(self, output: GReFELOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
         log_final = output.log_corrected
         if log_final is None:
-            log_final = output.corrected.float().clamp_min(1e-30).log()
+            log_final = output.corrected.clamp_min(1e-30).log()
+        log_final = log_final.float()
         r = self.correction_scale
         if r < 1.0:  # correction warm-up: (1 - r) l + r L_final
-            log_l = F.log_softmax(output.logits.float(), dim=-1)
             w = log_final.new_full(log_final.shape[:1], r)
-            log_final = mix(1.0 - w, log_l, w, log_final.float())
-        cls = class_distribution_loss(log_final.float(), target, self.label_smoothing)
+            log_final = mix(1.0 - w, F.log_softmax(output.logits.float(), dim=-1), w, log_final)
+        cls = class_distribution_loss(log_final, target, self.label_smoothing)
         if output.anchors is not None:
             anchor = anchor_loss(output.anchors)
             center = center_loss(output.embedding, output.anchors, target)
