@@ -13,12 +13,12 @@ from grefel_cli.app import app
 @app.command()
 def corrupt(
     noise: float = typer.Option(..., "--noise", help="Fraction of labels to flip, e.g. 0.2 for 20 %."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Prepared dataset name or folder [default: the only one]."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Prepared dataset name or folder \\[default: the only one]."),
     mode: str = typer.Option("symmetric", "--mode", help="symmetric (any other class) or asymmetric (a fixed confusable class)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same flips."),
-    name: Optional[str] = typer.Option(None, "--name", help="Label set name [default: sym20-s0 / asym20-s0 style]."),
+    name: Optional[str] = typer.Option(None, "--name", help="Label set name \\[default: sym20-s0 / asym20-s0 style]."),
     force: bool = typer.Option(False, "--force", help="Overwrite a label set of that name made with other settings."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root [default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
 ):
     """Write a noisy label set (labels/<name>.h5) for the noise studies of Tables 5 and 7.
 

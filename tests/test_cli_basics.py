@@ -37,3 +37,23 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_every_option_help_is_shown_whole():
+    """Rich reads ``[...]`` in help text as markup and drops it: every option's help must survive."""
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    checked = 0
+    for name, cmd in group.commands.items():
+        r = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
+        assert r.exit_code == 0, name
+        shown = re.sub(r"[\s│]+", " ", r.output)
+        for p in cmd.params:
+            if getattr(p, "param_type_name", "") == "option" and p.help:
+                want = re.sub(r"\s+", " ", p.help.replace("\\[", "["))
+                assert want[:60] in shown, f"grefel {name} {p.opts[0]}: help shown as something else than {want[:60]!r}"
+                checked += 1
+    assert checked > 40

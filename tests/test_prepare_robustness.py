@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
@@ -204,6 +205,42 @@ def test_workers_give_the_same_shards_as_one_process(tmp_path):
     two = PreparedDataset(prepare("ferg", tmp_path / "raw", out=tmp_path / "two", shard_items=16, workers=2, progress=False))
     _assert_same(one, two)
     assert [s["sha256"] for s in one.shards] != [] and len(one.shards) == 3
+
+
+def test_detector_lanes_give_the_same_shards_as_one_lane(tmp_path, monkeypatch):
+    import grefel.data.prepare as prep
+
+    fx.make_jaffe(tmp_path / "raw")  # the offline detector on real photographs (and one blank image)
+    one = PreparedDataset(prepare("jaffe", tmp_path / "raw", out=tmp_path / "one", threads=1, progress=False))
+    monkeypatch.setattr(prep, "_lanes", lambda *a: 3)  # three threads whatever this machine's core count
+    three = PreparedDataset(prepare("jaffe", tmp_path / "raw", out=tmp_path / "three", progress=False))
+    _assert_same(one, three)
+    np.testing.assert_array_equal(one.landmarks(), three.landmarks())
+    lanes = [json.loads((d.root / "provenance.json").read_text())["options"]["lanes"] for d in (one, three)]
+    assert lanes == [1, 3]
+
+
+def test_ordered_map_keeps_the_order_whatever_finishes_first():
+    import random
+    import threading
+
+    from grefel.data.prepare import ordered_map
+
+    seen = set()
+
+    class Work:  # stands in for ItemWork: uneven durations, so later items often finish first
+        def __call__(self, item):
+            seen.add(threading.current_thread().name)
+            time.sleep(random.Random(item).uniform(0, 0.004))
+            return item * item
+
+        def run_batch(self, items):
+            return [self(i) for i in items]
+
+    pairs = [(i, i) for i in range(200)]
+    assert list(ordered_map(Work(), pairs, lanes=3, window=2)) == [(i, i * i) for i in range(200)]
+    assert len(seen) > 1 and all(n.startswith("grefel-prepare") for n in seen)
+    assert list(ordered_map(Work(), pairs[:5])) == [(i, i * i) for i in range(5)]
 
 
 def test_default_data_root_and_prepared_name(tmp_path, _isolated_data_root):

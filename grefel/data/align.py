@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -79,19 +80,28 @@ def five_from_68(points68: np.ndarray) -> np.ndarray:
 def similarity_to_template(landmarks: np.ndarray, size: int) -> np.ndarray:
     """Least-squares similarity taking the five points onto the template, (2, 3) float64.
 
-    ``cv2.estimateAffinePartial2D`` with RANSAC and a threshold no point can exceed keeps all five
-    points and refines on them: the least-squares (Umeyama) solution that
-    ``skimage.transform.SimilarityTransform`` also gives, about five times faster.
+    Umeyama's closed form (1991, eq. 40-42) restricted to rotations, which is what a similarity
+    without reflection is in 2-D: with centred points a_i (source) and b_i (template),
+    ``s cos t = sum(a.b) / sum|a|^2``, ``s sin t = sum(a x b) / sum|a|^2``, and the translation
+    maps the source centroid onto the template's. The same solution as
+    ``skimage.transform.SimilarityTransform`` (tested), computed in ~20 us instead of ~130 us for
+    OpenCV's ``estimateAffinePartial2D``: it runs once per face, beside a ~1 ms detector.
     """
-    import cv2
-
     src = np.asarray(landmarks, np.float64).reshape(5, 2)
     if not np.isfinite(src).all():
         raise ValueError("landmarks contain NaN or inf")
-    m, _ = cv2.estimateAffinePartial2D(src, _template64(size), method=cv2.RANSAC, ransacReprojThreshold=1e4,
-                                       refineIters=20)
-    if m is None or not np.isfinite(m).all() or abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]) < 1e-12:
+    dst = _template64(size)
+    mu_a, mu_b = src.mean(0), dst.mean(0)
+    a, b = src - mu_a, dst - mu_b
+    var = float((a * a).sum())
+    if var < 1e-12:
         raise ValueError("degenerate landmarks: no similarity transform fits them")
+    c = float((a * b).sum()) / var  # s cos(theta)
+    d = float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()) / var  # s sin(theta)
+    if c * c + d * d < 1e-12:
+        raise ValueError("degenerate landmarks: no similarity transform fits them")
+    m = np.array([[c, -d, 0.0], [d, c, 0.0]])
+    m[:, 2] = mu_b - m[:, :2] @ mu_a
     return m
 
 
@@ -196,18 +206,22 @@ class _OnnxRetinaFace:
         self._session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=["CPUExecutionProvider"])
         self._pre, self._post = rpre, rpost
         self._anchor_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._anchor_lock = threading.Lock()  # prepare's lanes share one detector (ONNX Runtime's run is thread-safe)
         self.model_sha256 = hashlib.sha256(WEIGHTS).hexdigest()
 
     def _anchors(self, width: int, height: int) -> np.ndarray:
         """(A, 4) anchor centres and sizes, normalised, in the network's output order (cached per input size)."""
         key = (width, height)
-        if key not in self._anchor_cache:
-            post = self._post
-            self._anchor_cache[key] = np.concatenate([post.generate_anchors(stride, tuple(sizes), width, height, 1)[0]
-                                                      for stride, sizes in zip(post.ANCHOR_STRIDES, post.ANCHOR_SIZES)])
-            if len(self._anchor_cache) > 16:
-                self._anchor_cache.pop(next(iter(self._anchor_cache)))
-        return self._anchor_cache[key]
+        with self._anchor_lock:
+            anchors = self._anchor_cache.get(key)
+            if anchors is None:
+                post = self._post
+                anchors = self._anchor_cache[key] = np.concatenate(
+                    [post.generate_anchors(stride, tuple(sizes), width, height, 1)[0]
+                     for stride, sizes in zip(post.ANCHOR_STRIDES, post.ANCHOR_SIZES)])
+                if len(self._anchor_cache) > 16:
+                    self._anchor_cache.pop(next(iter(self._anchor_cache)))
+        return anchors
 
     def __call__(self, rgb: np.ndarray, score_threshold: float, nms_threshold: float):
         import cv2

@@ -29,6 +29,8 @@ import shutil
 import sys
 import time
 from collections import Counter, deque
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -98,6 +100,9 @@ class ItemWork:
                       landmarks=face.landmarks, transform=face.transform, attributes=item.attributes,
                       source_sha256=sha, landmarks68=item.landmarks68)
 
+    def run_batch(self, items: list) -> list:
+        return [self(it) for it in items]
+
     def __getstate__(self):
         return {**self.__dict__, "_aligner": None}
 
@@ -114,34 +119,46 @@ def _init_worker(work: ItemWork) -> None:
 
 
 def _run_batch(items: list) -> list:
-    return [_WORK(it) for it in items]
+    return _WORK.run_batch(items)
 
 
-def ordered_map(work: ItemWork, pairs: Iterable[tuple], workers: int = 1, window: int | None = None) -> Iterator[tuple]:
+def ordered_map(work: ItemWork, pairs: Iterable[tuple], workers: int = 1, window: int | None = None,
+                lanes: int = 1) -> Iterator[tuple]:
     """``(tag, work(item))`` for every ``(tag, item)``, in order, with a bounded number in flight.
 
-    With one worker everything runs in this process (no copies). Otherwise batches of items go to a
-    spawned pool; at most ``window`` batches are pending, so memory does not grow with the dataset.
+    ``workers > 1``: batches of items go to a spawned process pool. One worker with ``lanes > 1``:
+    batches go to that many threads of this process (decoding, the detector and the warp release
+    the GIL, so lanes overlap them without the processes' start-up and copies). One worker, one
+    lane: everything runs inline. At most ``window`` batches are pending, so memory does not grow
+    with the dataset.
     """
-    if workers <= 1:
+    if workers <= 1 and lanes <= 1:
         for tag, it in pairs:
             yield tag, work(it)
         return
-    window = window or 4 * workers
+    if workers <= 1:
+        with ThreadPoolExecutor(lanes, thread_name_prefix="grefel-prepare") as pool:
+            yield from _windowed(lambda items: pool.submit(work.run_batch, items).result, pairs, window or 4 * lanes)
+        return
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(work,)) as pool:
-        pending: deque = deque()
-        it = iter(pairs)
-        while True:
-            batch = list(itertools.islice(it, _BATCH))
-            if batch:
-                tags, items = zip(*batch)
-                pending.append((tags, pool.apply_async(_run_batch, (list(items),))))
-            while pending and (len(pending) >= window or not batch):
-                tags, res = pending.popleft()
-                yield from zip(tags, res.get())
-            if not batch:
-                break
+        yield from _windowed(lambda items: pool.apply_async(_run_batch, (items,)).get, pairs, window or 4 * workers)
+
+
+def _windowed(submit, pairs: Iterable[tuple], window: int) -> Iterator[tuple]:
+    """Submit batches of ``pairs``' items (``submit(items)`` returns a getter), yield results in order."""
+    pending: deque = deque()
+    it = iter(pairs)
+    while True:
+        batch = list(itertools.islice(it, _BATCH))
+        if batch:
+            tags, items = zip(*batch)
+            pending.append((tags, submit(list(items))))
+        while pending and (len(pending) >= window or not batch):
+            tags, get = pending.popleft()
+            yield from zip(tags, get())
+        if not batch:
+            break
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -157,8 +174,8 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
     detector of :data:`grefel.data.align.DETECTORS`; the default depends on the dataset and layout.
     A rerun resumes an interrupted run, returns at once when the folder is complete, and with
     ``overwrite`` starts again. ``progress`` shows a progress bar and a summary. ``threads``: CPU
-    threads of the detector in each worker (default: the library's choice with one worker, 1 with
-    several).
+    threads of the detector in each worker, in one lane (default: with one worker and the offline
+    detector, one lane per core, each running the detector on one thread; 1 with several workers).
     """
     t_start = time.time()
     if align is not None and align not in ALIGN_CHOICES:
@@ -179,8 +196,9 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
         raise DatasetError(f"{reader.definition.title} ({reader.layout} layout) ships no landmarks here: use --align none "
                            f"or a detector ({', '.join(DETECTORS)})")
     out = Path(out).expanduser() if out else resolve_data_root(data_root) / reader.name
+    lanes = _lanes(align, workers, threads)
     work = ItemWork(reader, align, int(size), str(weights_dir) if weights_dir else None, device,
-                    threads=threads if threads else (1 if workers > 1 else None))
+                    threads=threads if threads else (1 if workers > 1 or lanes > 1 else None))
     aligner_info = _describe_align(work)  # builds a detector now: a missing weight file fails before any work
     sources = _source_checksums(reader)
     fingerprint = {"dataset": reader.dataset, "name": reader.name, "protocol": reader.protocol, "layout": reader.layout,
@@ -199,6 +217,7 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
     if console:
         console.print(f"[bold]{reader.definition.title}[/bold] -> {out}: {total:,} raw items, layout '{reader.layout}', "
                       f"protocol {reader.protocol} ({len(reader.classes)} classes), align '{align}', {workers} worker(s)"
+                      + (f" x {lanes} threads" if lanes > 1 else "")
                       + (f"; resuming after {len(done)} finished shard(s)" if done else ""))
     bar = _Progress(console, total)
     chunk_sha: dict[int, str] = {}
@@ -224,8 +243,8 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
     next_index = sum(d["entry"]["n"] for d in done)
     writer, current, count = None, -1, 0
     try:
-        with bar:
-            for c, result in ordered_map(work, todo(), workers):
+        with bar, _cv2_threads(1):
+            for c, result in ordered_map(work, todo(), workers, lanes=lanes):
                 if c != current:
                     if writer is not None:
                         w, writer = writer, None
@@ -247,10 +266,37 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
         raise
 
     # 4. skipped.csv, provenance.json, manifest.json (last: its presence means complete)
-    manifest = _finish(out, reader, fingerprint, entries, aligner_info, sources, work, workers, t_start)
+    manifest = _finish(out, reader, fingerprint, entries, aligner_info, sources, work, workers, lanes, t_start)
     if console:
         _print_summary(console, manifest, out)
     return out
+
+
+def _lanes(align: str, workers: int, threads: int | None) -> int:
+    """Threads of the one-process pipeline: one per core (at most 4) with the offline detector.
+
+    Each lane runs the detector on one thread; on 100 x 100 faces two one-thread lanes detect
+    ~1.4x as many images per second as one session using both cores. An explicit ``threads`` (the
+    detector's own threads), several worker processes or another aligner keep one lane.
+    """
+    if workers > 1 or threads or align != "retinaface-onnx":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))
+
+
+@contextmanager
+def _cv2_threads(n: int):
+    """OpenCV's own thread pool off while preparing: per-face warps are too small to split, and
+    its idle threads cost CPU time beside the detector (measured: 2.8 vs 1.9 ms/image)."""
+    import cv2
+
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(old)
 
 
 def _close_shard(writer: ShardWriter, entries: dict, c: int, count: int, digest: str) -> int:
@@ -347,7 +393,7 @@ def reason_kind(reason: str) -> str:
 
 
 def _finish(out: Path, reader: RawReader, fingerprint: dict, entries: dict, aligner_info: dict, sources: list,
-            work: ItemWork, workers: int, t_start: float) -> dict:
+            work: ItemWork, workers: int, lanes: int, t_start: float) -> dict:
     import csv
 
     classes = reader.classes
@@ -408,7 +454,7 @@ def _finish(out: Path, reader: RawReader, fingerprint: dict, entries: dict, alig
         "dataset": reader.dataset, "layout": reader.layout, "protocol": reader.protocol,
         "raw": str(reader.tree.root),
         "options": {"align": work.align, "size": work.size, "shard_items": fingerprint["shard_items"],
-                    "compression": fingerprint["compression"], "workers": workers, "weights_dir": work.weights_dir,
+                    "compression": fingerprint["compression"], "workers": workers, "lanes": lanes, "weights_dir": work.weights_dir,
                     "device": work.device},
         "aligner": aligner_info,
         "source_files": sources,
