@@ -8,6 +8,8 @@ Keys (format version 1)::
     grefel_version    version that wrote it
     model             model state_dict
     model_config      keyword arguments of grefel.models.create_model (preset, num_classes, ...)
+    model_kwargs      the resolved GReFEL constructor arguments (preset applied); rebuilds the model
+                      even after a preset changes (absent in checkpoints written before 2026-12-01)
     dataset           {"name", "protocol", "classes", "manifest_sha256", "path"}
     label_set         "clean" or the name of a `grefel corrupt` label set
     config            the resolved training configuration (JSON-able dict)

@@ -41,16 +41,21 @@ def default_device() -> torch.device:
 
 
 def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
-    """Rebuild the model of a loaded checkpoint (``create_model(**model_config)``) in eval mode."""
-    from grefel.models import create_model
+    """Rebuild the model of a loaded checkpoint in eval mode.
+
+    From its resolved ``model_kwargs`` where the checkpoint has them (the architecture it was
+    trained with, whatever the presets are now), else ``create_model(**model_config)``.
+    """
+    from grefel.models import create_model, model_from_kwargs
 
     cfg = payload.get("model_config")
     state = payload.get("model")
     if not isinstance(cfg, dict) or not isinstance(state, dict):
         raise CheckpointError(f"{path} has no model_config / model state: it is not a `grefel train` checkpoint; pass a run's best.pt or last.pt")
+    kwargs = payload.get("model_kwargs")
     try:
-        model = create_model(**cfg)
-    except (TypeError, ValueError, KeyError) as e:
+        model = model_from_kwargs(kwargs, cfg) if isinstance(kwargs, dict) and kwargs else create_model(**cfg)
+    except (TypeError, ValueError, KeyError, GrefelError) as e:
         raise CheckpointError(f"{path}: its model_config cannot build a model with this grefel ({e}): use the grefel version that trained it") from None
     missing, unexpected = _load_state(model, state, path)
     if missing or unexpected:

@@ -340,7 +340,12 @@ def train(config: TrainConfig) -> Path:
         eval_bs = cfg.eval_batch_size or max(1, 2 * cfg.batch_size // info.world_size)
 
         # -- model, loss, optimiser ----------------------------------------------------------------
-        model = build_model(cfg, ds.num_classes)
+        if resume_ckpt is not None and resume_ckpt.get("model_kwargs"):  # the run's own architecture, even if a preset changed since
+            from grefel.models import model_from_kwargs
+
+            model = model_from_kwargs(resume_ckpt["model_kwargs"], resume_ckpt.get("model_config"))
+        else:
+            model = build_model(cfg, ds.num_classes)
         if not hasattr(model, "model_config"):
             raise GrefelError("the model has no model_config: grefel.models.create_model must set it")
         weights_report = None
@@ -418,6 +423,7 @@ def train(config: TrainConfig) -> Path:
         def payload(epoch: int, metrics: dict) -> dict:
             return {
                 "model": raw_model.state_dict(), "model_config": raw_model.model_config,
+                "model_kwargs": raw_model.model_kwargs,
                 "dataset": record["dataset"], "label_set": record["label_set"], "split_set": record["split_set"],
                 "config": asdict(cfg), "epoch": epoch, "metrics": metrics, "history": history, "best": best,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

@@ -162,6 +162,27 @@ def test_mismatched_checkpoint_fails_cleanly(tmp_path):
         assert words in error_line(r)  # the app's one-line error, no traceback
 
 
+def test_checkpoint_rebuilds_its_architecture_after_a_preset_changes(tmp_path, monkeypatch):
+    import grefel.models.grefel as G
+
+    make_dataset(tmp_path / "toyraf")
+    path = make_checkpoint(tmp_path, name="run")
+    payload = torch.load(path, weights_only=True)
+    model = G.create_model(**payload["model_config"])
+    assert model.model_kwargs["num_classes"] == 4 and model.model_kwargs["num_anchors"] == 2
+    payload["model_kwargs"] = model.model_kwargs  # what `grefel train` stores beside model_config
+    new_format = save_checkpoint(tmp_path / "new" / "best.pt", payload)
+    old_tiny = G._PRESETS["tiny"]
+    monkeypatch.setitem(G._PRESETS, "tiny", lambda: {**old_tiny(), "head_hidden": (16,)})  # a later grefel's tiny
+    rebuilt = E.model_from_checkpoint(torch.load(new_format, weights_only=True), path=new_format)
+    state = torch.load(path, weights_only=True)["model"]
+    for k, v in rebuilt.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+    assert rebuilt.model_config["preset"] == "tiny" and rebuilt.model_kwargs == model.model_kwargs
+    with pytest.raises(CheckpointError, match="does not fit"):  # without model_kwargs only the preset name is known
+        E.model_from_checkpoint(torch.load(path, weights_only=True), path=path)
+
+
 def test_empty_split_and_missing_label_set(tmp_path):
     ckpt = make_checkpoint(tmp_path, label_set="clean")
     with pytest.raises(DatasetError, match="split 'val' of toyraf is empty"):

@@ -54,12 +54,13 @@ def test_run_folder_and_checkpoint_contract(tmp_path):
     assert record["label_set"] == "clean" and len(record["dataset"]["manifest_sha256"]) == 64
     assert record["config"]["lr"] == 3e-4 and record["config"]["num_anchors"] == 10 and record["config"]["dropout"] == 0.5
     ck = load_checkpoint(run / "last.pt")
-    for key in ("model", "model_config", "dataset", "label_set", "config", "epoch", "metrics", "optimizer",
+    for key in ("model", "model_config", "model_kwargs", "dataset", "label_set", "config", "epoch", "metrics", "optimizer",
                 "scheduler", "scaler", "rng"):
         assert key in ck
     assert ck["epoch"] == 2 and ck["dataset"]["classes"] == ["hstripes", "vstripes"]
     model = create_model(**ck["model_config"])  # what `grefel evaluate` does with the file alone
     model.load_state_dict(ck["model"])
+    assert ck["model_kwargs"] == model.model_kwargs and ck["model_kwargs"]["encoder"]["input_size"] == 48
     best = load_checkpoint(run / "best.pt")
     assert best["metrics"]["val_acc"] == max(r["val_acc"] for r in rows)
     with pytest.raises(GrefelError, match="already holds a run"):

@@ -5,8 +5,8 @@
 :mod:`grefel.models.weights`) loads IR-50 / MobileFaceNet / POSTER++ weight files.
 """
 
-from grefel.models.grefel import RELIABILITY, GReFEL, create_model, list_presets, register_preset
+from grefel.models.grefel import RELIABILITY, GReFEL, create_model, list_presets, model_from_kwargs, register_preset
 from grefel.models.losses import GReFELLoss
 from grefel.models.output import GReFELOutput
 
-__all__ = ["RELIABILITY", "GReFEL", "GReFELLoss", "GReFELOutput", "create_model", "list_presets", "register_preset"]
+__all__ = ["RELIABILITY", "GReFEL", "GReFELLoss", "GReFELOutput", "create_model", "list_presets", "model_from_kwargs", "register_preset"]

@@ -12,11 +12,14 @@ Ablation switch ``reliability``: ``both`` (the paper), ``anchors`` (t = t_g), ``
 confidence 0, which is exactly what eq. (18)/(19) ignore, so every output field stays defined.
 
 ``create_model(preset, num_classes, **overrides)`` builds a model; ``model.model_config`` is the
-keyword dict that rebuilds it (stored in checkpoints).
+keyword dict that rebuilds it (preset name and overrides, readable), ``model.model_kwargs`` the
+resolved constructor arguments (``GReFEL(**model_kwargs)``), which rebuild the same architecture
+even after a preset changes. Checkpoints store both.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable
 
@@ -115,6 +118,7 @@ class GReFEL(nn.Module):
         self.geometric = GeometricCorrection(dim, num_classes, num_anchors, delta) if reliability in ("both", "anchors") else None
         self.attentive = AttentiveCorrection(dim, num_classes, attn_heads) if reliability in ("both", "mhsa") else None
         self.model_config: dict[str, Any] = {}
+        self.model_kwargs: dict[str, Any] = {}
 
     @property
     def anchors(self) -> torch.Tensor | None:
@@ -200,4 +204,16 @@ def create_model(preset: str = "full", num_classes: int = 7, **overrides: Any) -
     except TypeError as e:
         raise GrefelError(f"bad model option: {e}; see `grefel model-info --help`") from None
     model.model_config = {"preset": preset, "num_classes": num_classes, **overrides}
+    model.model_kwargs = copy.deepcopy({"num_classes": num_classes, **kwargs})
+    return model
+
+
+def model_from_kwargs(model_kwargs: dict[str, Any], model_config: dict[str, Any] | None = None) -> GReFEL:
+    """``GReFEL(**model_kwargs)``: the architecture a checkpoint was trained with, whatever the presets are now."""
+    try:
+        model = GReFEL(**model_kwargs)
+    except TypeError as e:
+        raise GrefelError(f"bad model option: {e}") from None
+    model.model_config = dict(model_config or {})
+    model.model_kwargs = copy.deepcopy(dict(model_kwargs))
     return model
