@@ -12,6 +12,9 @@ What is timed
   train  one step: forward, loss, backward, Adam step (fp32). Baseline: POSTER++ (SE + linear head,
          cross-entropy). Ours: GReFEL (reliability balancing, GReFELLoss), NCHW and channels_last.
   infer  forward in eval mode under ``torch.inference_mode`` (fp32).
+  --sam  adds POSTER++'s step as its authors train it: SAM (rho 0.05) around Adam, i.e. two
+         forward-backward passes per optimizer step. Not the issue's baseline (which is one pass
+         with Adam); it shows what a POSTER++ user's step costs against GReFEL's recipe (Adam).
 
 The baseline below is POSTER++'s forward pass as the authors wrote it, op for op: both streams
 resize separately, the frozen landmark net runs in train mode, queries are reshaped with
@@ -123,6 +126,29 @@ def _train_step(model, criterion, opt, x, y):
     return step
 
 
+def _sam_train_step(model, criterion, opt, x, y, rho: float = 0.05):
+    """POSTER++'s own step: SAM around Adam (rho 0.05, davda54/sam as POSTER++ uses it), two passes."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step():
+        criterion(model(x), y).backward()
+        with torch.no_grad():  # first_step: climb to w + rho * g / ||g||
+            norm = torch.norm(torch.stack([p.grad.norm(2) for p in params if p.grad is not None]), 2)
+            e_w = [p.grad * (rho / (norm + 1e-12)) if p.grad is not None else None for p in params]
+            for p, e in zip(params, e_w):
+                if e is not None:
+                    p.add_(e)
+        opt.zero_grad(set_to_none=True)
+        criterion(model(x), y).backward()
+        with torch.no_grad():  # second_step: back to w, then Adam with the gradient taken at w + e(w)
+            for p, e in zip(params, e_w):
+                if e is not None:
+                    p.sub_(e)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def _infer(model, x):
     def run():
         with torch.inference_mode():
@@ -139,6 +165,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-baseline", action="store_true", help="time GReFEL only")
+    ap.add_argument("--sam", action="store_true",
+                    help="also time POSTER++ as its authors train it (SAM around Adam: two forward-backward passes per step)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,18 +177,23 @@ def main(argv=None):
     contenders = {}
     if not args.no_baseline:
         contenders["POSTER++ (authors' forward)"] = (PosterPPBaseline(7), nn.CrossEntropyLoss(), False)
+    if args.sam and not args.no_baseline:
+        contenders["POSTER++ with SAM (as trained)"] = (PosterPPBaseline(7), nn.CrossEntropyLoss(), "sam")
     contenders["GReFEL"] = (create_model(args.preset, 7), GReFELLoss(), False)
     contenders["GReFEL channels_last"] = (create_model(args.preset, 7), GReFELLoss(), True)
     parts = ["train", "infer"] if args.part == "all" else [args.part]
     for part in parts:
         fns = {}
         for name, (model, crit, cl) in contenders.items():
+            sam, cl = cl == "sam", cl is True
+            if sam and part != "train":
+                continue  # SAM changes training only
             m = model.to(memory_format=torch.channels_last) if cl else model.to(memory_format=torch.contiguous_format)
             xi = x.contiguous(memory_format=torch.channels_last) if cl else x
             if part == "train":
                 m.train()
                 opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], 3e-4)
-                fns[name] = _train_step(m, crit, opt, xi, y)
+                fns[name] = (_sam_train_step if sam else _train_step)(m, crit, opt, xi, y)
             else:
                 m.eval()
                 fns[name] = _infer(m, xi)
