@@ -59,7 +59,7 @@ class DemoSettings:
 
 
 DEFAULT = DemoSettings(characters=6, per_class=600, imbalance=3.0, epochs=16, refine_per_class=300)
-QUICK = DemoSettings(characters=6, per_class=150, imbalance=3.0, epochs=5, refine_per_class=300)
+QUICK = DemoSettings(characters=6, per_class=120, imbalance=3.0, epochs=5, refine_per_class=250)
 
 
 def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, settings: DemoSettings | None = None,

@@ -1,7 +1,7 @@
 """`grefel demo --quick`: the README's first command, end to end on the built-in synthetic faces.
 
-The quick flavour trains each run on 5 x 2,100 images of 20 % noisy labels: enough for the tiny
-model from scratch to leave chance (45-48 % on the clean test split here, docs/demo.md), far from
+The quick flavour trains each run on 5 x 1,750 images of 20 % noisy labels: enough for the tiny
+model from scratch to leave chance (43-50 % on the clean test split here, docs/demo.md), far from
 the full demo's 94 %. This test checks the pipeline and its files, the consistency of the numbers
 between them, that training lowers the loss, and that both runs end far above chance (1/7) and
 above always answering the most frequent class.
