@@ -46,7 +46,7 @@ def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", pat
     From its resolved ``model_kwargs`` where the checkpoint has them (the architecture it was
     trained with, whatever the presets are now), else ``create_model(**model_config)``.
     """
-    from grefel.models import create_model, model_from_kwargs
+    from grefel.models import model_from_kwargs
 
     cfg = payload.get("model_config")
     state = payload.get("model")
@@ -54,7 +54,7 @@ def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", pat
         raise CheckpointError(f"{path} has no model_config / model state: it is not a `grefel train` checkpoint; pass a run's best.pt or last.pt")
     kwargs = payload.get("model_kwargs")
     try:
-        model = model_from_kwargs(kwargs, cfg) if isinstance(kwargs, dict) and kwargs else create_model(**cfg)
+        model = model_from_kwargs(kwargs if isinstance(kwargs, dict) else None, cfg)
     except (TypeError, ValueError, KeyError, GrefelError) as e:
         raise CheckpointError(f"{path}: its model_config cannot build a model with this grefel ({e}): use the grefel version that trained it") from None
     missing, unexpected = _load_state(model, state, path)

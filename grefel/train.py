@@ -340,10 +340,10 @@ def train(config: TrainConfig) -> Path:
         eval_bs = cfg.eval_batch_size or max(1, 2 * cfg.batch_size // info.world_size)
 
         # -- model, loss, optimiser ----------------------------------------------------------------
-        if resume_ckpt is not None and resume_ckpt.get("model_kwargs"):  # the run's own architecture, even if a preset changed since
+        if resume_ckpt is not None:  # the run's own architecture, even if a preset changed since
             from grefel.models import model_from_kwargs
 
-            model = model_from_kwargs(resume_ckpt["model_kwargs"], resume_ckpt.get("model_config"))
+            model = model_from_kwargs(resume_ckpt.get("model_kwargs"), resume_ckpt.get("model_config"))
         else:
             model = build_model(cfg, ds.num_classes)
         if not hasattr(model, "model_config"):

@@ -199,21 +199,23 @@ def create_model(preset: str = "full", num_classes: int = 7, **overrides: Any) -
             kwargs["encoder"] = {**kwargs.get("encoder", {}), **(v or {})}
         else:
             kwargs[k] = v
-    try:
-        model = GReFEL(num_classes=num_classes, **kwargs)
-    except TypeError as e:
-        raise GrefelError(f"bad model option: {e}; see `grefel model-info --help`") from None
-    model.model_config = {"preset": preset, "num_classes": num_classes, **overrides}
-    model.model_kwargs = copy.deepcopy({"num_classes": num_classes, **kwargs})
-    return model
+    return _build({"num_classes": num_classes, **kwargs}, {"preset": preset, "num_classes": num_classes, **overrides})
 
 
-def model_from_kwargs(model_kwargs: dict[str, Any], model_config: dict[str, Any] | None = None) -> GReFEL:
-    """``GReFEL(**model_kwargs)``: the architecture a checkpoint was trained with, whatever the presets are now."""
+def model_from_kwargs(model_kwargs: dict[str, Any] | None, model_config: dict[str, Any] | None = None) -> GReFEL:
+    """The model a checkpoint records: ``GReFEL(**model_kwargs)``, the architecture it was trained
+    with whatever the presets are now; without ``model_kwargs`` (checkpoints written before
+    2026-12-01), ``create_model(**model_config)``."""
+    if not model_kwargs:
+        return create_model(**(model_config or {}))
+    return _build(dict(model_kwargs), dict(model_config or {}))
+
+
+def _build(model_kwargs: dict[str, Any], model_config: dict[str, Any]) -> GReFEL:
     try:
         model = GReFEL(**model_kwargs)
     except TypeError as e:
-        raise GrefelError(f"bad model option: {e}") from None
-    model.model_config = dict(model_config or {})
-    model.model_kwargs = copy.deepcopy(dict(model_kwargs))
+        raise GrefelError(f"bad model option: {e}; see `grefel model-info --help`") from None
+    model.model_config = model_config
+    model.model_kwargs = copy.deepcopy(model_kwargs)
     return model
