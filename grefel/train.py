@@ -165,7 +165,7 @@ def build_loss(cfg: TrainConfig) -> torch.nn.Module:
                       lambda_center=cfg.lambda_center, label_smoothing=cfg.label_smoothing)
 
 
-def aux_scale(progress: float, warmup: float) -> float:
+def warmup_ramp(progress: float, warmup: float) -> float:
     """Warm-up factor after ``progress`` epochs: a linear ramp from 0 to 1 over ``warmup`` epochs
     (used for lambda_a and lambda_c, ``--aux-warmup``, and for the correction, ``--correction-warmup``)."""
     return 1.0 if warmup <= 0 else min(1.0, progress / warmup)
@@ -471,8 +471,8 @@ def train(config: TrainConfig) -> Path:
                     with autocast():
                         out = model_run(x)
                     progress_epochs = epoch + step / len(sampler)
-                    criterion.aux_scale = aux_scale(progress_epochs, cfg.aux_warmup)
-                    criterion.correction_scale = aux_scale(progress_epochs, cfg.correction_warmup)
+                    criterion.aux_scale = warmup_ramp(progress_epochs, cfg.aux_warmup)
+                    criterion.correction_scale = warmup_ramp(progress_epochs, cfg.correction_warmup)
                     losses = criterion(out, y)
                     loss = losses["total"]
                     optimizer.zero_grad(set_to_none=True)

@@ -20,8 +20,10 @@ def inspect(
     splits: Optional[str] = typer.Option(None, "--splits", help="Split set from `grefel refine` \\[default: refined 'default' if any, else official]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the faces picked for the contact sheet."),
 ):
-    """Show what a prepared dataset holds: counts per split x class, groups, attributes, skipped
-    items by reason and the provenance; write a contact sheet with a few aligned faces per class.
+    """Show what a prepared dataset holds and write a contact sheet of aligned faces per class.
+
+    Prints counts per split x class, groups, attributes, skipped items by reason and the
+    provenance.
 
     [bold]Examples:[/bold]
 

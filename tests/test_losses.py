@@ -81,10 +81,10 @@ def test_label_smoothing_range():
 
 
 def test_aux_warmup_scales_anchor_and_center_terms_only():
-    from grefel.train import aux_scale
+    from grefel.train import warmup_ramp
 
-    assert [aux_scale(p, 2.0) for p in (0.0, 0.5, 1.0, 2.0, 7.0)] == [0.0, 0.25, 0.5, 1.0, 1.0]
-    assert aux_scale(0.0, 0.0) == 1.0  # no warm-up: the paper's eq. (23) from the first step
+    assert [warmup_ramp(p, 2.0) for p in (0.0, 0.5, 1.0, 2.0, 7.0)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert warmup_ramp(0.0, 0.0) == 1.0  # no warm-up: the paper's eq. (23) from the first step
     anchors = torch.tensor([[[0.0, 0.0]], [[3.0, 4.0]]])
     L = torch.tensor([[0.6, 0.4], [0.3, 0.7]])
     e = torch.tensor([[0.0, 1.0], [3.0, 3.0]])
