@@ -24,15 +24,13 @@ file in place of a good one.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from grefel import __version__
-from grefel.errors import CheckpointError
+from grefel.errors import CheckpointError, torch_load_failure
 from grefel.io import atomic_path
 
 FORMAT = "grefel-checkpoint"
@@ -57,9 +55,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the copy failed; use the run's best.pt or last.pt")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be read ({reason[:160]}): it is truncated, corrupt or not a torch file; re-copy it or use the run's last.pt") from None
+    except Exception as e:  # an untrusted file can make the unpickler raise anything (EOFError, IndexError, BadZipFile, ...)
+        raise CheckpointError(f"checkpoint {path} cannot be read ({torch_load_failure(path, e)}): re-copy it or use the run's last.pt") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a grefel checkpoint (no '{FORMAT}' marker): pass a file written by `grefel train`; pretrained backbone weights go to --ir50 / --mobilefacenet / --poster")
     if int(obj.get("format_version", 0)) > FORMAT_VERSION:

@@ -76,7 +76,7 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
     from grefel.report.build import build_report
 
     s = settings or (QUICK if quick else DEFAULT)
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     work = Path(workdir or "grefel-demo").expanduser().resolve()
     if work.exists() and not work.is_dir():
         raise GrefelError(f"{work} is a file, not a folder: give --workdir a folder (it is created if missing)")

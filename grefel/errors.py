@@ -16,3 +16,21 @@ class DatasetError(GrefelError):
 
 class CheckpointError(GrefelError):
     """A checkpoint or weight file is missing, truncated or does not fit the model / dataset."""
+
+
+def torch_load_failure(path, exc: BaseException) -> str:
+    """A short reason why ``torch.load(path, weights_only=True)`` raised ``exc`` (for a CheckpointError).
+
+    torch's own messages run to a paragraph (the ``weights_only`` one explains a version change);
+    the user needs to know whether the file is incomplete, of another format, or holds objects.
+    """
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head != b"\x80\x02":  # neither torch.save's zip nor its legacy pickle format
+        return "not a complete torch.save file: truncated, or another format"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if msg.startswith("Weights only load failed"):
+        return "it holds Python objects beyond tensors and plain containers, which weights_only loading refuses"
+    return msg[:160]

@@ -262,7 +262,7 @@ def evaluate_split(model, loader, device, autocast, criterion, num_classes: int,
 def _console(quiet: bool, is_main: bool):
     from rich.console import Console
 
-    return Console(stderr=True, quiet=quiet or not is_main)
+    return Console(stderr=True, quiet=quiet or not is_main, soft_wrap=True)
 
 
 def _progress(console):

@@ -41,7 +41,7 @@ def corrupt(
     from grefel.data.corrupt import corrupt_dataset
 
     res = corrupt_dataset(dataset, noise, mode, seed, name, force=force, data_root=data_root)
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"label set [bold]{res.name}[/bold]: {res.path}")
     console.print(f"flipped {res.flipped} of {res.eligible} labels: realised rate {res.realised:.4f} (asked {res.requested:.4f})")
     table = Table(title="realised transition matrix P(noisy | clean)")

@@ -42,4 +42,4 @@ def evaluate(
 
     path = run(ckpt, dataset=dataset, split=split, label_set=labels, out=out, batch_size=batch_size, device=device,
                split_set=split_set, data_root=data_root, force=force, amp=False if fp32 else None)
-    Console().print(f"predictions: {path}")
+    Console(soft_wrap=True).print(f"predictions: {path}")

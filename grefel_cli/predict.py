@@ -46,7 +46,7 @@ def predict(
     from grefel.predict import records_table
 
     to_stdout = "-" in (str(json_out), str(csv_out))
-    console = Console(stderr=to_stdout)
+    console = Console(stderr=to_stdout, soft_wrap=True)
     results, classes = run(ckpt, inputs, align=align, weights_dir=weights_dir, device=device, batch_size=batch_size,
                            max_faces=max_faces, save_annotated=save_annotated)
     faces = [r for r in results if r.error is None]

@@ -44,9 +44,9 @@ def report(
 
     from grefel.report.build import build_report
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     html = build_report(ckpt, out, split=split, label_set=labels, dataset=dataset, data_root=data_root, samples=sample,
                         n_changed=most_changed, tsne_points=tsne_points, batch_size=batch_size, device=device, seed=seed,
                         amp=False if fp32 else None,
                         log=lambda s: console.print(s, highlight=False))
-    Console().print(f"report: {html}")
+    Console(soft_wrap=True).print(f"report: {html}")

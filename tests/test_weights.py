@@ -233,8 +233,12 @@ def test_missing_empty_and_corrupt_files(tiny_files):
         load_pretrained(model, ir50=tmp / "empty.pth")
     torch.save(sd, tmp / "good.pth")
     (tmp / "cut.pth").write_bytes((tmp / "good.pth").read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match=r"cannot be read \(not a complete torch.save file: truncated") as e:
         load_pretrained(model, poster=tmp / "cut.pth")
+    assert "\n" not in str(e.value) and len(str(e.value)) < 240  # one short line, not torch's paragraph
+    (tmp / "text.pth").write_text("this is not a checkpoint\n" * 10)
+    with pytest.raises(CheckpointError, match="truncated, or another format"):
+        load_pretrained(model, ir50=tmp / "text.pth")
     assert load_pretrained(model) is None
 
 

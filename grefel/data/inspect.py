@@ -122,7 +122,7 @@ def _print(s: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = Console(soft_wrap=True)
     t = Table(title=f"{s['dataset']} (protocol {s['protocol']}, {s['total']:,} faces at {s['image_size']}px; "
                     f"labels {s['label_set']}, splits {s['split_set']})")
     t.add_column("class")

@@ -478,7 +478,7 @@ def _console(progress: bool):
         return None
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True)
 
 
 class _Progress:

@@ -289,7 +289,7 @@ def refine(
 
     from grefel.paths import resolve_dataset
 
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatasetError("--val-fraction and --test-fraction must be in (0, 1) and sum below 1")

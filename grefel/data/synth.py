@@ -606,7 +606,7 @@ def _print_summary(out: Path, characters: int, counts: dict[str, int], drawn: in
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)
     if not drawn:
         console.print(f"{out} already holds all {total} images of these settings: nothing to draw")
         return

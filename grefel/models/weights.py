@@ -29,14 +29,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from grefel.errors import CheckpointError
+from grefel.errors import CheckpointError, torch_load_failure
 
 IR50_LAYOUT = (3, 4, 14, 3)  # units per stage of face.evoLVe's IR-50
 
@@ -148,9 +147,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], l
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
             raise CheckpointError(f"weight file {path} holds Python objects that cannot be read safely ({', '.join(ignored[:3])}): save its state_dict alone with torch.save") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"weight file {path} cannot be read ({reason}): it is truncated or not a torch file; copy it again") from None
+    except Exception as e:  # an untrusted file can make the unpickler raise anything (EOFError, IndexError, BadZipFile, ...)
+        raise CheckpointError(f"weight file {path} cannot be read ({torch_load_failure(path, e)}): download or copy it again") from None
     return _flatten(obj, path), ignored
 
 
