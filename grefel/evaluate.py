@@ -255,7 +255,8 @@ def evaluate(
 
     meta = {
         "classes": ds.classes,
-        "dataset": {"name": ds.name, "protocol": ds.protocol, "path": str(ds.root.resolve()), "manifest_sha256": ds.manifest_sha256},
+        "dataset": {"name": ds.name, "protocol": ds.protocol, "path": str(ds.root.resolve()), "manifest_sha256": ds.manifest_sha256,
+                    "synthetic": ds.synthetic is not None},
         "split": split,
         "split_set": split_set,
         "label_set": label_set or "clean",

@@ -17,6 +17,7 @@ from grefel.errors import DatasetError
 
 ENV_DATA_ROOT = "GREFEL_DATA_ROOT"
 MANIFEST = "manifest.json"
+PROVENANCE = "provenance.json"
 
 
 def data_root(override: str | os.PathLike | None = None) -> Path:

@@ -408,7 +408,8 @@ def train(config: TrainConfig) -> Path:
             "device": str(device), "model_config": raw_model.model_config, "label_set": cfg.labels or "clean",
             "split_set": cfg.split_set,
             "dataset": {"name": ds.name, "protocol": ds.protocol, "classes": ds.classes,
-                        "manifest_sha256": ds.manifest_sha256, "path": str(ds.root.resolve())},
+                        "manifest_sha256": ds.manifest_sha256, "path": str(ds.root.resolve()),
+                        "synthetic": ds.synthetic is not None},
             "train_images": int(len(train_pool)), "val_images": int(len(val_idx)),
             "torch": torch.__version__,
         }

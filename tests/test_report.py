@@ -170,3 +170,18 @@ def test_report_from_checkpoints(tmp_path):
     assert "gender" in rep["runs"][0]["groups"]
     r = CliRunner().invoke(app, ["report", "--ckpt", str(tmp_path / "broken.pt")])
     assert r.exit_code == 1 and "no report written" in error_line(r)
+
+
+def test_synthetic_runs_get_their_own_table1_column(tmp_path):
+    """The demo's faces go through `prepare ferg`, yet their accuracy must never sit under FERG-DB's column."""
+    syn = fake_predictions(tmp_path / "syn.parquet", n=120, seed=4, dataset="ferg", synthetic=True, attributes=False)
+    real = fake_predictions(tmp_path / "real.parquet", n=120, seed=5, dataset="ferg", attributes=False)
+    build_report([syn, real], out=tmp_path / "rep", tsne_points=0, show_progress=False)
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    a, b = rep["paper"]["this_runs"]
+    assert a["column"] == "synthetic faces" and a["values"]["FERG"] is None
+    assert a["values"]["synthetic faces"] == pytest.approx(100 * rep["runs"][0]["metrics"]["corrected"]["accuracy"])
+    assert b["column"] == "FERG" and b["values"]["synthetic faces"] is None  # real FERG-DB stays where it belongs
+    assert rep["paper"]["columns"][-1] == "synthetic faces" and all(r["values"]["synthetic faces"] is None for r in rep["paper"]["rows"])
+    assert rep["paper"]["synthetic"] == ["ferg"] and rep["paper"]["unmatched"] == []
+    assert "drawn by <code>grefel synth</code>" in (tmp_path / "rep" / "report.html").read_text()

@@ -32,6 +32,7 @@ def fake_predictions(
     label_smoothing: float = 0.0,
     attributes: bool = True,
     dataset: str = "rafdb",
+    synthetic: bool = False,
 ) -> Path:
     """Write a predictions file with learnable structure: correction helps, embeddings cluster by class."""
     rng = np.random.default_rng(seed)
@@ -64,7 +65,7 @@ def fake_predictions(
         cols[k] = rng.random(n).astype(np.float32)
     cols.update(primary=primary, geometric=corrected, attentive=corrected, correction=corrected, corrected=corrected, embedding=emb)
     meta = {
-        "classes": list(classes), "dataset": {"name": dataset, "protocol": "basic"}, "split": "test",
+        "classes": list(classes), "dataset": {"name": dataset, "protocol": "basic", "synthetic": synthetic}, "split": "test",
         "label_set": f"noise{int(noise * 100)}", "label_set_info": {"noise": noise, "mode": "symmetric", "seed": 0},
         "model_config": {"preset": "tiny", "num_classes": c, "num_anchors": num_anchors},
         "config": {"label_smoothing": label_smoothing}, "epoch": 3,

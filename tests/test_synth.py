@@ -237,3 +237,6 @@ def test_prepare_ferg_reads_the_synthetic_tree(tmp_path):
     expected = {ds.classes.index("happiness" if e == "joy" and "happiness" in ds.classes else e): 3 * n for e, n in counts.items()}
     assert per_class == expected
     assert (tmp_path / "ferg" / "skipped.csv").read_text().strip().splitlines()[1:] == []
+    # the provenance says where the faces came from, so reports never file them under FERG-DB
+    assert ds.synthetic["generator"] == "grefel synth" and ds.synthetic["settings"]["characters"] == 3
+    assert ds.synthetic["settings"]["seed"] == 0

@@ -164,4 +164,6 @@ def _print(s: dict) -> None:
                   + (f" [{al['package']}]" if al.get("package") else ""))
         for f in p.get("source_files", []):
             con.print(f"  source {f['path']}: sha256 {f['sha256'][:16]}... ({f['bytes']:,} bytes)")
+        if p.get("synthetic"):
+            con.print(f"  synthetic faces drawn by {p['synthetic'].get('generator')} ({p['synthetic'].get('settings')}), not the real dataset")
     con.print(f"contact sheet: {s['sheet']}")

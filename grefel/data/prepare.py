@@ -43,14 +43,13 @@ from grefel.data.raw import ImageError, RawItem, RawReader, Skip, open_reader
 from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
 from grefel.errors import DatasetError, GrefelError
 from grefel.io import atomic_path, sha256_file, write_json
-from grefel.paths import MANIFEST
+from grefel.paths import MANIFEST, PROVENANCE
 from grefel.paths import data_root as resolve_data_root
 
 ALIGN_CHOICES = ("none", "landmarks", *DETECTORS)
 DEFAULT_SIZE = 128
 DEFAULT_SHARD_ITEMS = 1024  # raw items per shard: <= 1024 faces, 48 MiB at 128 x 128
 STATE = "prepare-state.json"
-PROVENANCE = "provenance.json"
 SKIPPED = "skipped.csv"
 _BATCH = 16  # items per task sent to a worker process
 
@@ -383,6 +382,24 @@ def _describe_align(work: ItemWork) -> dict:
     return d
 
 
+def synthetic_source(reader: RawReader) -> dict | None:
+    """What ``grefel synth`` recorded, when the raw tree is its output (its marker file at or above
+    the tree's root); ``None`` for real data. Reports keep such runs out of the paper's columns."""
+    from grefel.data.synth import MARKER
+
+    root = Path(reader.tree.root).resolve()
+    for folder in (root, *root.parents[:2]):
+        marker = folder / MARKER
+        if marker.is_file():
+            try:
+                m = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                m = {}
+            return {"generator": m.get("generator", "grefel synth"), "grefel_version": m.get("grefel_version"),
+                    "settings": m.get("settings"), "marker": str(marker)}
+    return None
+
+
 def _source_checksums(reader: RawReader) -> list[dict]:
     root = reader.tree.root
     return [{"path": p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p), "bytes": p.stat().st_size,
@@ -455,6 +472,7 @@ def _finish(out: Path, reader: RawReader, fingerprint: dict, entries: dict, alig
         "command": " ".join(sys.argv) if sys.argv and "grefel" in sys.argv[0] else None,
         "dataset": reader.dataset, "layout": reader.layout, "protocol": reader.protocol,
         "raw": str(reader.tree.root),
+        "synthetic": synthetic_source(reader),
         "options": {"align": work.align, "size": work.size, "shard_items": fingerprint["shard_items"],
                     "compression": fingerprint["compression"], "workers": workers, "lanes": lanes, "weights_dir": work.weights_dir,
                     "device": work.device},

@@ -58,7 +58,7 @@ import numpy as np
 
 from grefel.errors import DatasetError
 from grefel.io import atomic_path, read_json, sha256_file
-from grefel.paths import MANIFEST
+from grefel.paths import MANIFEST, PROVENANCE
 
 SCHEMA_VERSION = 1
 SHARD_DIR = "shards"
@@ -268,6 +268,14 @@ class PreparedDataset:
 
     def __len__(self) -> int:
         return sum(s["n"] for s in self.shards)
+
+    @cached_property
+    def synthetic(self) -> dict | None:
+        """``grefel synth``'s settings when the raw images were drawn by it (provenance.json), else None."""
+        try:
+            return read_json(self.root / PROVENANCE).get("synthetic")
+        except (OSError, ValueError):
+            return None
 
     @cached_property
     def manifest_sha256(self) -> str:

@@ -32,6 +32,7 @@ from grefel.report.compare import SETTING_LABELS, compare_runs, run_settings
 from grefel.report.paper import dataset_column, table1
 from grefel.report.predictions import Predictions, read_predictions
 
+SYNTHETIC_COLUMN = "synthetic faces"  # Table 1 column for runs on `grefel synth` data (the paper has none)
 GAP_MIN_COUNT = 10  # a group needs this many samples to decide the largest accuracy gap
 
 
@@ -257,6 +258,7 @@ def build_report(
         runs.append({
             "name": name, "slug": slug, "source": str(src), "predictions": str(pred.path),
             "classes": pred.classes, "dataset": (meta.get("dataset") or {}).get("name"),
+            "synthetic": bool((meta.get("dataset") or {}).get("synthetic")),
             "protocol": (meta.get("dataset") or {}).get("protocol"), "split": meta.get("split"),
             "label_set": meta.get("label_set"), "train_label_set": meta.get("train_label_set"),
             "epoch": meta.get("epoch"), "checkpoint": meta.get("checkpoint"),
@@ -276,14 +278,18 @@ def build_report(
             comparison["figure"] = F.save_figure(F.comparison_figure(comparison["curves"]), fig_root / "comparison")
 
     t1_columns, t1_rows = table1()
+    if any(r["synthetic"] for r in runs):  # faces drawn by `grefel synth`: never under a real dataset's column
+        t1_columns = [*t1_columns, SYNTHETIC_COLUMN]
+        t1_rows = [{**row, "values": {**row["values"], SYNTHETIC_COLUMN: None}} for row in t1_rows]
     this_rows, unmatched = [], []
     for r in runs:
-        col = dataset_column(r["dataset"])
+        col = SYNTHETIC_COLUMN if r["synthetic"] else dataset_column(r["dataset"])
         if col is None:
             unmatched.append(r["dataset"] or "unknown")
         this_rows.append({"model": r["name"], "column": col,
                           "values": {c: (100 * r["metrics"]["corrected"]["accuracy"] if c == col else None) for c in t1_columns}})
-    paper = {"columns": t1_columns, "rows": t1_rows, "this_runs": this_rows, "unmatched": sorted(set(unmatched))}
+    paper = {"columns": t1_columns, "rows": t1_rows, "this_runs": this_rows, "unmatched": sorted(set(unmatched)),
+             "synthetic": sorted({r["dataset"] for r in runs if r["synthetic"]})}
 
     from grefel import __version__
 
