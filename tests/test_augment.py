@@ -91,11 +91,31 @@ def test_parameters_are_per_sample_and_reproducible():
     assert not torch.equal(augment_uniforms(6, 0, 1), u)
 
 
+# uint8 rounding of the CPU's warped face (0.5 / 255), times the largest colour gain over the
+# smallest ImageNet std: the most the two geometry backends may differ in the normalised output
+ROUNDING = 0.5 / 255 * (1.2 * 1.2 * 1.6) / 0.225
+
+
+def test_cpu_warp_equals_grid_sample_up_to_uint8_rounding():
+    x = _faces(16)
+    u = augment_uniforms(16, 0, 3)
+    cv = train_batch(x, u, TrainAugment(), geometry="opencv")
+    gs = train_batch(x, u, TrainAugment(), geometry="grid_sample")
+    d = (cv - gs).abs()
+    assert d.max() < ROUNDING and d.mean() < 0.005
+    # and a wrong map would show: a one-pixel shift of the crop is far outside that bound
+    shifted = train_batch(x, u + torch.tensor([1 / 17] + [0.0] * 11, dtype=u.dtype), TrainAugment(), geometry="grid_sample")
+    assert (cv - shifted).abs().mean() > 5 * d.mean()
+    assert train_batch(x, u, TrainAugment()).equal(cv)  # the CPU default
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_same_result_on_gpu():
     x = _faces(3)
     u = augment_uniforms(3, 0, 0)
-    torch.testing.assert_close(train_batch(x.cuda(), u, TrainAugment()).cpu(), train_batch(x, u, TrainAugment()), atol=1e-4, rtol=0)
+    gpu = train_batch(x.cuda(), u, TrainAugment()).cpu()
+    torch.testing.assert_close(gpu, train_batch(x, u, TrainAugment(), geometry="grid_sample"), atol=1e-4, rtol=0)
+    assert (gpu - train_batch(x, u, TrainAugment())).abs().max() < ROUNDING
 
 
 def test_eval_batch_stays_on_the_device_of_its_input():

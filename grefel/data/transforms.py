@@ -60,9 +60,10 @@ def eval_batch(images: np.ndarray | torch.Tensor, crop: int = MODEL_INPUT, devic
 # whole-batch tensor operations with per-sample parameters:
 #
 # * geometry: random crop 112 of 128 (integer offsets, like RandomCrop), horizontal flip and
-#   rotation are one affine map per sample, sampled by a single F.grid_sample (bilinear, zeros
-#   outside, like RandomRotation's fill 0). The sampling grid is built by broadcasting (cheaper
-#   than F.affine_grid's batched matmul on CPUs).
+#   rotation are one affine map per sample (bilinear, zeros outside, like RandomRotation's fill
+#   0). On a GPU a single F.grid_sample samples the whole batch (the grid is built by
+#   broadcasting); on a CPU one cv2.warpAffine per uint8 face does the same map 3x faster (the
+#   two agree to within the uint8 rounding, 0.5/255; tests/test_augment.py).
 # * colour: brightness, contrast and saturation use torchvision's formulas (ColorJitter: x*b;
 #   c*x + (1-c)*mean(grey); s*x + (1-s)*grey, grey = rgb_to_grayscale weights). Each is linear in
 #   the pixel, so together with /255 and the ImageNet normalisation they fold into one per-sample
@@ -72,8 +73,8 @@ def eval_batch(images: np.ndarray | torch.Tensor, crop: int = MODEL_INPUT, devic
 # * random erasing (v2.RandomErasing semantics: area fraction, log-uniform aspect, value 0 after
 #   normalisation): one rectangle per selected sample, applied as a multiplicative mask.
 #
-# Measured on one CPU thread: ~3-5x faster than the same augmentation with PIL + torchvision per
-# image (bench/bench_datapath.py); on a GPU it is a handful of kernels per batch.
+# Measured per CPU core: see bench/bench_datapath.py (against PIL + torchvision per image); on a
+# GPU it is a handful of kernels per batch.
 #
 # The random numbers are a table of uniforms, one row per position in the epoch, drawn from
 # (seed, epoch) alone (augment_uniforms): the same image at the same position gets the same
@@ -111,21 +112,55 @@ def augment_uniforms(n: int, seed: int, epoch: int) -> torch.Tensor:
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 
-def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = TrainAugment()) -> torch.Tensor:
+def _warp_cpu(images: torch.Tensor, a11, a12, a21, a22, shift_x, shift_y, c: int) -> torch.Tensor:
+    """The geometry of :func:`train_batch` on the CPU: uint8 (B, S, S, 3) -> uint8 (B, c, c, 3).
+
+    The same affine map as the GPU's ``grid_sample`` (bilinear, zeros outside), written in pixel
+    coordinates for ``cv2.warpAffine``: output pixel (j, i) samples the input at
+    ``A @ (j - k, i - k) + shift + (S - 1) / 2`` with ``k = (c - 1) / 2``. One warp per face on its
+    uint8 pixels, as PIL-based pipelines rotate too, is 3x faster than ``grid_sample`` on a CPU
+    core; the two agree to within the uint8 rounding (0.5 / 255).
+    """
+    import cv2
+
+    imgs = np.ascontiguousarray(images.numpy())
+    b, h = imgs.shape[:2]
+    k = (c - 1) / 2
+    a = [t.reshape(b).double().numpy() for t in (a11, a12, a21, a22, shift_x, shift_y)]
+    t1 = -(a[0] + a[1]) * k + a[4] + (h - 1) / 2
+    t2 = -(a[2] + a[3]) * k + a[5] + (h - 1) / 2
+    mats = np.stack([np.stack([a[0], a[1], t1], 1), np.stack([a[2], a[3], t2], 1)], 1)
+    out = np.empty((b, c, c, imgs.shape[3]), np.uint8)
+    threads, own = cv2.getNumThreads(), torch.get_num_threads()  # as many threads as torch may use
+    if threads != own:
+        cv2.setNumThreads(own)
+    try:
+        for i in range(b):
+            cv2.warpAffine(imgs[i], mats[i], (c, c), dst=out[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    finally:
+        if threads != own:
+            cv2.setNumThreads(threads)
+    return torch.from_numpy(out)
+
+
+def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = TrainAugment(), *, geometry: str | None = None) -> torch.Tensor:
     """Training preset: uint8 (B, S, S, 3) faces on any device + uniforms (B, 12) -> model input.
 
     Returns normalised float32 (B, 3, crop, crop), computed on the device of ``images``. With
     every strength at 0 and centred shifts (u = 0.5) it equals :func:`eval_batch` (a centre crop).
+    ``geometry``: ``"opencv"`` (one ``cv2.warpAffine`` per uint8 face, the CPU default) or
+    ``"grid_sample"`` (one batched float ``F.grid_sample``, the default on other devices).
     """
     import math
 
     import torch.nn.functional as F
 
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()  # 0..255
-    b, _, h, w = x.shape
+    images = torch.as_tensor(images)
+    b, h, w = images.shape[:3]
     if h != w or h < aug.crop:
         raise ValueError(f"train_batch needs square images of at least {aug.crop} px, got {h}x{w}")
-    dev, c = x.device, aug.crop
+    dev, c = images.device, aug.crop
     u = u.to(device=dev, dtype=torch.float32)
     col = {name: u[:, k].view(b, 1, 1) for k, name in enumerate(AUG_COLUMNS)}
 
@@ -135,13 +170,20 @@ def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = Train
     shift_y = torch.floor(col["shift_y"] * (m + 1)).clamp_(max=m) - m / 2
     sign = torch.where(col["flip"] < aug.flip, -1.0, 1.0)
     ang = (2 * col["angle"] - 1) * math.radians(aug.rotation)
-    cos, sin, s = torch.cos(ang), torch.sin(ang), c / h
-    base = (torch.arange(c, device=dev, dtype=torch.float32) * 2 + 1) / c - 1  # output pixel centres
-    bx, by = base.view(1, 1, c), base.view(1, c, 1)
-    grid = torch.empty(b, c, c, 2, device=dev)
-    grid[..., 0] = (s * cos * sign) * bx + ((-s * sin) * by + 2 * shift_x / h)  # input x per output pixel
-    grid[..., 1] = (s * sin * sign) * bx + ((s * cos) * by + 2 * shift_y / h)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    geometry = geometry or ("opencv" if dev.type == "cpu" else "grid_sample")
+    if geometry not in ("opencv", "grid_sample"):
+        raise ValueError(f"geometry must be 'opencv' or 'grid_sample', got {geometry!r}")
+    if geometry == "opencv":
+        x = _warp_cpu(images, cos * sign, -sin, sin * sign, cos, shift_x, shift_y, c).permute(0, 3, 1, 2).contiguous().float()
+    else:
+        s = c / h
+        base = (torch.arange(c, device=dev, dtype=torch.float32) * 2 + 1) / c - 1  # output pixel centres
+        bx, by = base.view(1, 1, c), base.view(1, c, 1)
+        grid = torch.empty(b, c, c, 2, device=dev)
+        grid[..., 0] = (s * cos * sign) * bx + ((-s * sin) * by + 2 * shift_x / h)  # input x per output pixel
+        grid[..., 1] = (s * sin * sign) * bx + ((s * cos) * by + 2 * shift_y / h)
+        x = F.grid_sample(images.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     # -- colour jitter + /255 + normalisation as one per-sample affine colour map ------------------
     wgt = torch.tensor(GRAY_WEIGHTS, device=dev)
