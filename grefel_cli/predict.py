@@ -51,10 +51,11 @@ def predict(
                            max_faces=max_faces, save_annotated=save_annotated)
     faces = [r for r in results if r.error is None]
     table = Table(title=f"{len(faces)} face(s) in {len({r.file for r in results})} file(s)")
-    for col in ("file", "face", "top class", "confidence", "primary", "RB changed"):
-        table.add_column(col, justify="right" if col in ("face", "confidence") else "left", overflow="fold")
+    # conf: the corrected distribution's top probability; primary: the MLP head's top class (without RB)
+    for col in ("file", "face", "top class", "conf", "primary", "changed"):
+        table.add_column(col, justify="right" if col in ("face", "conf") else "left", overflow="fold", no_wrap=col != "file")
     for r in faces:
-        table.add_row(r.file, str(r.face), r.top_class, f"{r.confidence:.3f}", f"{r.primary_class} {r.primary_confidence:.3f}",
+        table.add_row(_shown(r.file), str(r.face), r.top_class, f"{r.confidence:.3f}", f"{r.primary_class} {r.primary_confidence:.3f}",
                       "yes" if r.changed else "")
     console.print(table)
     for r in results:
@@ -80,6 +81,14 @@ def predict(
         console.print(f"annotated images: {save_annotated}")
     if not faces:
         raise typer.Exit(1)
+
+
+def _shown(path: str) -> str:
+    """A file as the table shows it: relative to the working directory when it lies below it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 def _write(path: Path, text: str) -> None:
