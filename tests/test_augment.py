@@ -107,6 +107,8 @@ def test_cpu_warp_equals_grid_sample_up_to_uint8_rounding():
     shifted = train_batch(x, u + torch.tensor([1 / 17] + [0.0] * 11, dtype=u.dtype), TrainAugment(), geometry="grid_sample")
     assert (cv - shifted).abs().mean() > 5 * d.mean()
     assert train_batch(x, u, TrainAugment()).equal(cv)  # the CPU default
+    with pytest.raises(ValueError, match="uint8 images on the CPU"):
+        train_batch(x.float(), u, TrainAugment(), geometry="opencv")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")

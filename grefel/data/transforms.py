@@ -149,8 +149,8 @@ def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = Train
 
     Returns normalised float32 (B, 3, crop, crop), computed on the device of ``images``. With
     every strength at 0 and centred shifts (u = 0.5) it equals :func:`eval_batch` (a centre crop).
-    ``geometry``: ``"opencv"`` (one ``cv2.warpAffine`` per uint8 face, the CPU default) or
-    ``"grid_sample"`` (one batched float ``F.grid_sample``, the default on other devices).
+    ``geometry``: ``"opencv"`` (one ``cv2.warpAffine`` per uint8 face, the default for uint8 on the
+    CPU) or ``"grid_sample"`` (one batched float ``F.grid_sample``, the default elsewhere).
     """
     import math
 
@@ -171,9 +171,12 @@ def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = Train
     sign = torch.where(col["flip"] < aug.flip, -1.0, 1.0)
     ang = (2 * col["angle"] - 1) * math.radians(aug.rotation)
     cos, sin = torch.cos(ang), torch.sin(ang)
-    geometry = geometry or ("opencv" if dev.type == "cpu" else "grid_sample")
+    on_cpu_uint8 = dev.type == "cpu" and images.dtype == torch.uint8
+    geometry = geometry or ("opencv" if on_cpu_uint8 else "grid_sample")
     if geometry not in ("opencv", "grid_sample"):
         raise ValueError(f"geometry must be 'opencv' or 'grid_sample', got {geometry!r}")
+    if geometry == "opencv" and not on_cpu_uint8:
+        raise ValueError(f"geometry 'opencv' needs uint8 images on the CPU, got {images.dtype} on {dev}")
     if geometry == "opencv":
         x = _warp_cpu(images, cos * sign, -sin, sin * sign, cos, shift_x, shift_y, c).permute(0, 3, 1, 2).contiguous().float()
     else:
