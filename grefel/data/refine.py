@@ -322,11 +322,12 @@ def refine(
                           seed=seed, n_pg=n_pg, per_class=per_class)
         table = Table(title=f"{ds.name}: training images per class, refined epoch {epoch} (seed {seed})"
                             + (f", split set {split_set}" if split_set else ""))
-        for col in ("class", "train split", f"after N_pg={n_pg}", f"epoch (B={per_class})", "note"):
-            table.add_column(col, justify="left" if col in ("class", "note") else "right")
+        # train: the split's images; N_pg: after the per-group cap; epoch: after B per class
+        for col in ("class", "train", f"N_pg={n_pg}", f"epoch (B={per_class})", "note"):
+            table.add_column(col, justify="left" if col in ("class", "note") else "right", no_wrap=col != "note")
         for c, name in enumerate(ds.classes):
             note = ("no image: left out" if c in ep.missing else
-                    f"short by {per_class - ep.pool_counts[c]}: drawn with replacement" if c in ep.short else "")
+                    f"short by {per_class - ep.pool_counts[c]}, resampled" if c in ep.short else "")
             table.add_row(name, str(before[c]), str(ep.pool_counts[c]), str(ep.counts[c]), note)
         table.add_row("total", str(before.sum()), str(ep.pool_counts.sum()), str(ep.counts.sum()), "")
         console.print(table)
