@@ -44,11 +44,14 @@ def corrupt(
     console = Console(soft_wrap=True)
     console.print(f"label set [bold]{res.name}[/bold]: {res.path}")
     console.print(f"flipped {res.flipped} of {res.eligible} labels: realised rate {res.realised:.4f} (asked {res.requested:.4f})")
-    table = Table(title="realised transition matrix P(noisy | clean)")
     classes = res.classes
-    table.add_column("clean \\ noisy")
-    for c in classes:
-        table.add_column(c[:8], justify="right")
+    short = [c[:4] for c in classes]  # column heads: the noisy class, first letters (one line at 80 columns)
+    if len(set(short)) < len(short):
+        short = list(classes)
+    table = Table(title="realised transition matrix P(noisy | clean): rows clean, columns noisy")
+    table.add_column("clean", no_wrap=True)
+    for c in short:
+        table.add_column(c, justify="right")
     for c, row in zip(classes, res.transition):
         table.add_row(c, *(f"{v:.2f}" for v in row))
     console.print(table)
