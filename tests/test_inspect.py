@@ -40,12 +40,14 @@ def test_groups_and_label_sets(tmp_path):
     with h5py.File(ds.root / "labels" / "allzero.h5", "w") as f:
         f["label"] = np.zeros(len(ds), np.int16)
     s = summarize(ds, label_set="allzero")
-    assert s["counts"][""]["anger"] == 28 and s["label_set"] == "allzero"
+    assert s["counts"][""]["anger"] == 28 and s["label_set"] == "allzero" and s["split_set"] == "official"
     (ds.root / "splits").mkdir()
     with h5py.File(ds.root / "splits" / "default.h5", "w") as f:
         f["split"] = np.array(["train"] * 20 + ["test"] * 8, dtype="S5")
     s = summarize(ds)
     assert {k: sum(v.values()) for k, v in s["counts"].items()} == {"train": 20, "test": 8}
+    assert s["split_set"] == "default"  # names what it counted: the refined split, not the official one
+    assert summarize(ds, split_set="official")["split_set"] == "official"
 
 
 def test_contact_sheet_shows_aligned_faces_per_class(tmp_path):

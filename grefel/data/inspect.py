@@ -52,7 +52,8 @@ def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str 
     prov = ds.root / PROVENANCE
     return {
         "dataset": ds.name, "path": str(ds.root), "protocol": ds.protocol, "classes": ds.classes,
-        "image_size": ds.image_size, "total": len(ds), "label_set": label_set or "clean", "split_set": split_set or "official",
+        "image_size": ds.image_size, "total": len(ds), "label_set": label_set or "clean",
+        "split_set": split_set or ("default" if "default" in ds.split_sets() else "official"),  # what ds.splits(None) reads
         "counts": counts, "groups": groups, "group_kind": ds.manifest.get("groups", {}).get("kind", ""),
         "attributes": attributes, "skipped": dict(skipped.most_common()),
         "provenance": read_json(prov) if prov.is_file() else {},
