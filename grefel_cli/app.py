@@ -16,7 +16,27 @@ from typer.core import TyperGroup
 from grefel.errors import GrefelError
 
 
+def reflow_help(text: str) -> str:
+    """Join the lines of each prose paragraph of a command's docstring, so that rich wraps them to
+    the terminal instead of keeping the source's line breaks (ragged at 80 columns). Paragraphs with
+    indented lines (the examples) or list items keep their lines."""
+    import inspect
+
+    out = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = para.split("\n")
+        keep = any(line.startswith((" ", "- ", "* ")) for line in lines)
+        out.append(para if keep else " ".join(line.strip() for line in lines))
+    return "\n\n".join(out)
+
+
 class _Group(TyperGroup):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for cmd in self.commands.values():
+            if cmd.help:
+                cmd.help = reflow_help(cmd.help)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

@@ -32,9 +32,11 @@ def evaluate(
 
       grefel evaluate --ckpt runs/rafdb-full-clean/best.pt
 
-      grefel evaluate --ckpt runs/k10-noise20/best.pt --split val --labels sym20-s0
+      grefel evaluate --ckpt runs/k10-noise20/best.pt --split val \\
+        --labels sym20-s0
 
-      grefel evaluate --ckpt best.pt --dataset /scratch/rafdb --out preds.parquet --device cuda
+      grefel evaluate --ckpt best.pt --dataset /scratch/rafdb \\
+        --out preds.parquet --device cuda
     """
     from rich.console import Console
 

@@ -32,7 +32,8 @@ def predict(
 
       grefel predict --ckpt runs/rafdb-full-clean/best.pt photo.jpg
 
-      grefel predict --ckpt best.pt ~/photos --json results.json --save-annotated annotated/
+      grefel predict --ckpt best.pt ~/photos --json results.json \\
+        --save-annotated annotated/
 
       grefel predict --ckpt best.pt crops/ --align none --csv - > results.csv
     """

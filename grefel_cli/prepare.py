@@ -41,7 +41,8 @@ def prepare(
 
       grefel prepare ferplus ~/data/FERPlus --data-root /scratch/grefel
 
-      grefel prepare jaffe ~/Downloads/jaffe.zip --align facexlib-resnet50 --weights-dir ~/weights
+      grefel prepare jaffe ~/Downloads/jaffe.zip --align facexlib-resnet50 \\
+        --weights-dir ~/weights
 
       grefel prepare ferg ~/data/FERG_DB_256 --out /tmp/ferg --overwrite
     """

@@ -34,7 +34,8 @@ def report(
 
       grefel report --ckpt runs/rafdb-full-clean/best.pt
 
-      grefel report --ckpt runs/k0/best.pt --ckpt runs/k4/best.pt --ckpt runs/k10/best.pt --out reports/anchors
+      grefel report --ckpt runs/k0/best.pt --ckpt runs/k4/best.pt \\
+        --ckpt runs/k10/best.pt --out reports/anchors
 
       grefel report --ckpt best.pt --sample 12 --sample 907 --tsne-points 0
 

@@ -21,7 +21,7 @@ def synth(
 ):
     """Draw synthetic faces showing the seven basic expressions, in the FERG-DB raw layout.
 
-    Writes OUT/<character>/<character>_<expression>/<character>_<expression>_<n>.png with the
+    Writes OUT/<char>/<char>_<expr>/<char>_<expr>_<n>.png (char: character, expr: expression) with the
     expression made by facial geometry only (brows, eyelids, mouth), varied per character (head,
     colours, hair, feature placement) and per image (pose, lighting, noise); about 30 % of the
     PNGs are RGBA. Per character, the expression of rank r in joy, neutral, sadness, surprise,
@@ -34,7 +34,8 @@ def synth(
 
       grefel synth /tmp/tiny --characters 4 --per-class 20 --imbalance 1
 
-      grefel synth ~/synth-ferg --per-class 400 --seed 1 --workers 2 && grefel prepare ferg ~/synth-ferg
+      grefel synth ~/synth-ferg --per-class 400 --seed 1 --workers 2 \\
+        && grefel prepare ferg ~/synth-ferg
     """
     from grefel.data.synth import generate
 

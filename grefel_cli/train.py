@@ -98,19 +98,23 @@ def train(
 
     [bold]Examples:[/bold]
 
-      grefel train --dataset rafdb --ir50 ir50.pth --mobilefacenet mobilefacenet_model_best.pth.tar
+      grefel train --dataset rafdb --ir50 ir50.pth \\
+        --mobilefacenet mobilefacenet_model_best.pth.tar
 
       grefel train --dataset ferg --preset tiny --epochs 20 --per-class 100
 
-      grefel train --dataset affwild2 --reliability none --lambda-anchor 0 --lambda-center 0
+      grefel train --dataset affwild2 --reliability none \\
+        --lambda-anchor 0 --lambda-center 0
 
-      grefel train --dataset rafdb --labels sym20-s0 --num-anchors 4 --label-smoothing 0.11
+      grefel train --dataset rafdb --labels sym20-s0 --num-anchors 4 \\
+        --label-smoothing 0.11
 
       grefel train --dataset jaffe --split-set fold3 --no-augment
 
       grefel train --resume runs/rafdb-full-clean-20250101-120000
 
-      torchrun --nproc_per_node 8 -m grefel_cli.main train --dataset affectnet8 --batch-size 512
+      torchrun --nproc_per_node 8 -m grefel_cli.main train \\
+        --dataset affectnet8 --batch-size 512
     """
     from grefel.train import TrainConfig, train as run
 

@@ -57,3 +57,28 @@ def test_every_option_help_is_shown_whole():
                 assert want[:60] in shown, f"grefel {name} {p.opts[0]}: help shown as something else than {want[:60]!r}"
                 checked += 1
     assert checked > 40
+
+
+def test_help_examples_fit_80_columns_and_prose_is_reflowed():
+    """At 80 columns every example line shows whole (copy-pasteable) and prose is not ragged."""
+    import inspect
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    examples = 0
+    for name, cmd in group.commands.items():
+        r = CliRunner().invoke(app, [name, "--help"], terminal_width=80)
+        shown = [line.strip() for line in r.output.splitlines()]
+        doc = inspect.cleandoc(cmd.callback.__doc__ or "")
+        for line in doc.splitlines():
+            if line.startswith("  ") and line.strip():  # an example (or its continuation)
+                assert line.strip() in shown, f"grefel {name} --help at 80 columns breaks the example {line.strip()!r}"
+                examples += 1
+        # the prose: no rendered line of the description ends far short of the width, except a paragraph's last
+        desc = r.output.split("Examples")[0].splitlines()[3:]
+        texts = [line.strip() for line in desc]
+        for a, b in zip(texts, texts[1:]):
+            if a and b:  # two lines of one paragraph: the first is filled
+                assert len(a) > 50, f"grefel {name} --help: ragged line {a!r}"
+    assert examples > 30
