@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from grefel.console import make_console
 from grefel.errors import GrefelError
 from grefel.io import write_json
 
@@ -76,7 +77,7 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
     from grefel.report.build import build_report
 
     s = settings or (QUICK if quick else DEFAULT)
-    console = console or Console(soft_wrap=True)
+    console = console or make_console()
     work = Path(workdir or "grefel-demo").expanduser().resolve()
     if work.exists() and not work.is_dir():
         raise GrefelError(f"{work} is a file, not a folder: give --workdir a folder (it is created if missing)")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -260,9 +259,9 @@ def evaluate_split(model, loader, device, autocast, criterion, num_classes: int,
 
 
 def _console(quiet: bool, is_main: bool):
-    from rich.console import Console
+    from grefel.console import make_console
 
-    return Console(stderr=True, quiet=quiet or not is_main, soft_wrap=True)
+    return make_console(stderr=True, quiet=quiet or not is_main)
 
 
 def _progress(console):

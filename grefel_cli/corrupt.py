@@ -35,13 +35,13 @@ def corrupt(
 
       grefel corrupt --noise 0.1 --dataset affwild2 --name noisy10
     """
-    from rich.console import Console
+    from grefel.console import make_console
     from rich.table import Table
 
     from grefel.data.corrupt import corrupt_dataset
 
     res = corrupt_dataset(dataset, noise, mode, seed, name, force=force, data_root=data_root)
-    console = Console(soft_wrap=True)
+    console = make_console()
     console.print(f"label set [bold]{res.name}[/bold]: {res.path}")
     console.print(f"flipped {res.flipped} of {res.eligible} labels: realised rate {res.realised:.4f} (asked {res.requested:.4f})")
     classes = res.classes

@@ -38,10 +38,10 @@ def evaluate(
       grefel evaluate --ckpt best.pt --dataset /scratch/rafdb \\
         --out preds.parquet --device cuda
     """
-    from rich.console import Console
+    from grefel.console import make_console
 
     from grefel.evaluate import evaluate as run
 
     path = run(ckpt, dataset=dataset, split=split, label_set=labels, out=out, batch_size=batch_size, device=device,
                split_set=split_set, data_root=data_root, force=force, amp=False if fp32 else None)
-    Console(soft_wrap=True).print(f"predictions: {path}")
+    make_console().print(f"predictions: {path}")

@@ -29,12 +29,12 @@ def model_info(
 
       grefel model-info --preset full --reliability none --json
     """
-    from rich.console import Console
+    from grefel.console import make_console
 
     from grefel.models.info import model_summary
 
     summary = model_summary(preset, num_classes, reliability=reliability, num_anchors=num_anchors)
-    console = Console()
+    console = make_console()
     if json_out:
         console.print_json(data=summary.as_dict())
     else:

@@ -40,14 +40,14 @@ def predict(
     import csv
     import json
 
-    from rich.console import Console
+    from grefel.console import make_console
     from rich.table import Table
 
     from grefel.predict import predict as run
     from grefel.predict import records_table
 
     to_stdout = "-" in (str(json_out), str(csv_out))
-    console = Console(stderr=to_stdout, soft_wrap=True)
+    console = make_console(stderr=to_stdout)
     results, classes = run(ckpt, inputs, align=align, weights_dir=weights_dir, device=device, batch_size=batch_size,
                            max_faces=max_faces, save_annotated=save_annotated)
     faces = [r for r in results if r.error is None]

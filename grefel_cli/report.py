@@ -41,13 +41,13 @@ def report(
 
       grefel report --ckpt runs/a/predictions/best-test-clean.parquet
     """
-    from rich.console import Console
+    from grefel.console import make_console
 
     from grefel.report.build import build_report
 
-    console = Console(stderr=True, soft_wrap=True)
+    console = make_console(stderr=True)
     html = build_report(ckpt, out, split=split, label_set=labels, dataset=dataset, data_root=data_root, samples=sample,
                         n_changed=most_changed, tsne_points=tsne_points, batch_size=batch_size, device=device, seed=seed,
                         amp=False if fp32 else None,
                         log=lambda s: console.print(s, highlight=False))
-    Console(soft_wrap=True).print(f"report: {html}")
+    make_console().print(f"report: {html}")

@@ -23,7 +23,8 @@ SHEET = "contact-sheet.png"
 
 def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
     """Counts per split x class, group and attribute summaries, skipped reasons and provenance."""
-    from grefel.data.prepare import PROVENANCE, SKIPPED, reason_kind
+    from grefel.data.prepare import SKIPPED, reason_kind
+    from grefel.paths import PROVENANCE
 
     labels = ds.labels(label_set)
     splits = ds.splits(split_set)
@@ -120,10 +121,10 @@ def inspect(prepared: str | os.PathLike | None = None, data_root: str | os.PathL
 
 
 def _print(s: dict) -> None:
-    from rich.console import Console
+    from grefel.console import make_console
     from rich.table import Table
 
-    con = Console(soft_wrap=True)
+    con = make_console()
     t = Table(title=f"{s['dataset']} (protocol {s['protocol']}, {s['total']:,} faces at {s['image_size']}px; "
                     f"labels {s['label_set']}, splits {s['split_set']})")
     t.add_column("class")

@@ -284,12 +284,12 @@ def refine(
     Existing split files are kept unless ``force``. The preview shows the class histogram of the
     training split before refinement, after the per-group cap and in the refined epoch.
     """
-    from rich.console import Console
+    from grefel.console import make_console
     from rich.table import Table
 
     from grefel.paths import resolve_dataset
 
-    console = console or Console(soft_wrap=True)
+    console = console or make_console()
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatasetError("--val-fraction and --test-fraction must be in (0, 1) and sum below 1")

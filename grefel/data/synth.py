@@ -603,10 +603,10 @@ def generate(
 
 
 def _print_summary(out: Path, characters: int, counts: dict[str, int], drawn: int, total: int) -> None:
-    from rich.console import Console
+    from grefel.console import make_console
     from rich.table import Table
 
-    console = Console(soft_wrap=True)
+    console = make_console()
     if not drawn:
         console.print(f"{out} already holds all {total} images of these settings: nothing to draw")
         return

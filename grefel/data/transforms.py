@@ -123,6 +123,8 @@ def _warp_cpu(images: torch.Tensor, a11, a12, a21, a22, shift_x, shift_y, c: int
     """
     import cv2
 
+    from grefel.data.align import cv2_threads
+
     imgs = np.ascontiguousarray(images.numpy())
     b, h = imgs.shape[:2]
     k = (c - 1) / 2
@@ -131,16 +133,10 @@ def _warp_cpu(images: torch.Tensor, a11, a12, a21, a22, shift_x, shift_y, c: int
     t2 = -(a[2] + a[3]) * k + a[5] + (h - 1) / 2
     mats = np.stack([np.stack([a[0], a[1], t1], 1), np.stack([a[2], a[3], t2], 1)], 1)
     out = np.empty((b, c, c, imgs.shape[3]), np.uint8)
-    threads, own = cv2.getNumThreads(), torch.get_num_threads()  # as many threads as torch may use
-    if threads != own:
-        cv2.setNumThreads(own)
-    try:
+    with cv2_threads(torch.get_num_threads()):  # as many threads as torch may use
         for i in range(b):
             cv2.warpAffine(imgs[i], mats[i], (c, c), dst=out[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    finally:
-        if threads != own:
-            cv2.setNumThreads(threads)
     return torch.from_numpy(out)
 
 

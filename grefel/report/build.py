@@ -32,7 +32,6 @@ from grefel.report.compare import SETTING_LABELS, compare_runs, run_settings
 from grefel.report.paper import dataset_column, table1
 from grefel.report.predictions import Predictions, read_predictions
 
-SYNTHETIC_COLUMN = "synthetic faces"  # Table 1 column for runs on `grefel synth` data (the paper has none)
 GAP_MIN_COUNT = 10  # a group needs this many samples to decide the largest accuracy gap
 
 
@@ -255,11 +254,11 @@ def build_report(
         res["figures"] = draw(pred, res, fig_root / slug)
         res.pop("_plot")
         meta = pred.meta
+        ds_meta = meta.get("dataset") or {}
         runs.append({
             "name": name, "slug": slug, "source": str(src), "predictions": str(pred.path),
-            "classes": pred.classes, "dataset": (meta.get("dataset") or {}).get("name"),
-            "synthetic": bool((meta.get("dataset") or {}).get("synthetic")),
-            "protocol": (meta.get("dataset") or {}).get("protocol"), "split": meta.get("split"),
+            "classes": pred.classes, "dataset": ds_meta.get("name"), "synthetic": bool(ds_meta.get("synthetic")),
+            "protocol": ds_meta.get("protocol"), "split": meta.get("split"),
             "label_set": meta.get("label_set"), "train_label_set": meta.get("train_label_set"),
             "epoch": meta.get("epoch"), "checkpoint": meta.get("checkpoint"),
             "settings": run_settings(meta), **res,
@@ -277,13 +276,10 @@ def build_report(
         if comparison["curves"] and any(c["lines"] for c in comparison["curves"]):
             comparison["figure"] = F.save_figure(F.comparison_figure(comparison["curves"]), fig_root / "comparison")
 
-    t1_columns, t1_rows = table1()
-    if any(r["synthetic"] for r in runs):  # faces drawn by `grefel synth`: never under a real dataset's column
-        t1_columns = [*t1_columns, SYNTHETIC_COLUMN]
-        t1_rows = [{**row, "values": {**row["values"], SYNTHETIC_COLUMN: None}} for row in t1_rows]
+    t1_columns, t1_rows = table1(synthetic=any(r["synthetic"] for r in runs))
     this_rows, unmatched = [], []
     for r in runs:
-        col = SYNTHETIC_COLUMN if r["synthetic"] else dataset_column(r["dataset"])
+        col = dataset_column(r["dataset"], r["synthetic"])
         if col is None:
             unmatched.append(r["dataset"] or "unknown")
         this_rows.append({"model": r["name"], "column": col,

@@ -37,8 +37,14 @@ def paper_results() -> list[dict]:
     return out
 
 
-def table1() -> tuple[list[str], list[dict]]:
-    """Table 1 as (columns, rows); each row ``{"model", "values": {column: accuracy or None}}``."""
+SYNTHETIC_COLUMN = "synthetic faces"  # for runs on `grefel synth` data, which no published number shares
+
+
+def table1(synthetic: bool = False) -> tuple[list[str], list[dict]]:
+    """Table 1 as (columns, rows); each row ``{"model", "values": {column: accuracy or None}}``.
+
+    ``synthetic``: add the (empty) column of :data:`SYNTHETIC_COLUMN` after the paper's.
+    """
     columns: list[str] = []
     rows: dict[str, dict] = {}
     for r in paper_results():
@@ -47,11 +53,19 @@ def table1() -> tuple[list[str], list[dict]]:
         if r["column"] not in columns:
             columns.append(r["column"])
         rows.setdefault(r["row"], {})[r["column"]] = r["value"]
+    if synthetic:
+        columns.append(SYNTHETIC_COLUMN)
     return columns, [{"model": m, "values": {c: vals.get(c) for c in columns}} for m, vals in rows.items()]
 
 
-def dataset_column(dataset_name: str | None) -> str | None:
-    """Table 1 column of a prepared dataset, or None (synthetic or unknown datasets)."""
+def dataset_column(dataset_name: str | None, synthetic: bool = False) -> str | None:
+    """Table 1 column of a prepared dataset, or None (unknown datasets).
+
+    ``synthetic`` (faces drawn by ``grefel synth``, whatever the reader's name, e.g. ``ferg``):
+    :data:`SYNTHETIC_COLUMN`, never a real dataset's column.
+    """
+    if synthetic:
+        return SYNTHETIC_COLUMN
     if not dataset_name:
         return None
     return DATASET_COLUMNS.get(dataset_name.lower().replace("-", "").replace("_", ""))
