@@ -53,7 +53,7 @@ def faces(n: int, size: int = 128, seed: int = 0) -> np.ndarray:
         s = int((y1 - y0) * rng.uniform(0.9, 1.1))
         y = int(np.clip(y0 + rng.integers(-15, 16), 0, img.shape[0] - s))
         x = int(np.clip(x0 + rng.integers(-15, 16), 0, img.shape[1] - s))
-        out[i] = np.asarray(Image.fromarray(img[y:y + s, x:x + s]).resize((size, size), Image.BILINEAR))
+        out[i] = np.asarray(Image.fromarray(img[y : y + s, x : x + s]).resize((size, size), Image.BILINEAR))
     return out
 
 
@@ -69,12 +69,32 @@ def write_both(images: np.ndarray, root: Path, num_classes: int = 7) -> tuple[Pa
     prepared, folder = root / "prepared", root / "imagefolder"
     shards, per = [], 1024
     for s, start in enumerate(range(0, len(images), per)):
-        samples = [Sample(image=images[i], label=int(labels[i]), split="train", source=f"{i}.jpg")
-                   for i in range(start, min(start + per, len(images)))]
-        shards.append(write_shard(prepared / "shards" / shard_name(s), samples, first_index=start, dataset="bench",
-                                  protocol="bench", classes=classes, image_size=images.shape[1]))
-    write_json(prepared / "manifest.json", {"schema_version": 1, "dataset": "bench", "protocol": "bench",
-                                            "classes": classes, "image_size": images.shape[1], "shards": shards})
+        samples = [
+            Sample(image=images[i], label=int(labels[i]), split="train", source=f"{i}.jpg")
+            for i in range(start, min(start + per, len(images)))
+        ]
+        shards.append(
+            write_shard(
+                prepared / "shards" / shard_name(s),
+                samples,
+                first_index=start,
+                dataset="bench",
+                protocol="bench",
+                classes=classes,
+                image_size=images.shape[1],
+            )
+        )
+    write_json(
+        prepared / "manifest.json",
+        {
+            "schema_version": 1,
+            "dataset": "bench",
+            "protocol": "bench",
+            "classes": classes,
+            "image_size": images.shape[1],
+            "shards": shards,
+        },
+    )
     for i, img in enumerate(images):
         d = folder / classes[labels[i]]
         d.mkdir(parents=True, exist_ok=True)
@@ -91,8 +111,16 @@ def run_grefel(prepared: Path, batch: int, workers: int, epoch: int) -> float:
 
     ds = PreparedDataset(prepared)
     labels = ds.labels()
-    plan = epoch_plan(labels, ds.meta["group"].to_numpy(), np.arange(len(ds)), num_classes=ds.num_classes,
-                      epoch=epoch, seed=0, global_batch=batch, refine=False)
+    plan = epoch_plan(
+        labels,
+        ds.meta["group"].to_numpy(),
+        np.arange(len(ds)),
+        num_classes=ds.num_classes,
+        epoch=epoch,
+        seed=0,
+        global_batch=batch,
+        refine=False,
+    )
     u = augment_uniforms(len(plan.indices), 0, epoch)
     aug = TrainAugment()
     loader = make_loader(ds, labels, RankBatches(plan.indices, batch), workers=workers)
@@ -108,18 +136,21 @@ def run_imagefolder(folder: Path, batch: int, workers: int, epoch: int) -> float
     import torch
     from torchvision import datasets, transforms
 
-    tf = transforms.Compose([
-        transforms.RandomCrop(112),
-        transforms.RandomHorizontalFlip(),
-        transforms.RandomRotation(10),
-        transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        transforms.ToTensor(),
-        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-        transforms.RandomErasing(scale=(0.02, 0.25)),
-    ])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(112),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomRotation(10),
+            transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            transforms.RandomErasing(scale=(0.02, 0.25)),
+        ]
+    )
     ds = datasets.ImageFolder(str(folder), transform=tf)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                         generator=torch.Generator().manual_seed(epoch))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(epoch)
+    )
     n, t0 = 0, time.perf_counter()
     for x, _ in loader:
         n += len(x)

@@ -67,7 +67,7 @@ class PosterPPBaseline(nn.Module):
         kv = attn.qkv(x).reshape(B_, N, 2, h, head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv[0], kv[1]
         q_global = q_global.repeat(1, B_dim, 1, 1, 1)
-        q = q_global.reshape(B_, h, N, head_dim) * head_dim ** -0.5
+        q = q_global.reshape(B_, h, N, head_dim) * head_dim**-0.5
         a = q @ k.transpose(-2, -1)
         w = attn.window
         bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)].view(w * w, w * w, -1)
@@ -89,16 +89,30 @@ class PosterPPBaseline(nn.Module):
         for i, w in enumerate(e.windows):
             attn, ffn, norm = getattr(e, f"attn{i + 1}"), getattr(e, f"ffn{i + 1}"), getattr(e, f"window{i + 1}").norm
             C = irs[i].shape[1]
-            q_global = faces[i].permute(0, 2, 3, 1).reshape(B_, 1, w * w, attn.num_heads, C // attn.num_heads).permute(0, 1, 3, 2, 4)
+            q_global = (
+                faces[i]
+                .permute(0, 2, 3, 1)
+                .reshape(B_, 1, w * w, attn.num_heads, C // attn.num_heads)
+                .permute(0, 1, 3, 2, 4)
+            )
             xw = norm(irs[i].permute(0, 2, 3, 1))
             shortcut = xw
-            xw = xw.view(B_, 1, w, 1, w, C).permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, w * w, C)  # window_partition
+            xw = (
+                xw.view(B_, 1, w, 1, w, C).permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, w * w, C)
+            )  # window_partition
             o = self._window_attention_global(attn, xw, q_global)
             o = o.view(B_, 1, 1, w, w, -1).permute(0, 1, 3, 2, 4, 5).contiguous().view(B_, w, w, -1)  # window_reverse
             o = shortcut + ffn.drop_path(ffn.gamma1 * o)
             o = o + ffn.drop_path(ffn.gamma2 * ffn.mlp(ffn.norm(o)))
             outs.append(o.permute(0, 3, 1, 2))
-        o = torch.cat([e.embed_q(outs[0]).flatten(2).transpose(1, 2), e.embed_k(outs[1]).flatten(2).transpose(1, 2), e.embed_v(outs[2])], dim=1)
+        o = torch.cat(
+            [
+                e.embed_q(outs[0]).flatten(2).transpose(1, 2),
+                e.embed_k(outs[1]).flatten(2).transpose(1, 2),
+                e.embed_v(outs[2]),
+            ],
+            dim=1,
+        )
         v = e.VIT
         t = torch.cat((v.cls_token.expand(B_, -1, -1), o), dim=1) + v.pos_embed
         t = v.norm(v.blocks(t))[:, 0]
@@ -123,6 +137,7 @@ def _train_step(model, criterion, opt, x, y):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -146,6 +161,7 @@ def _sam_train_step(model, criterion, opt, x, y, rho: float = 0.05):
                     p.sub_(e)
         opt.step()
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -153,6 +169,7 @@ def _infer(model, x):
     def run():
         with torch.inference_mode():
             model(x)
+
     return run
 
 
@@ -165,13 +182,19 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-baseline", action="store_true", help="time GReFEL only")
-    ap.add_argument("--sam", action="store_true",
-                    help="also time POSTER++ as its authors train it (SAM around Adam: two forward-backward passes per step)")
+    ap.add_argument(
+        "--sam",
+        action="store_true",
+        help="also time POSTER++ as its authors train it (SAM around Adam: two forward-backward passes per step)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, batch {args.batch}, input {args.size}, fp32")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, "
+        f"batch {args.batch}, input {args.size}, fp32"
+    )
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.randint(0, 7, (args.batch,))
     contenders = {}
@@ -198,7 +221,7 @@ def main(argv=None):
                 m.eval()
                 fns[name] = _infer(m, xi)
         times = {name: [] for name in fns}
-        for name, fn in fns.items():
+        for fn in fns.values():
             fn()  # warm-up
         for _ in range(args.repeats):  # interleaved: load changes hit every contender alike
             for name, fn in fns.items():

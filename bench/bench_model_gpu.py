@@ -71,11 +71,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=None)
-    ap.add_argument("--baseline", action="store_true", help="also time POSTER++ as its authors run it (fp32/bf16 alike)")
+    ap.add_argument(
+        "--baseline", action="store_true", help="also time POSTER++ as its authors run it (fp32/bf16 alike)"
+    )
     ap.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (checks the code path only)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA device: run this on a GPU machine (bench/bench_model.py measures the CPU; --device cpu checks the code path)")
+        sys.exit(
+            "no CUDA device: run this on a GPU machine "
+            "(bench/bench_model.py measures the CPU; --device cpu checks the code path)"
+        )
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -83,8 +88,10 @@ def main(argv=None):
     torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(dev) if cuda else "CPU (code-path check, not a measurement)"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_for(name, args.precision)
-    print(f"{name}, torch {torch.__version__}, preset {args.preset}, batch {args.batch}, input {args.size}, "
-          f"{args.precision}, channels_last {args.channels_last}, compile {args.compile}")
+    print(
+        f"{name}, torch {torch.__version__}, preset {args.preset}, batch {args.batch}, input {args.size}, "
+        f"{args.precision}, channels_last {args.channels_last}, compile {args.compile}"
+    )
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, device=dev)
     y = torch.randint(0, 7, (args.batch,), device=dev)
@@ -108,7 +115,7 @@ def main(argv=None):
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 3e-4, fused=cuda)
         run = torch.compile(model, mode="max-autotune-no-cudagraphs") if args.compile else model
 
-        def step():
+        def step(criterion=criterion, run=run, opt=opt):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
                 loss = criterion(run(x), y)["total"]
             opt.zero_grad(set_to_none=True)
@@ -133,11 +140,20 @@ def main(argv=None):
         sec = statistics.median(windows)
         mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         print(f"\n{label}: warm-up (3 steps{', compile' if args.compile else ''}) {warm:.1f} s")
-        print(f"  train  {args.batch / sec:9.1f} images/s   ({sec * 1e3:.1f} ms/step; windows: {', '.join(f'{args.batch / w:.0f}' for w in windows)})   peak memory {mem:.1f} GiB")
+        print(
+            f"  train  {args.batch / sec:9.1f} images/s   ({sec * 1e3:.1f} ms/step; "
+            f"windows: {', '.join(f'{args.batch / w:.0f}' for w in windows)})   peak memory {mem:.1f} GiB"
+        )
         if flops is not None:
-            print(f"  FLOPs per training step {flops / 1e12:.3f} TFLOP ({flops / args.batch / 1e9:.1f} GFLOP/image, torch FlopCounterMode)")
+            print(
+                f"  FLOPs per training step {flops / 1e12:.3f} TFLOP "
+                f"({flops / args.batch / 1e9:.1f} GFLOP/image, torch FlopCounterMode)"
+            )
             if peak:
-                print(f"  MFU {flops / sec / peak * 100:.1f} %  (achieved {flops / sec / 1e12:.1f} TFLOP/s of {peak / 1e12:.0f} peak)")
+                print(
+                    f"  MFU {flops / sec / peak * 100:.1f} %  "
+                    f"(achieved {flops / sec / 1e12:.1f} TFLOP/s of {peak / 1e12:.0f} peak)"
+                )
             else:
                 print("  MFU: unknown GPU peak, pass --peak-tflops")
         model.eval()

@@ -50,8 +50,10 @@ def face_crops(n: int, size: int = 100, seed: int = 0) -> list[bytes]:
 
     from grefel.data.align import FaceAligner
 
-    photos = [skimage.data.astronaut(),
-              np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))]
+    photos = [
+        skimage.data.astronaut(),
+        np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")),
+    ]
     boxes = [FaceAligner(size=size).detect(p)[0][0] for p in photos]
     rng = np.random.default_rng(seed)
     out = []
@@ -150,18 +152,28 @@ def part_throughput(work: Path, n: int, repeats: int, size: int = 100) -> None:
         pipe_cpu = time_prepare(raw, work / "out", "retinaface-onnx", 1, threads=1)[1]
         cpu_ratio.append(det_cpu / pipe_cpu)
         cpu_ms.append((1000 * det_cpu / n, 1000 * pipe_cpu / n))
-        print(f"  run {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rows.items())
-              + f"; CPU ms/image detector {cpu_ms[-1][0]:.2f}, prepare {cpu_ms[-1][1]:.2f}", flush=True)
-    print(f"\nthroughput, {n} {size}x{size} JPEG faces, {os.cpu_count()} CPU cores, median of {repeats} runs (images/s):")
+        print(
+            f"  run {r + 1}/{repeats}: "
+            + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rows.items())
+            + f"; CPU ms/image detector {cpu_ms[-1][0]:.2f}, prepare {cpu_ms[-1][1]:.2f}",
+            flush=True,
+        )
+    print(
+        f"\nthroughput, {n} {size}x{size} JPEG faces, {os.cpu_count()} CPU cores, median of {repeats} runs (images/s):"
+    )
     for k, v in rows.items():
         print(f"  {k:<22} {statistics.median(v):8.0f}   (min {min(v):.0f}, max {max(v):.0f})")
-    print(f"  prepare with detector (1 worker, {lanes} lanes) / the faster detector-alone row, wall clock: "
-          f"{statistics.median(wall_ratio):.2f} (runs: {', '.join(f'{x:.2f}' for x in wall_ratio)}); target >= 0.80")
-    print(f"  CPU time, 1-thread detector, 1 lane: detector / prepare {statistics.median(cpu_ratio):.2f} "
-          f"(detector {statistics.median(c[0] for c in cpu_ms):.2f} ms/image, prepare "
-          f"{statistics.median(c[1] for c in cpu_ms):.2f} ms/image)")
-    print(f"  2 workers / the faster detector-alone row: "
-          f"{statistics.median(rows['detector w2']) / max(statistics.median(rows['detector alone']), statistics.median(rows[f'detector alone x{lanes}'])):.2f}")
+    print(
+        f"  prepare with detector (1 worker, {lanes} lanes) / the faster detector-alone row, wall clock: "
+        f"{statistics.median(wall_ratio):.2f} (runs: {', '.join(f'{x:.2f}' for x in wall_ratio)}); target >= 0.80"
+    )
+    print(
+        f"  CPU time, 1-thread detector, 1 lane: detector / prepare {statistics.median(cpu_ratio):.2f} "
+        f"(detector {statistics.median(c[0] for c in cpu_ms):.2f} ms/image, prepare "
+        f"{statistics.median(c[1] for c in cpu_ms):.2f} ms/image)"
+    )
+    alone = max(statistics.median(rows["detector alone"]), statistics.median(rows[f"detector alone x{lanes}"]))
+    print(f"  2 workers / the faster detector-alone row: {statistics.median(rows['detector w2']) / alone:.2f}")
 
 
 def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
@@ -178,8 +190,10 @@ def part_memory(work: Path, sizes: list[int], workers: int) -> None:
     for n in sizes:
         raw = make_rafdb_tree(work / f"raw{n}", n, distinct=500, original=False)
         out = work / f"out{n}"
-        code = ("import sys; from grefel.data.prepare import prepare; "
-                f"prepare('rafdb', sys.argv[1], out=sys.argv[2], workers={workers}, progress=False)")
+        code = (
+            "import sys; from grefel.data.prepare import prepare; "
+            f"prepare('rafdb', sys.argv[1], out=sys.argv[2], workers={workers}, progress=False)"
+        )
         rss, secs = peak_rss_mib([sys.executable, "-c", code, str(raw), str(out)])
         print(f"  {n:>7,} images: peak RSS {rss:7.1f} MiB, {secs:6.1f} s ({n / secs:,.0f} images/s)", flush=True)
         shutil.rmtree(raw), shutil.rmtree(out)
@@ -196,20 +210,22 @@ def part_size(work: Path, n: int) -> None:
     from grefel.data.shards import PreparedDataset, Sample, write_shard
     from grefel.io import write_json
 
-    photos = [skimage.data.astronaut(),
-              np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))]
+    photos = [
+        skimage.data.astronaut(),
+        np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")),
+    ]
     photos += [cv2.resize(p, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC) for p in photos]  # high-res sources
     det = FaceAligner(size=128)
     lms = [det.detect(p)[2][0] for p in photos]
 
     def psnr(a, b):
         mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-        return 10 * np.log10(255 ** 2 / mse)
+        return 10 * np.log10(255**2 / mse)
 
     def eval_view(img_s: np.ndarray, s: int) -> np.ndarray:
         c = round(s * 112 / 128)  # the same 0.875 centre crop at every size
         o = (s - c) // 2
-        crop = img_s[o:o + c, o:o + c]
+        crop = img_s[o : o + c, o : o + c]
         return crop if c == 112 else cv2.resize(crop, (112, 112), interpolation=cv2.INTER_NEAREST)  # model: nearest
 
     print("\nstored size: bytes per image, random read speed, fidelity of the 112 x 112 evaluation view")
@@ -228,10 +244,27 @@ def part_size(work: Path, n: int) -> None:
         for comp in (None, "gzip"):
             root = work / f"size{s}{comp or ''}"
             samples = [Sample(image=f, label=0, split="train", source=str(i)) for i, f in enumerate(faces)]
-            e = write_shard(root / "shards" / "shard-00000.h5", samples, first_index=0, dataset="b", protocol="1",
-                            classes=["x"], image_size=s, compression=comp)
-            write_json(root / "manifest.json", {"schema_version": 1, "dataset": "b", "protocol": "1", "classes": ["x"],
-                                                "image_size": s, "shards": [e]})
+            e = write_shard(
+                root / "shards" / "shard-00000.h5",
+                samples,
+                first_index=0,
+                dataset="b",
+                protocol="1",
+                classes=["x"],
+                image_size=s,
+                compression=comp,
+            )
+            write_json(
+                root / "manifest.json",
+                {
+                    "schema_version": 1,
+                    "dataset": "b",
+                    "protocol": "1",
+                    "classes": ["x"],
+                    "image_size": s,
+                    "shards": [e],
+                },
+            )
             with h5py.File(root / e["file"], "r") as f:
                 sizes.append(f["images"].id.get_storage_size() / n)
             ds = PreparedDataset(root)
@@ -245,8 +278,11 @@ def part_size(work: Path, n: int) -> None:
             ds.close()
             shutil.rmtree(root)
         label = " (paper: 256 -> crop 224 -> nearest 112)" if s == 256 else " (ours: crop 112)" if s == 128 else ""
-        print(f"  {s:>4} {sizes[0]:>10,.0f} {sizes[1]:>8,.0f} {speeds[0]:>11,.0f} {speeds[1]:>11,.0f} "
-              f"{statistics.mean(scores):>8.1f}{label}", flush=True)
+        print(
+            f"  {s:>4} {sizes[0]:>10,.0f} {sizes[1]:>8,.0f} {speeds[0]:>11,.0f} {speeds[1]:>11,.0f} "
+            f"{statistics.mean(scores):>8.1f}{label}",
+            flush=True,
+        )
 
 
 def main():
@@ -254,7 +290,9 @@ def main():
     ap.add_argument("--part", choices=["all", "throughput", "memory", "size"], default="all")
     ap.add_argument("--n", type=int, default=1000, help="images for the throughput and size parts")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--image-sizes", default="100", help="side of the generated JPEGs for the throughput part, e.g. 100,256")
+    ap.add_argument(
+        "--image-sizes", default="100", help="side of the generated JPEGs for the throughput part, e.g. 100,256"
+    )
     ap.add_argument("--memory-sizes", default="10000,50000")
     ap.add_argument("--memory-workers", type=int, default=1)
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed at the end)")

@@ -60,7 +60,9 @@ def bench_generate(n: int, size: int, workers: int, folder: Path):
     per_class = max(1, round(n / 42))  # 6 characters x 7 expressions, balanced
     total = 42 * per_class
     t, c = time.perf_counter(), time.process_time()
-    generate(folder, characters=6, per_class=per_class, imbalance=1.0, size=size, seed=0, workers=workers, progress=False)
+    generate(
+        folder, characters=6, per_class=per_class, imbalance=1.0, size=size, seed=0, workers=workers, progress=False
+    )
     return total / (time.perf_counter() - t), total / (time.process_time() - c)
 
 

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -39,12 +38,38 @@ def make_dataset(root: Path, classes: int, per_class: int, seed: int = 0) -> Pat
     n = classes * (per_class + n_val)
     imgs = faces(n, seed=seed)
     names = [f"c{k}" for k in range(classes)]
-    samples = [Sample(image=imgs[i], label=i % classes, split="train" if i // classes < per_class else "val",
-                      source=f"{i}.png", group=f"g{i % 5}") for i in range(n)]
-    shards = [write_shard(root / "shards" / shard_name(0), samples, first_index=0, dataset="bench", protocol="bench",
-                          classes=names, image_size=128)]
-    write_json(root / "manifest.json", {"schema_version": 1, "dataset": "bench", "protocol": "bench", "classes": names,
-                                        "image_size": 128, "shards": shards})
+    samples = [
+        Sample(
+            image=imgs[i],
+            label=i % classes,
+            split="train" if i // classes < per_class else "val",
+            source=f"{i}.png",
+            group=f"g{i % 5}",
+        )
+        for i in range(n)
+    ]
+    shards = [
+        write_shard(
+            root / "shards" / shard_name(0),
+            samples,
+            first_index=0,
+            dataset="bench",
+            protocol="bench",
+            classes=names,
+            image_size=128,
+        )
+    ]
+    write_json(
+        root / "manifest.json",
+        {
+            "schema_version": 1,
+            "dataset": "bench",
+            "protocol": "bench",
+            "classes": names,
+            "image_size": 128,
+            "shards": shards,
+        },
+    )
     return root
 
 
@@ -73,12 +98,25 @@ def model_only(preset: str, classes: int, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - t)
 
 
-def end_to_end(prepared: Path, runs: Path, name: str, preset: str, per_class: int, batch: int, epochs: int,
-               workers: int) -> list[float]:
+def end_to_end(
+    prepared: Path, runs: Path, name: str, preset: str, per_class: int, batch: int, epochs: int, workers: int
+) -> list[float]:
     from grefel.train import TrainConfig, train
 
-    run = train(TrainConfig(dataset=str(prepared), preset=preset, epochs=epochs, per_class=per_class, batch_size=batch,
-                            workers=workers, quiet=True, run_dir=str(runs), name=name, device="cpu"))
+    run = train(
+        TrainConfig(
+            dataset=str(prepared),
+            preset=preset,
+            epochs=epochs,
+            per_class=per_class,
+            batch_size=batch,
+            workers=workers,
+            quiet=True,
+            run_dir=str(runs),
+            name=name,
+            device="cpu",
+        )
+    )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["images_per_s"] for r in rows[1:]] or [rows[0]["images_per_s"]]
 
@@ -104,11 +142,25 @@ def main(argv=None) -> None:
         m, e = [], []
         for k in range(args.repeats):  # interleaved, so load changes hit both alike
             m.append(model_only(args.preset, args.classes, args.batch, args.steps))
-            e.append(statistics.median(end_to_end(prepared, Path(tmp) / "runs", f"r{k}", args.preset, args.per_class,
-                                                  args.batch, args.epochs, args.workers)))
+            e.append(
+                statistics.median(
+                    end_to_end(
+                        prepared,
+                        Path(tmp) / "runs",
+                        f"r{k}",
+                        args.preset,
+                        args.per_class,
+                        args.batch,
+                        args.epochs,
+                        args.workers,
+                    )
+                )
+            )
             print(f"  run {k + 1}: model only {m[-1]:7.1f} img/s   end to end {e[-1]:7.1f} img/s")
-    print(f"preset {args.preset}, batch {args.batch}, {args.threads} torch thread(s), workers {args.workers}, "
-          f"epoch = {args.per_class} x {args.classes} images, {args.repeats} runs (medians):")
+    print(
+        f"preset {args.preset}, batch {args.batch}, {args.threads} torch thread(s), workers {args.workers}, "
+        f"epoch = {args.per_class} x {args.classes} images, {args.repeats} runs (medians):"
+    )
     print(f"  model only (forward + loss + backward + Adam)   : {statistics.median(m):7.1f} img/s")
     print(f"  end to end (shards, refinement, augmentation)   : {statistics.median(e):7.1f} img/s")
     print(f"  end to end / model only                         : {statistics.median(e) / statistics.median(m):7.2f}")

@@ -62,8 +62,9 @@ def train_flops_per_image(model, x, y, crit, autocast) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def model_only(preset: str, classes: int, batch: int, steps: int, device, precision: str, compile_: bool,
-               channels_last: bool) -> tuple[float, float]:
+def model_only(
+    preset: str, classes: int, batch: int, steps: int, device, precision: str, compile_: bool, channels_last: bool
+) -> tuple[float, float]:
     import contextlib
 
     import torch
@@ -130,7 +131,9 @@ def main(argv=None) -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s of the device")
     ap.add_argument("--skip-model-only", action="store_true")
-    ap.add_argument("--data", default=None, help="an existing prepared dataset (with a val split) instead of generated faces")
+    ap.add_argument(
+        "--data", default=None, help="an existing prepared dataset (with a val split) instead of generated faces"
+    )
     ap.add_argument("--tiny", action="store_true", help="CPU check of the code path: tiny preset, a few images")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -153,12 +156,22 @@ def main(argv=None) -> None:
     info_dev = gdist._pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     name = torch.cuda.get_device_name(info_dev) if info_dev.type == "cuda" else "cpu"
     if main_rank:
-        print(f"device: {name} x {world}, torch {torch.__version__}, preset {args.preset}, {args.precision}, "
-              f"batch {args.batch}, compile {args.compile}, channels-last {args.channels_last}")
+        print(
+            f"device: {name} x {world}, torch {torch.__version__}, preset {args.preset}, {args.precision}, "
+            f"batch {args.batch}, compile {args.compile}, channels-last {args.channels_last}"
+        )
     ips_model, flops = None, None
     if world == 1 and not args.skip_model_only:
-        ips_model, flops = model_only(args.preset, args.classes, args.batch, args.steps, info_dev, args.precision,
-                                      args.compile, args.channels_last)
+        ips_model, flops = model_only(
+            args.preset,
+            args.classes,
+            args.batch,
+            args.steps,
+            info_dev,
+            args.precision,
+            args.compile,
+            args.channels_last,
+        )
         print(f"training FLOPs per image (forward + backward): {flops / 1e9:.2f} GFLOP")
         print(f"model only : {ips_model:9.1f} img/s")
 
@@ -170,18 +183,32 @@ def main(argv=None) -> None:
                 raise SystemExit("under torchrun pass --data PATH: a prepared dataset every process can read")
             t = time.perf_counter()
             data = str(make_dataset(root / "bench", args.classes, args.per_class))
-            print(f"dataset: {args.classes} x ({args.per_class} train + {max(2, args.per_class // 4)} val) faces "
-                  f"written in {time.perf_counter() - t:.1f} s")
+            print(
+                f"dataset: {args.classes} x ({args.per_class} train + {max(2, args.per_class // 4)} val) faces "
+                f"written in {time.perf_counter() - t:.1f} s"
+            )
         from grefel.data.shards import PreparedDataset
 
         classes = PreparedDataset(data).num_classes
         t = time.perf_counter()
-        run = train(TrainConfig(dataset=data, preset=args.preset, epochs=args.epochs,
-                                per_class=args.per_class, batch_size=args.batch, workers=args.workers,
-                                precision=args.precision, device=args.device, compile=args.compile,
-                                channels_last=args.channels_last, save_every=args.epochs, quiet=True,
-                                run_dir=str(root / "runs") if world == 1 else "runs", name=f"bench-{int(time.time())}"
-                                if world > 1 else "bench"))
+        run = train(
+            TrainConfig(
+                dataset=data,
+                preset=args.preset,
+                epochs=args.epochs,
+                per_class=args.per_class,
+                batch_size=args.batch,
+                workers=args.workers,
+                precision=args.precision,
+                device=args.device,
+                compile=args.compile,
+                channels_last=args.channels_last,
+                save_every=args.epochs,
+                quiet=True,
+                run_dir=str(root / "runs") if world == 1 else "runs",
+                name=f"bench-{int(time.time())}" if world > 1 else "bench",
+            )
+        )
         total = time.perf_counter() - t
         if not main_rank:
             return
@@ -190,21 +217,27 @@ def main(argv=None) -> None:
     ips = statistics.median(r["images_per_s"] for r in steady)
     epoch_s = statistics.median(r["epoch_time_s"] for r in steady)
     per_epoch = args.per_class * classes
-    print(f"end to end : {ips:9.1f} img/s in the training loop (median of epochs 2..{len(rows)}); "
-          f"{epoch_s:.2f} s per epoch of {per_epoch} images incl. validation ({per_epoch / epoch_s:.1f} img/s); "
-          f"whole run {total:.1f} s")
+    print(
+        f"end to end : {ips:9.1f} img/s in the training loop (median of epochs 2..{len(rows)}); "
+        f"{epoch_s:.2f} s per epoch of {per_epoch} images incl. validation ({per_epoch / epoch_s:.1f} img/s); "
+        f"whole run {total:.1f} s"
+    )
     if ips_model:
         print(f"end to end / model only: {ips / ips_model:.2f}")
     peak = peak_tflops(name, args.peak_tflops)
     if flops and peak:
-        print(f"MFU: {100 * ips * flops / (peak * 1e12):.1f} % end to end, "
-              f"{100 * (ips_model or 0) * flops / (peak * 1e12):.1f} % model only (peak {peak:.0f} TFLOP/s bf16)")
+        print(
+            f"MFU: {100 * ips * flops / (peak * 1e12):.1f} % end to end, "
+            f"{100 * (ips_model or 0) * flops / (peak * 1e12):.1f} % model only (peak {peak:.0f} TFLOP/s bf16)"
+        )
     elif flops:
         print(f"achieved: {ips * flops / 1e12:.3f} TFLOP/s end to end (no peak known for '{name}': pass --peak-tflops)")
     minutes = SCHEDULE_IMAGES / (per_epoch / epoch_s) / 60
-    print(f"projection: paper schedule ({SCHEDULE_IMAGES:,} images = 1000 epochs x 500 x 8) in {minutes:.1f} min "
-          f"at {per_epoch / epoch_s:.0f} img/s with validation (target < 15 min, about 4,500 img/s); "
-          f"{SCHEDULE_IMAGES / ips / 60:.1f} min at the training-loop rate")
+    print(
+        f"projection: paper schedule ({SCHEDULE_IMAGES:,} images = 1000 epochs x 500 x 8) in {minutes:.1f} min "
+        f"at {per_epoch / epoch_s:.0f} img/s with validation (target < 15 min, about 4,500 img/s); "
+        f"{SCHEDULE_IMAGES / ips / 60:.1f} min at the training-loop rate"
+    )
 
 
 if __name__ == "__main__":

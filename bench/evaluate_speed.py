@@ -42,11 +42,32 @@ def make_data(root: Path, n: int, classes: int = 7, seed: int = 0) -> PreparedDa
     for s, start in enumerate(range(0, n, 1024)):
         m = min(1024, n - start)
         imgs = rng.integers(0, 256, (m, 128, 128, 3), dtype=np.uint8)
-        samples = [Sample(image=imgs[i], label=int((start + i) % classes), split="test", source=f"{start + i}") for i in range(m)]
-        shards.append(write_shard(root / "shards" / shard_name(s), samples, first_index=start, dataset="bench", protocol="p",
-                                  classes=names, image_size=128))
-    write_json(root / "manifest.json", {"schema_version": 1, "dataset": "bench", "protocol": "p", "classes": names,
-                                        "image_size": 128, "shards": shards})
+        samples = [
+            Sample(image=imgs[i], label=int((start + i) % classes), split="test", source=f"{start + i}")
+            for i in range(m)
+        ]
+        shards.append(
+            write_shard(
+                root / "shards" / shard_name(s),
+                samples,
+                first_index=start,
+                dataset="bench",
+                protocol="p",
+                classes=names,
+                image_size=128,
+            )
+        )
+    write_json(
+        root / "manifest.json",
+        {
+            "schema_version": 1,
+            "dataset": "bench",
+            "protocol": "p",
+            "classes": names,
+            "image_size": 128,
+            "shards": shards,
+        },
+    )
     return PreparedDataset(root)
 
 
@@ -64,12 +85,30 @@ def main() -> None:
     ds = make_data(tmp / "data", args.n)
     torch.manual_seed(0)
     model = create_model(args.preset, num_classes=ds.num_classes)
-    ckpt = save_checkpoint(tmp / "run" / "best.pt", {
-        "model": model.state_dict(), "model_config": model.model_config, "label_set": "clean", "config": {}, "epoch": 0, "metrics": {},
-        "dataset": {"name": ds.name, "protocol": ds.protocol, "classes": ds.classes, "manifest_sha256": ds.manifest_sha256, "path": str(ds.root)},
-    })
-    print(f"preset {args.preset}, {args.n} images, batch {args.batch_size}, torch {torch.__version__}, "
-          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda'}, {torch.get_num_threads()} CPU threads", flush=True)
+    ckpt = save_checkpoint(
+        tmp / "run" / "best.pt",
+        {
+            "model": model.state_dict(),
+            "model_config": model.model_config,
+            "label_set": "clean",
+            "config": {},
+            "epoch": 0,
+            "metrics": {},
+            "dataset": {
+                "name": ds.name,
+                "protocol": ds.protocol,
+                "classes": ds.classes,
+                "manifest_sha256": ds.manifest_sha256,
+                "path": str(ds.root),
+            },
+        },
+    )
+    print(
+        f"preset {args.preset}, {args.n} images, batch {args.batch_size}, torch {torch.__version__}, "
+        f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda'}, "
+        f"{torch.get_num_threads()} CPU threads",
+        flush=True,
+    )
     rows, ref = [], None
     for name in args.settings.split(","):
         device, amp = SETTINGS[name]

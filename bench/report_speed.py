@@ -37,14 +37,29 @@ def make_predictions(path: Path, n: int, dim: int = 768, seed: int = 0) -> Path:
     logits[np.arange(n), y] += 0.5
     corr = np.exp(0.7 * logits) / np.exp(0.7 * logits).sum(1, keepdims=True)
     emb = (rng.normal(0, 1, (c, dim))[y] + rng.normal(0, 1, (n, dim))).astype(np.float32)
-    cols = {"index": np.arange(n), "source": np.array([f"{i}.jpg" for i in range(n)]), "group": np.array([""] * n),
-            "split": np.array(["test"] * n), "label": y, "gender": rng.integers(-1, 3, n), "race": rng.integers(0, 3, n),
-            "age": rng.integers(0, 5, n), "pred_primary": prim.argmax(1), "pred_corrected": corr.argmax(1)}
+    cols = {
+        "index": np.arange(n),
+        "source": np.array([f"{i}.jpg" for i in range(n)]),
+        "group": np.array([""] * n),
+        "split": np.array(["test"] * n),
+        "label": y,
+        "gender": rng.integers(-1, 3, n),
+        "race": rng.integers(0, 3, n),
+        "age": rng.integers(0, 5, n),
+        "pred_primary": prim.argmax(1),
+        "pred_corrected": corr.argmax(1),
+    }
     for k in ("conf_primary", "conf_geometric", "conf_attentive", "conf_correction"):
         cols[k] = rng.random(n).astype(np.float32)
     cols.update(primary=prim, geometric=corr, attentive=corr, correction=corr, corrected=corr, embedding=emb)
-    meta = {"classes": CLASSES, "dataset": {"name": "rafdb"}, "split": "test", "label_set": "clean",
-            "attributes": ["gender", "race", "age"], "attribute_codes": {}}
+    meta = {
+        "classes": CLASSES,
+        "dataset": {"name": "rafdb"},
+        "split": "test",
+        "label_set": "clean",
+        "attributes": ["gender", "race", "age"],
+        "attribute_codes": {},
+    }
     return write_predictions(path, cols, meta)
 
 
@@ -72,12 +87,16 @@ def main() -> None:
     t_tsne, _ = timed(lambda: M.tsne_2d(emb), r)
     full = B.analyze(pred, tsne_points=args.tsne_points)
     t_figs, _ = timed(lambda: B.draw(pred, full, tmp / "figs"), r)
-    t_all, _ = timed(lambda: B.build_report([src], out=tmp / "rep", tsne_points=args.tsne_points, show_progress=False), r)
+    t_all, _ = timed(
+        lambda: B.build_report([src], out=tmp / "rep", tsne_points=args.tsne_points, show_progress=False), r
+    )
     print(f"{args.n} samples, t-SNE on {len(emb)}; medians of {r} runs")
     print(f"  numbers without t-SNE  {t_numbers:7.2f} s")
     print(f"  t-SNE                  {t_tsne:7.2f} s")
     print(f"  figures (PNG + SVG)    {t_figs:7.2f} s")
-    print(f"  whole report           {t_all:7.2f} s   (HTML {(tmp / 'rep' / 'report.html').stat().st_size / 1e6:.1f} MB)")
+    print(
+        f"  whole report           {t_all:7.2f} s   (HTML {(tmp / 'rep' / 'report.html').stat().st_size / 1e6:.1f} MB)"
+    )
 
 
 if __name__ == "__main__":

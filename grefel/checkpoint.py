@@ -52,13 +52,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: pass the best.pt or last.pt of a `grefel train` run")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the copy failed; use the run's best.pt or last.pt")
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes): the copy failed; use the run's best.pt or last.pt"
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # an untrusted file can make the unpickler raise anything (EOFError, IndexError, BadZipFile, ...)
-        raise CheckpointError(f"checkpoint {path} cannot be read ({torch_load_failure(path, e)}): re-copy it or use the run's last.pt") from None
+    except Exception as e:
+        # an untrusted file can make the unpickler raise anything (EOFError, IndexError, BadZipFile, ...)
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({torch_load_failure(path, e)}): re-copy it or use the run's last.pt"
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a grefel checkpoint (no '{FORMAT}' marker): pass a file written by `grefel train`; pretrained backbone weights go to --ir50 / --mobilefacenet / --poster")
+        raise CheckpointError(
+            f"{path} is not a grefel checkpoint (no '{FORMAT}' marker): pass a file written by `grefel train`; "
+            "pretrained backbone weights go to --ir50 / --mobilefacenet / --poster"
+        )
     if int(obj.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer grefel (format {obj['format_version']}): upgrade grefel")
     return obj

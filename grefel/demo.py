@@ -63,8 +63,12 @@ DEFAULT = DemoSettings(characters=6, per_class=600, imbalance=3.0, epochs=16, re
 QUICK = DemoSettings(characters=6, per_class=120, imbalance=3.0, epochs=5, refine_per_class=250)
 
 
-def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, settings: DemoSettings | None = None,
-             console: Console | None = None) -> Path:
+def run_demo(
+    workdir: str | os.PathLike | None = None,
+    quick: bool = False,
+    settings: DemoSettings | None = None,
+    console: Console | None = None,
+) -> Path:
     """Run the demo pipeline in ``workdir``; return the path of the HTML report."""
     import torch
 
@@ -84,7 +88,9 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise GrefelError(f"cannot use {work} as the demo's work folder ({e.strerror}): give --workdir a folder you can write to") from None
+        raise GrefelError(
+            f"cannot use {work} as the demo's work folder ({e.strerror}): give --workdir a folder you can write to"
+        ) from None
     raw, data_root, runs = work / "raw", work / "data", work / "runs"
     cores = usable_cores()
     torch.set_num_threads(cores)  # the steps in this process; training sets its own
@@ -99,27 +105,55 @@ def run_demo(workdir: str | os.PathLike | None = None, quick: bool = False, sett
         console.print(f"[green]done[/green] in {steps[-1][1]:.1f} s")
         return result
 
-    step("synthesise faces (FERG-DB layout)", lambda: generate(raw, characters=s.characters, per_class=s.per_class,
-                                                               size=DEMO_SIZE, seed=s.seed, imbalance=s.imbalance,
-                                                               workers=min(2, cores)))
+    step(
+        "synthesise faces (FERG-DB layout)",
+        lambda: generate(
+            raw,
+            characters=s.characters,
+            per_class=s.per_class,
+            size=DEMO_SIZE,
+            seed=s.seed,
+            imbalance=s.imbalance,
+            workers=min(2, cores),
+        ),
+    )
     ds_path = step("prepare ferg", lambda: prepare("ferg", raw, data_root=data_root))
-    step("refine: seeded split and the paper's per-epoch refinement",
-         lambda: refine(ds_path, seed=s.seed, per_class=s.refine_per_class, console=console))
-    label_set = step(f"corrupt: {s.noise:.0%} symmetric label noise",
-                     lambda: corrupt(ds_path, s.noise, "symmetric", seed=s.seed))
-    ckpts = step("train tiny twice, reliability balancing on (rb-on) and off (rb-off)",
-                 lambda: _train_both(ds_path, label_set, runs, s, console))
+    step(
+        "refine: seeded split and the paper's per-epoch refinement",
+        lambda: refine(ds_path, seed=s.seed, per_class=s.refine_per_class, console=console),
+    )
+    label_set = step(
+        f"corrupt: {s.noise:.0%} symmetric label noise", lambda: corrupt(ds_path, s.noise, "symmetric", seed=s.seed)
+    )
+    ckpts = step(
+        "train tiny twice, reliability balancing on (rb-on) and off (rb-off)",
+        lambda: _train_both(ds_path, label_set, runs, s, console),
+    )
     preds = {}
     for name, ckpt in ckpts.items():
-        preds[name] = step(f"evaluate {name} on the clean test split",
-                           lambda c=ckpt: evaluate(c, ds_path, split="test", label_set=label_set))
-    report = step("report", lambda: build_report(list(ckpts.values()), out=work / "report", split="test",
-                                                 label_set=label_set, dataset=str(ds_path)))
+        preds[name] = step(
+            f"evaluate {name} on the clean test split",
+            lambda c=ckpt: evaluate(c, ds_path, split="test", label_set=label_set),
+        )
+    report = step(
+        "report",
+        lambda: build_report(
+            list(ckpts.values()), out=work / "report", split="test", label_set=label_set, dataset=str(ds_path)
+        ),
+    )
     total = time.perf_counter() - t0
     accuracy = _summary(console, steps, preds, report, total)
-    write_json(work / "demo.json", {"settings": asdict(s), "quick": quick, "total_s": round(total, 1),
-                                    "steps": [{"step": t, "seconds": round(sec, 1)} for t, sec in steps],
-                                    "clean_test_accuracy": accuracy, "report": str(report)})
+    write_json(
+        work / "demo.json",
+        {
+            "settings": asdict(s),
+            "quick": quick,
+            "total_s": round(total, 1),
+            "steps": [{"step": t, "seconds": round(sec, 1)} for t, sec in steps],
+            "clean_test_accuracy": accuracy,
+            "report": str(report),
+        },
+    )
     return report
 
 
@@ -128,18 +162,40 @@ def _train_config(ds_path: Path, label_set: str, name: str, reliability: str, ru
     from grefel.train import TrainConfig
 
     resume = str(runs / name) if (runs / name / "last.pt").is_file() else None
-    return TrainConfig(dataset=str(ds_path), labels=label_set, preset="tiny", reliability=reliability,
-                       epochs=s.epochs, per_class=s.refine_per_class, batch_size=s.batch_size, seed=s.seed,
-                       lr=s.lr, lambda_center=s.lambda_center, aux_warmup=s.aux_warmup,
-                       correction_warmup=s.correction_warmup, channels_last=s.channels_last, crop=DEMO_SIZE,
-                       augment=s.augment, n_pg=None, device="cpu", workers=0, run_dir=str(runs), name=name,
-                       resume=resume, quiet=True)
+    return TrainConfig(
+        dataset=str(ds_path),
+        labels=label_set,
+        preset="tiny",
+        reliability=reliability,
+        epochs=s.epochs,
+        per_class=s.refine_per_class,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        lr=s.lr,
+        lambda_center=s.lambda_center,
+        aux_warmup=s.aux_warmup,
+        correction_warmup=s.correction_warmup,
+        channels_last=s.channels_last,
+        crop=DEMO_SIZE,
+        augment=s.augment,
+        n_pg=None,
+        device="cpu",
+        workers=0,
+        run_dir=str(runs),
+        name=name,
+        resume=resume,
+        quiet=True,
+    )
 
 
 def _finished(run: Path, epochs: int) -> bool:
     from grefel.checkpoint import load_checkpoint
 
-    return (run / "best.pt").is_file() and (run / "last.pt").is_file() and int(load_checkpoint(run / "last.pt")["epoch"]) >= epochs
+    return (
+        (run / "best.pt").is_file()
+        and (run / "last.pt").is_file()
+        and int(load_checkpoint(run / "last.pt")["epoch"]) >= epochs
+    )
 
 
 def _train_one(cfg, threads: int) -> str:
@@ -179,26 +235,43 @@ def _train_both(ds_path: Path, label_set: str, runs: Path, s: DemoSettings, cons
 
     from grefel.distributed import usable_cores
 
-    todo = {name: _train_config(ds_path, label_set, name, rel, runs, s) for name, rel in RUNS.items()
-            if not _finished(runs / name, s.epochs)}
+    todo = {
+        name: _train_config(ds_path, label_set, name, rel, runs, s)
+        for name, rel in RUNS.items()
+        if not _finished(runs / name, s.epochs)
+    }
     cores = usable_cores()
     parallel = min(len(todo), cores)
     threads = max(1, cores // max(1, parallel))
     if todo:
-        console.print(f"{len(todo)} run(s), {parallel} at a time, {threads} torch thread(s) each; "
-                      f"{s.epochs} epochs of {s.refine_per_class} images per class")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs {task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        tasks = {name: progress.add_task(name, total=s.epochs, completed=_epochs_done(runs / name)[0], info="")
-                 for name in RUNS}
+        console.print(
+            f"{len(todo)} run(s), {parallel} at a time, {threads} torch thread(s) each; "
+            f"{s.epochs} epochs of {s.refine_per_class} images per class"
+        )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs {task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks = {
+            name: progress.add_task(name, total=s.epochs, completed=_epochs_done(runs / name)[0], info="")
+            for name in RUNS
+        }
         with ProcessPoolExecutor(max_workers=max(1, parallel), mp_context=mp.get_context("spawn")) as pool:
             futures = {name: pool.submit(_train_one, cfg, threads) for name, cfg in todo.items()}
             while not all(f.done() for f in futures.values()):
                 time.sleep(1.0)
                 for name in RUNS:
                     done, acc = _epochs_done(runs / name)
-                    progress.update(tasks[name], completed=done,
-                                    info="" if acc is None else f"(val acc {acc:.1%} on the noisy labels)")
+                    progress.update(
+                        tasks[name],
+                        completed=done,
+                        info="" if acc is None else f"(val acc {acc:.1%} on the noisy labels)",
+                    )
             for f in futures.values():
                 f.result()  # re-raises a run's error here
         for name in RUNS:

@@ -40,7 +40,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
+def model_from_checkpoint(
+    payload: dict, device: str | torch.device = "cpu", path: str | os.PathLike = "checkpoint"
+) -> torch.nn.Module:
     """Rebuild the model of a loaded checkpoint in eval mode.
 
     From its resolved ``model_kwargs`` where the checkpoint has them (the architecture it was
@@ -51,12 +53,18 @@ def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", pat
     cfg = payload.get("model_config")
     state = payload.get("model")
     if not isinstance(cfg, dict) or not isinstance(state, dict):
-        raise CheckpointError(f"{path} has no model_config / model state: it is not a `grefel train` checkpoint; pass a run's best.pt or last.pt")
+        raise CheckpointError(
+            f"{path} has no model_config / model state: it is not a `grefel train` checkpoint; "
+            "pass a run's best.pt or last.pt"
+        )
     kwargs = payload.get("model_kwargs")
     try:
         model = model_from_kwargs(kwargs if isinstance(kwargs, dict) else None, cfg)
     except (TypeError, ValueError, KeyError, GrefelError) as e:
-        raise CheckpointError(f"{path}: its model_config cannot build a model with this grefel ({e}): use the grefel version that trained it") from None
+        raise CheckpointError(
+            f"{path}: its model_config cannot build a model with this grefel ({e}): "
+            "use the grefel version that trained it"
+        ) from None
     missing, unexpected = _load_state(model, state, path)
     if missing or unexpected:
         raise CheckpointError(
@@ -72,11 +80,19 @@ def _load_state(model: torch.nn.Module, state: dict, path) -> tuple[list, list]:
     except RuntimeError as e:  # shape mismatches
         first = str(e).strip().splitlines()
         reason = first[1].strip() if len(first) > 1 else first[0] if first else "shape mismatch"
-        raise CheckpointError(f"{path} does not fit the model it describes ({reason[:160]}): the file is damaged or from another grefel version") from None
+        raise CheckpointError(
+            f"{path} does not fit the model it describes ({reason[:160]}): "
+            "the file is damaged or from another grefel version"
+        ) from None
     return list(res.missing_keys), list(res.unexpected_keys)
 
 
-def checkpoint_dataset(payload: dict, dataset: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None, path="checkpoint") -> PreparedDataset:
+def checkpoint_dataset(
+    payload: dict,
+    dataset: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    path="checkpoint",
+) -> PreparedDataset:
     """The prepared dataset a checkpoint was trained on (or ``dataset``), checked against it.
 
     Order: ``dataset`` when given, else the recorded path if it still exists, else the recorded
@@ -113,7 +129,10 @@ def check_compatible(payload: dict, ds: PreparedDataset, path="checkpoint") -> N
         )
     num_classes = (payload.get("model_config") or {}).get("num_classes")
     if num_classes is not None and int(num_classes) != ds.num_classes:
-        raise CheckpointError(f"{path} has a {num_classes}-class head but dataset '{ds.name}' has {ds.num_classes} classes: pass the matching --dataset")
+        raise CheckpointError(
+            f"{path} has a {num_classes}-class head but dataset '{ds.name}' has {ds.num_classes} classes: "
+            "pass the matching --dataset"
+        )
 
 
 # -- paths and freshness ---------------------------------------------------------------------------
@@ -123,7 +142,9 @@ def default_predictions_path(ckpt: str | os.PathLike, split: str = "test", label
     return ckpt.parent / "predictions" / f"{ckpt.stem}-{split}-{label_set or 'clean'}.parquet"
 
 
-def predictions_are_current(path: str | os.PathLike, ckpt_sha256: str, split: str, label_set: str | None, precision: str | None = None) -> bool:
+def predictions_are_current(
+    path: str | os.PathLike, ckpt_sha256: str, split: str, label_set: str | None, precision: str | None = None
+) -> bool:
     """True when ``path`` holds predictions of this exact checkpoint file, split and label set
     (and precision, when one is asked for: a file made anywhere else is fine otherwise)."""
     path = Path(path)
@@ -133,13 +154,19 @@ def predictions_are_current(path: str | os.PathLike, ckpt_sha256: str, split: st
         meta = read_predictions_meta(path)
     except GrefelError:
         return False
-    same = meta.get("checkpoint_sha256") == ckpt_sha256 and meta.get("split") == split and (meta.get("label_set") or "clean") == (label_set or "clean")
+    same = (
+        meta.get("checkpoint_sha256") == ckpt_sha256
+        and meta.get("split") == split
+        and (meta.get("label_set") or "clean") == (label_set or "clean")
+    )
     return same and (precision is None or meta.get("precision") == precision)
 
 
 # -- running the model -----------------------------------------------------------------------------
 @torch.inference_mode()
-def run_model(model: torch.nn.Module, images: np.ndarray, device: torch.device, amp: bool | None = None, crop: int = MODEL_INPUT) -> dict[str, np.ndarray]:
+def run_model(
+    model: torch.nn.Module, images: np.ndarray, device: torch.device, amp: bool | None = None, crop: int = MODEL_INPUT
+) -> dict[str, np.ndarray]:
     """One batch of uint8 NHWC faces through the model: float32 numpy arrays of every output we keep.
 
     ``crop``: the evaluation preset's centre crop (the run's training crop, :func:`eval_crop`). On
@@ -160,10 +187,12 @@ def eval_crop(payload: dict) -> int:
     return int(crop) if isinstance(crop, (int, float)) and crop > 0 else MODEL_INPUT
 
 
-def _predict_indices(model, ds: PreparedDataset, indices: np.ndarray, device, batch_size: int, amp, crop, progress, task) -> dict[str, np.ndarray]:
+def _predict_indices(
+    model, ds: PreparedDataset, indices: np.ndarray, device, batch_size: int, amp, crop, progress, task
+) -> dict[str, np.ndarray]:
     parts: dict[str, list] = {}
     for start in range(0, len(indices), batch_size):
-        idx = indices[start:start + batch_size]
+        idx = indices[start : start + batch_size]
         res = run_model(model, ds.read_images(idx), device, amp, crop)
         for k, v in res.items():
             parts.setdefault(k, []).append(v)
@@ -221,17 +250,37 @@ def evaluate(
     indices = ds.indices(split, split_set)
     if len(indices) == 0:
         counts = {s: int(n) for s, n in zip(*np.unique(ds.splits(split_set), return_counts=True)) if s}
-        raise DatasetError(f"split '{split}' of {ds.name} is empty (splits: {counts or 'none'}): pass --split with one of those")
+        raise DatasetError(
+            f"split '{split}' of {ds.name} is empty (splits: {counts or 'none'}): pass --split with one of those"
+        )
 
     dev = torch.device(device) if device is not None else default_device()
     model = model_from_checkpoint(payload, dev, ckpt)
 
-    fingerprint = {"checkpoint_sha256": ckpt_sha, "manifest_sha256": ds.manifest_sha256, "split": split,
-                   "split_set": split_set, "n": int(len(indices)), "chunk": CHUNK}
+    fingerprint = {
+        "checkpoint_sha256": ckpt_sha,
+        "manifest_sha256": ds.manifest_sha256,
+        "split": split,
+        "split_set": split_set,
+        "n": int(len(indices)),
+        "chunk": CHUNK,
+    }
     parts_dir = out.parent / f".{out.name}.parts"
     crop = eval_crop(payload)
     fingerprint["crop"] = crop
-    outputs = _run_chunks(model, ds, indices, dev, batch_size, amp, crop, parts_dir, fingerprint, show_progress, f"evaluate {ds.name}/{split}")
+    outputs = _run_chunks(
+        model,
+        ds,
+        indices,
+        dev,
+        batch_size,
+        amp,
+        crop,
+        parts_dir,
+        fingerprint,
+        show_progress,
+        f"evaluate {ds.name}/{split}",
+    )
 
     meta_df = ds.meta.loc[indices]
     attr_names = [c for c in meta_df.columns if c not in ("index", "label", "split", "group", "source", "shard", "row")]
@@ -255,8 +304,13 @@ def evaluate(
 
     meta = {
         "classes": ds.classes,
-        "dataset": {"name": ds.name, "protocol": ds.protocol, "path": str(ds.root.resolve()), "manifest_sha256": ds.manifest_sha256,
-                    "synthetic": ds.synthetic is not None},
+        "dataset": {
+            "name": ds.name,
+            "protocol": ds.protocol,
+            "path": str(ds.root.resolve()),
+            "manifest_sha256": ds.manifest_sha256,
+            "synthetic": ds.synthetic is not None,
+        },
         "split": split,
         "split_set": split_set,
         "label_set": label_set or "clean",
@@ -280,18 +334,37 @@ def evaluate(
     return out
 
 
-def _run_chunks(model, ds, indices, device, batch_size, amp, crop, parts_dir: Path, fingerprint: dict, show_progress: bool, label: str) -> dict[str, np.ndarray]:
+def _run_chunks(
+    model,
+    ds,
+    indices,
+    device,
+    batch_size,
+    amp,
+    crop,
+    parts_dir: Path,
+    fingerprint: dict,
+    show_progress: bool,
+    label: str,
+) -> dict[str, np.ndarray]:
     """Predict ``indices`` chunk by chunk, keeping each finished chunk on disk so a rerun resumes."""
     fp_file = parts_dir / "fingerprint.json"
     if parts_dir.is_dir() and (not fp_file.is_file() or read_json(fp_file) != fingerprint):
         shutil.rmtree(parts_dir)  # left by another checkpoint or split: not ours to resume
     if not fp_file.is_file():
         write_json(fp_file, fingerprint)
-    chunks = [indices[s:s + CHUNK] for s in range(0, len(indices), CHUNK)]
+    chunks = [indices[s : s + CHUNK] for s in range(0, len(indices), CHUNK)]
     done = [parts_dir / f"part-{k:05d}.npz" for k in range(len(chunks))]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True, disable=not show_progress)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        disable=not show_progress,
+    )
     with progress:
         task = progress.add_task(label, total=len(indices))
         for k, idx in enumerate(chunks):
@@ -299,9 +372,8 @@ def _run_chunks(model, ds, indices, device, batch_size, amp, crop, parts_dir: Pa
                 progress.advance(task, len(idx))
                 continue
             res = _predict_indices(model, ds, idx, device, batch_size, amp, crop, progress, task)
-            with atomic_path(done[k]) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, **res)
+            with atomic_path(done[k]) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **res)
     out: dict[str, list] = {}
     for p in done:
         with np.load(p) as z:
@@ -313,7 +385,10 @@ def _run_chunks(model, ds, indices, device, batch_size, amp, crop, parts_dir: Pa
 def model_settings(model: torch.nn.Module) -> dict:
     """Effective ablation settings of a built model (presets fill what model_config leaves out)."""
     anchors = getattr(model, "anchors", None)
-    return {"num_anchors": 0 if anchors is None else int(anchors.shape[1]), "reliability": getattr(model, "reliability", None)}
+    return {
+        "num_anchors": 0 if anchors is None else int(anchors.shape[1]),
+        "reliability": getattr(model, "reliability", None),
+    }
 
 
 # -- dataset side information ---------------------------------------------------------------------

@@ -51,7 +51,10 @@ def resolve_dataset(name_or_path: str | os.PathLike | None, root: str | os.PathL
         if len(names) == 1:
             return r / names[0]
         if not names:
-            raise DatasetError(f"no prepared dataset under {r}: run `grefel prepare DATASET RAW` first (or set --data-root / {ENV_DATA_ROOT})")
+            raise DatasetError(
+                f"no prepared dataset under {r}: run `grefel prepare DATASET RAW` first "
+                f"(or set --data-root / {ENV_DATA_ROOT})"
+            )
         raise DatasetError(f"several prepared datasets under {r} ({', '.join(names)}): pick one with --dataset NAME")
     p = Path(name_or_path).expanduser()
     if (p / MANIFEST).is_file():
@@ -60,4 +63,7 @@ def resolve_dataset(name_or_path: str | os.PathLike | None, root: str | os.PathL
         return r / str(name_or_path)
     names = list_prepared(r)
     hint = f"prepared here: {', '.join(names)}" if names else "none is prepared yet: run `grefel prepare`"
-    raise DatasetError(f"no prepared dataset '{name_or_path}' under {r} ({hint}); use --data-root or {ENV_DATA_ROOT} to point elsewhere")
+    raise DatasetError(
+        f"no prepared dataset '{name_or_path}' under {r} ({hint}); "
+        f"use --data-root or {ENV_DATA_ROOT} to point elsewhere"
+    )

@@ -9,9 +9,9 @@ A file that cannot be read or holds no face becomes one error record; the other 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -91,7 +91,10 @@ def load_classifier(ckpt: str | os.PathLike, device=None):
     if not classes:
         raise CheckpointError(f"{ckpt} does not record its class names: pass a checkpoint written by `grefel train`")
     if n is not None and int(n) != len(classes):
-        raise CheckpointError(f"{ckpt} has a {n}-class head but records {len(classes)} classes ({', '.join(classes)}): the file is inconsistent; use the run's best.pt")
+        raise CheckpointError(
+            f"{ckpt} has a {n}-class head but records {len(classes)} classes ({', '.join(classes)}): "
+            "the file is inconsistent; use the run's best.pt"
+        )
     dev = torch.device(device) if device is not None else default_device()
     return model_from_checkpoint(payload, dev, ckpt), classes, _image_size(payload), dev, eval_crop(payload)
 
@@ -117,11 +120,19 @@ def predict(
         raise GrefelError(f"unknown --align '{align}': choose one of {', '.join(ALIGN_CHOICES)}")
     files = find_images(inputs)
     if not files:
-        raise GrefelError("no images found in " + ", ".join(str(i) for i in inputs) + f" (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise GrefelError(
+            "no images found in "
+            + ", ".join(str(i) for i in inputs)
+            + f" (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     model, classes, size, dev, crop = load_classifier(ckpt, device)
     from grefel.data import align as A
 
-    aligner = None if align == "none" else A.FaceAligner(align, weights_dir=weights_dir, size=size, device=str(dev) if dev.type == "cuda" else "cpu")
+    aligner = (
+        None
+        if align == "none"
+        else A.FaceAligner(align, weights_dir=weights_dir, size=size, device=str(dev) if dev.type == "cuda" else "cpu")
+    )
 
     from rich.progress import Progress
 
@@ -142,11 +153,17 @@ def predict(
                 if aligner is None:  # already a face: the centred square of the image
                     h, w = rgb.shape[:2]
                     side = min(h, w)
-                    faces = [A.resize_square(rgb, size, np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2]))]
+                    faces = [
+                        A.resize_square(
+                            rgb, size, np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
+                        )
+                    ]
                 else:
                     faces = aligner.align(rgb)
                 if not faces:
-                    raise GrefelError(f"no face found (detector {align}); try another --align, or --align none for pre-cropped faces")
+                    raise GrefelError(
+                        f"no face found (detector {align}); try another --align, or --align none for pre-cropped faces"
+                    )
             except GrefelError as e:
                 results.append(FacePrediction(file=str(f), error=str(e)))
                 progress.advance(task)
@@ -154,7 +171,9 @@ def predict(
             recs = []
             for k, face in enumerate(faces[:max_faces] if max_faces else faces):
                 box = None if face.box is None else [float(v) for v in face.box]
-                rec = FacePrediction(file=str(f), face=k, box=box, score=None if np.isnan(face.score) else float(face.score))
+                rec = FacePrediction(
+                    file=str(f), face=k, box=box, score=None if np.isnan(face.score) else float(face.score)
+                )
                 results.append(rec)
                 recs.append(rec)
                 pending.append((rec, face.image))
@@ -233,10 +252,19 @@ def records_table(results: list[FacePrediction]) -> list[dict]:
     """Flat rows (file, face, box, top class, confidence, primary class, primary confidence, changed, error) for CSV."""
     rows = []
     for r in results:
-        rows.append({
-            "file": r.file, "face": r.face, "box": "" if r.box is None else " ".join(f"{v:.1f}" for v in r.box),
-            "score": r.score, "top_class": r.top_class, "confidence": r.confidence, "primary_class": r.primary_class,
-            "primary_confidence": r.primary_confidence, "changed": r.changed, "error": r.error or "",
-            **{f"p_{k}": v for k, v in r.corrected.items()},
-        })
+        rows.append(
+            {
+                "file": r.file,
+                "face": r.face,
+                "box": "" if r.box is None else " ".join(f"{v:.1f}" for v in r.box),
+                "score": r.score,
+                "top_class": r.top_class,
+                "confidence": r.confidence,
+                "primary_class": r.primary_class,
+                "primary_confidence": r.primary_confidence,
+                "changed": r.changed,
+                "error": r.error or "",
+                **{f"p_{k}": v for k, v in r.corrected.items()},
+            }
+        )
     return rows

@@ -82,8 +82,12 @@ class TrainConfig:
     lambda_anchor: float = 1.0
     lambda_center: float = 1.0
     label_smoothing: float = 0.0
-    aux_warmup: float = 0.0  # epochs over which lambda_a and lambda_c ramp in from 0 (0: the paper, full from the start)
-    correction_warmup: float = 0.0  # epochs over which eq. (20) moves from the primary to the corrected distribution (0: the paper)
+    aux_warmup: float = (
+        0.0  # epochs over which lambda_a and lambda_c ramp in from 0 (0: the paper, full from the start)
+    )
+    correction_warmup: float = (
+        0.0  # epochs over which eq. (20) moves from the primary to the corrected distribution (0: the paper)
+    )
     # optimisation
     epochs: int | None = None  # None: 1000 (or, with --resume, the run's own)
     batch_size: int = 128  # global batch, split over processes
@@ -113,14 +117,31 @@ class TrainConfig:
     def augment_settings(self):
         from grefel.data.transforms import TrainAugment
 
-        return TrainAugment(crop=self.crop, flip=self.flip, rotation=self.rotation, brightness=self.color,
-                            contrast=self.color, saturation=self.color, erase=self.erase)
+        return TrainAugment(
+            crop=self.crop,
+            flip=self.flip,
+            rotation=self.rotation,
+            brightness=self.color,
+            contrast=self.color,
+            saturation=self.color,
+            erase=self.erase,
+        )
 
 
 DEFAULT_EPOCHS = 1000
 # settings a resumed run may change; everything else comes from the run's checkpoint
-RUNTIME_FIELDS = ("device", "workers", "quiet", "compile", "log_every", "data_root", "stop_after",
-                  "eval_batch_size", "resume", "save_every")  # (deterministic is kept from the run: its resumes must match)
+RUNTIME_FIELDS = (
+    "device",
+    "workers",
+    "quiet",
+    "compile",
+    "log_every",
+    "data_root",
+    "stop_after",
+    "eval_batch_size",
+    "resume",
+    "save_every",
+)  # (deterministic is kept from the run: its resumes must match)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,8 +181,12 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
 def build_loss(cfg: TrainConfig) -> torch.nn.Module:
     from grefel.models.losses import GReFELLoss
 
-    return GReFELLoss(lambda_cls=cfg.lambda_cls, lambda_anchor=cfg.lambda_anchor,
-                      lambda_center=cfg.lambda_center, label_smoothing=cfg.label_smoothing)
+    return GReFELLoss(
+        lambda_cls=cfg.lambda_cls,
+        lambda_anchor=cfg.lambda_anchor,
+        lambda_center=cfg.lambda_center,
+        label_smoothing=cfg.label_smoothing,
+    )
 
 
 def warmup_ramp(progress: float, warmup: float) -> float:
@@ -188,20 +213,28 @@ def check_label_set(ds, label_set: str | None) -> None:
     ds.labels(label_set)  # existence and length
     attrs = read_label_set_attrs(ds, label_set)
     if attrs.get("classes") not in (None, ds.classes) or attrs.get("manifest_sha256") not in (None, ds.manifest_sha256):
-        raise DatasetError(f"label set '{label_set}' was made for another preparation of {ds.name} (classes or manifest differ): "
-                           f"recreate it with `grefel corrupt --dataset {ds.name}`")
+        raise DatasetError(
+            f"label set '{label_set}' was made for another preparation of {ds.name} (classes or manifest differ): "
+            f"recreate it with `grefel corrupt --dataset {ds.name}`"
+        )
 
 
 def check_checkpoint_fits(ckpt: dict, ds, label_set: str | None, path) -> None:
     d = ckpt.get("dataset") or {}
     if d.get("classes") != ds.classes or d.get("protocol", ds.protocol) != ds.protocol:
-        raise CheckpointError(f"{path} was trained on {d.get('name')} ({d.get('protocol')}, classes {d.get('classes')}), "
-                              f"not {ds.name} ({ds.protocol}, classes {ds.classes}): resume it on its own dataset")
+        raise CheckpointError(
+            f"{path} was trained on {d.get('name')} ({d.get('protocol')}, classes {d.get('classes')}), "
+            f"not {ds.name} ({ds.protocol}, classes {ds.classes}): resume it on its own dataset"
+        )
     if d.get("manifest_sha256") != ds.manifest_sha256:
-        raise CheckpointError(f"{path} was trained on another preparation of {ds.name} (manifest hash differs): "
-                              "resume needs the same prepared dataset; start a new run instead")
+        raise CheckpointError(
+            f"{path} was trained on another preparation of {ds.name} (manifest hash differs): "
+            "resume needs the same prepared dataset; start a new run instead"
+        )
     if (ckpt.get("label_set") or "clean") != (label_set or "clean"):
-        raise CheckpointError(f"{path} was trained with label set '{ckpt.get('label_set')}', not '{label_set or 'clean'}'")
+        raise CheckpointError(
+            f"{path} was trained with label set '{ckpt.get('label_set')}', not '{label_set or 'clean'}'"
+        )
 
 
 def rng_state(device: torch.device) -> dict:
@@ -216,8 +249,10 @@ def _save(path: Path, payload: dict, run: Path) -> None:
     try:
         save_checkpoint(path, payload)
     except OSError as e:
-        raise GrefelError(f"could not write {path} ({e.strerror or e}): the previous {path.name} is intact; "
-                          f"free disk space and continue with `grefel train --resume {run}`") from None
+        raise GrefelError(
+            f"could not write {path} ({e.strerror or e}): the previous {path.name} is intact; "
+            f"free disk space and continue with `grefel train --resume {run}`"
+        ) from None
 
 
 def _write_metrics(run: Path, history: list[dict]) -> None:
@@ -239,7 +274,9 @@ def evaluate_split(model, loader, device, autocast, criterion, num_classes: int,
         y = batch["labels"].to(device, non_blocking=True)
         with autocast():
             out = model(x)
-        loss_sum += torch.stack([criterion(out, y)["total"].double() * len(y), torch.tensor(len(y), device=device, dtype=torch.float64)])
+        loss_sum += torch.stack(
+            [criterion(out, y)["total"].double() * len(y), torch.tensor(len(y), device=device, dtype=torch.float64)]
+        )
         rows.append(torch.stack([y, out.corrected.argmax(1), out.primary.argmax(1)], 1).cpu())
     local = torch.cat(rows).numpy() if rows else np.zeros((0, 3), np.int64)
     gdist.all_reduce_sum(loss_sum)
@@ -252,7 +289,9 @@ def evaluate_split(model, loader, device, autocast, criterion, num_classes: int,
         "val_loss": float(loss_sum[0] / loss_sum[1]),
         "val_acc": float(accuracy_score(y, pred)),
         "val_acc_primary": float(accuracy_score(y, prim)),
-        "val_mean_class_acc": float(balanced_accuracy_score(y, pred)) if len(np.unique(y)) > 1 else float(accuracy_score(y, pred)),
+        "val_mean_class_acc": float(balanced_accuracy_score(y, pred))
+        if len(np.unique(y)) > 1
+        else float(accuracy_score(y, pred)),
         "val_macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "val_n": int(len(y)),
     }
@@ -265,11 +304,27 @@ def _console(quiet: bool, is_main: bool):
 
 
 def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console, disable=console.quiet, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=console.quiet,
+        transient=False,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,9 +350,13 @@ def train(config: TrainConfig) -> Path:
             ckpt_path = rp / "last.pt" if rp.is_dir() else rp
             resume_ckpt = load_checkpoint(ckpt_path, map_location="cpu")
             if "optimizer" not in resume_ckpt:
-                raise CheckpointError(f"{ckpt_path} holds no training state (an exported model?): resume from a run's last.pt")
+                raise CheckpointError(
+                    f"{ckpt_path} holds no training state (an exported model?): resume from a run's last.pt"
+                )
             run = ckpt_path.parent
-            stored = {k: v for k, v in resume_ckpt["config"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+            stored = {
+                k: v for k, v in resume_ckpt["config"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}
+            }
             new = {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
             if cfg.epochs is not None:
                 new["epochs"] = cfg.epochs
@@ -307,7 +366,9 @@ def train(config: TrainConfig) -> Path:
                 cfg.dataset = resume_ckpt["dataset"]["name"]
         epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS
         if cfg.batch_size % info.world_size:
-            raise GrefelError(f"--batch-size {cfg.batch_size} (global) must be divisible by the {info.world_size} processes")
+            raise GrefelError(
+                f"--batch-size {cfg.batch_size} (global) must be divisible by the {info.world_size} processes"
+            )
         precision = resolve_precision(cfg.precision, device)
         if cfg.deterministic:  # e.g. the relative-position-bias gather accumulates in thread order otherwise
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -328,11 +389,17 @@ def train(config: TrainConfig) -> Path:
         val_idx = np.flatnonzero((splits == "val") & (ds.labels() >= 0))
         if len(train_pool) == 0:
             folds = [s for s in ds.split_sets() if s.startswith("fold")]
-            hint = f"pass --split-set one of {', '.join(folds)}" if folds else f"run `grefel refine --dataset {ds.name}` first"
+            hint = (
+                f"pass --split-set one of {', '.join(folds)}"
+                if folds
+                else f"run `grefel refine --dataset {ds.name}` first"
+            )
             raise DatasetError(f"{ds.name} has no labelled training images in split set '{cfg.split_set}': {hint}")
         if len(val_idx) == 0:
-            raise DatasetError(f"{ds.name} has no validation split (the test split is never used for model selection): "
-                               f"run `grefel refine --dataset {ds.name}` to carve one out, then train again")
+            raise DatasetError(
+                f"{ds.name} has no validation split (the test split is never used for model selection): "
+                f"run `grefel refine --dataset {ds.name}` to carve one out, then train again"
+            )
         val_labels = labels.copy()  # validation is scored with the labels the run learns from
         groups = ds.meta["group"].to_numpy()
         aug = cfg.augment_settings()
@@ -351,8 +418,13 @@ def train(config: TrainConfig) -> Path:
         if resume_ckpt is None and any((cfg.ir50, cfg.mobilefacenet, cfg.poster)):
             from grefel.models.weights import load_pretrained
 
-            weights_report = load_pretrained(model, ir50=cfg.ir50, mobilefacenet=cfg.mobilefacenet, poster=cfg.poster,
-                                             allow_partial=cfg.allow_partial)
+            weights_report = load_pretrained(
+                model,
+                ir50=cfg.ir50,
+                mobilefacenet=cfg.mobilefacenet,
+                poster=cfg.poster,
+                allow_partial=cfg.allow_partial,
+            )
             console.print(weights_report)
         model.to(device)
         if cfg.channels_last:
@@ -377,7 +449,9 @@ def train(config: TrainConfig) -> Path:
             try:
                 raw_model.load_state_dict(resume_ckpt["model"])
             except RuntimeError as e:
-                raise CheckpointError(f"{ckpt_path} does not fit the model it describes ({str(e).splitlines()[0][:120]})") from None
+                raise CheckpointError(
+                    f"{ckpt_path} does not fit the model it describes ({str(e).splitlines()[0][:120]})"
+                ) from None
             optimizer.load_state_dict(resume_ckpt["optimizer"])
             scheduler.load_state_dict(resume_ckpt["scheduler"])
             if resume_ckpt.get("scaler") and scaler.is_enabled():
@@ -403,13 +477,24 @@ def train(config: TrainConfig) -> Path:
             if not gdist.all_ok(not (run / "last.pt").exists(), device):
                 raise GrefelError(f"{run} already holds a run: continue it with --resume {run} or pick another --name")
         record = {
-            "config": asdict(cfg), "epochs": epochs, "precision": precision, "world_size": info.world_size,
-            "device": str(device), "model_config": raw_model.model_config, "label_set": cfg.labels or "clean",
+            "config": asdict(cfg),
+            "epochs": epochs,
+            "precision": precision,
+            "world_size": info.world_size,
+            "device": str(device),
+            "model_config": raw_model.model_config,
+            "label_set": cfg.labels or "clean",
             "split_set": cfg.split_set,
-            "dataset": {"name": ds.name, "protocol": ds.protocol, "classes": ds.classes,
-                        "manifest_sha256": ds.manifest_sha256, "path": str(ds.root.resolve()),
-                        "synthetic": ds.synthetic is not None},
-            "train_images": int(len(train_pool)), "val_images": int(len(val_idx)),
+            "dataset": {
+                "name": ds.name,
+                "protocol": ds.protocol,
+                "classes": ds.classes,
+                "manifest_sha256": ds.manifest_sha256,
+                "path": str(ds.root.resolve()),
+                "synthetic": ds.synthetic is not None,
+            },
+            "train_images": int(len(train_pool)),
+            "val_images": int(len(val_idx)),
             "torch": torch.__version__,
         }
         if info.is_main:
@@ -422,32 +507,59 @@ def train(config: TrainConfig) -> Path:
 
         def payload(epoch: int, metrics: dict) -> dict:
             return {
-                "model": raw_model.state_dict(), "model_config": raw_model.model_config,
+                "model": raw_model.state_dict(),
+                "model_config": raw_model.model_config,
                 "model_kwargs": raw_model.model_kwargs,
-                "dataset": record["dataset"], "label_set": record["label_set"], "split_set": record["split_set"],
-                "config": asdict(cfg), "epoch": epoch, "metrics": metrics, "history": history, "best": best,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng_state(device),
+                "dataset": record["dataset"],
+                "label_set": record["label_set"],
+                "split_set": record["split_set"],
+                "config": asdict(cfg),
+                "epoch": epoch,
+                "metrics": metrics,
+                "history": history,
+                "best": best,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(device),
             }
 
         # -- epochs ------------------------------------------------------------------------------------
         last_epoch = epochs if cfg.stop_after is None else min(epochs, start_epoch + cfg.stop_after)
         last_saved = start_epoch  # epoch held by last.pt
-        console.print(f"run {run}: {ds.name} ({len(train_pool)} train / {len(val_idx)} val images), preset {cfg.preset}, "
-                      f"labels {record['label_set']}, {info.world_size} process(es) on {device}, {precision}, "
-                      f"epochs {start_epoch + 1}..{last_epoch} of {epochs}")
+        console.print(
+            f"run {run}: {ds.name} ({len(train_pool)} train / {len(val_idx)} val images), preset {cfg.preset}, "
+            f"labels {record['label_set']}, {info.world_size} process(es) on {device}, {precision}, "
+            f"epochs {start_epoch + 1}..{last_epoch} of {epochs}"
+        )
         pin = device.type == "cuda"
         sampler = RankBatches(np.zeros(0, np.int64), cfg.batch_size, info.rank, info.world_size)
         workers = min(cfg.workers, gdist.usable_cores())  # more loader processes than cores only thrash
         loader = make_loader(ds, labels, sampler, workers=workers, pin_memory=pin, persistent=True)
-        val_loader = make_loader(ds, val_labels, EvalBatches(val_idx, eval_bs, info.rank, info.world_size),
-                                 workers=min(workers, 2), pin_memory=pin, persistent=True)
+        val_loader = make_loader(
+            ds,
+            val_labels,
+            EvalBatches(val_idx, eval_bs, info.rank, info.world_size),
+            workers=min(workers, 2),
+            pin_memory=pin,
+            persistent=True,
+        )
         progress = _progress(console)
         with progress:
             run_task = progress.add_task("run", total=epochs, completed=start_epoch, info="")
             for epoch in range(start_epoch, last_epoch):
-                plan = epoch_plan(labels, groups, train_pool, num_classes=ds.num_classes, epoch=epoch, seed=cfg.seed,
-                                  global_batch=cfg.batch_size, refine=cfg.refine, n_pg=cfg.n_pg, per_class=cfg.per_class)
+                plan = epoch_plan(
+                    labels,
+                    groups,
+                    train_pool,
+                    num_classes=ds.num_classes,
+                    epoch=epoch,
+                    seed=cfg.seed,
+                    global_batch=cfg.batch_size,
+                    refine=cfg.refine,
+                    n_pg=cfg.n_pg,
+                    per_class=cfg.per_class,
+                )
                 uniforms = augment_uniforms(len(plan.indices), cfg.seed, epoch)
                 sampler.set_plan(plan.indices)
                 torch.manual_seed(derive_seed(cfg.seed, epoch, info.rank, 7))  # dropout / drop-path of this epoch
@@ -488,33 +600,65 @@ def train(config: TrainConfig) -> Path:
                         gdist.all_reduce_sum(window)
                         w = window.cpu().numpy()
                         if not np.isfinite(w[:4]).all():
-                            parts_txt = ", ".join(f"{k} {v / max(w[5], 1):.4g}" for k, v in zip(("total", "cls", "anchor", "center"), w[:4]))
-                            kept = (f"kept the last good checkpoint {run / 'last.pt'} (epoch {last_saved})" if last_saved
-                                    else "no epoch had finished, so there is no checkpoint")
+                            parts_txt = ", ".join(
+                                f"{k} {v / max(w[5], 1):.4g}"
+                                for k, v in zip(("total", "cls", "anchor", "center"), w[:4])
+                            )
+                            kept = (
+                                f"kept the last good checkpoint {run / 'last.pt'} (epoch {last_saved})"
+                                if last_saved
+                                else "no epoch had finished, so there is no checkpoint"
+                            )
                             raise TrainingDiverged(
-                                f"loss became non-finite in epoch {epoch + 1}, steps {max(1, step + 2 - cfg.log_every)}..{step + 1} "
+                                f"loss became non-finite in epoch {epoch + 1}, "
+                                f"steps {max(1, step + 2 - cfg.log_every)}..{step + 1} "
                                 f"({parts_txt}; lr {lr:.3g}, {precision}); {kept}. Try a lower --lr, --precision fp32, "
                                 "or a smaller --lambda-* for the part that blew up"
-                                + (f", then --resume {run}" if last_saved else ""))
+                                + (f", then --resume {run}" if last_saved else "")
+                            )
                         totals += window
                         window.zero_()
                         el = time.perf_counter() - t0
                         t = totals.cpu().numpy()
-                        progress.update(task, completed=step + 1, info=(
-                            f"loss {t[0] / t[5]:.3f} (cls {t[1] / t[5]:.3f} anc {t[2] / t[5]:.3f} cen {t[3] / t[5]:.3f}) "
-                            f"acc {100 * t[4] / t[5]:.1f}% {seen / el:.0f} img/s"))
+                        progress.update(
+                            task,
+                            completed=step + 1,
+                            info=(
+                                f"loss {t[0] / t[5]:.3f} "
+                                f"(cls {t[1] / t[5]:.3f} anc {t[2] / t[5]:.3f} cen {t[3] / t[5]:.3f}) "
+                                f"acc {100 * t[4] / t[5]:.1f}% {seen / el:.0f} img/s"
+                            ),
+                        )
                 train_time = time.perf_counter() - t0
                 scheduler.step()
                 validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch
-                metrics = evaluate_split(model_ddp.module if info.enabled else model_ddp, val_loader, device, autocast,
-                                         criterion, ds.num_classes, cfg.crop) if validate else {}
+                metrics = (
+                    evaluate_split(
+                        model_ddp.module if info.enabled else model_ddp,
+                        val_loader,
+                        device,
+                        autocast,
+                        criterion,
+                        ds.num_classes,
+                        cfg.crop,
+                    )
+                    if validate
+                    else {}
+                )
                 t = totals.cpu().numpy()
                 metrics = {
-                    "epoch": epoch + 1, "lr": float(lr),
-                    "train_loss": float(t[0] / t[5]), "train_cls": float(t[1] / t[5]), "train_anchor": float(t[2] / t[5]),
-                    "train_center": float(t[3] / t[5]), "train_acc": float(t[4] / t[5]), **metrics,
-                    "images_per_s": float(seen / train_time), "epoch_time_s": float(time.perf_counter() - t0),
-                    "epoch_images": int(plan.n_real), "short_classes": [ds.classes[c] for c in plan.short],
+                    "epoch": epoch + 1,
+                    "lr": float(lr),
+                    "train_loss": float(t[0] / t[5]),
+                    "train_cls": float(t[1] / t[5]),
+                    "train_anchor": float(t[2] / t[5]),
+                    "train_center": float(t[3] / t[5]),
+                    "train_acc": float(t[4] / t[5]),
+                    **metrics,
+                    "images_per_s": float(seen / train_time),
+                    "epoch_time_s": float(time.perf_counter() - t0),
+                    "epoch_images": int(plan.n_real),
+                    "short_classes": [ds.classes[c] for c in plan.short],
                 }
                 history.append(metrics)
                 is_best = metrics.get("val_acc", -1) > best["val_acc"]
@@ -540,15 +684,23 @@ def train(config: TrainConfig) -> Path:
                 if save_last:
                     last_saved = epoch + 1
                 progress.remove_task(task)
-                progress.update(run_task, completed=epoch + 1,
-                                info=f"val acc {100 * metrics.get('val_acc', 0):.2f}% (best {100 * best['val_acc']:.2f}% @ {best['epoch']})")
+                progress.update(
+                    run_task,
+                    completed=epoch + 1,
+                    info=(
+                        f"val acc {100 * metrics.get('val_acc', 0):.2f}% "
+                        f"(best {100 * best['val_acc']:.2f}% @ {best['epoch']})"
+                    ),
+                )
                 console.print(
                     f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f} (cls {metrics['train_cls']:.4f} "
                     f"anchor {metrics['train_anchor']:.4f} center {metrics['train_center']:.4f})  train acc "
                     f"{100 * metrics['train_acc']:.2f}%  val acc "
                     + (f"{100 * metrics['val_acc']:.2f}%  " if "val_acc" in metrics else "-  ")
-                    + f"{metrics['images_per_s']:.0f} img/s" + ("  [best]" if is_best else "")
-                    + (f"  short: {', '.join(metrics['short_classes'])}" if metrics["short_classes"] else ""))
+                    + f"{metrics['images_per_s']:.0f} img/s"
+                    + ("  [best]" if is_best else "")
+                    + (f"  short: {', '.join(metrics['short_classes'])}" if metrics["short_classes"] else "")
+                )
         if last_epoch < epochs:
             console.print(f"stopped after epoch {last_epoch} of {epochs}: continue with `grefel train --resume {run}`")
         else:

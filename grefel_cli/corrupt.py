@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,12 +12,18 @@ from grefel_cli.app import app
 @app.command()
 def corrupt(
     noise: float = typer.Option(..., "--noise", help="Fraction of labels to flip, e.g. 0.2 for 20 %."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Prepared dataset name or folder \\[default: the only one]."),
-    mode: str = typer.Option("symmetric", "--mode", help="symmetric (any other class) or asymmetric (a fixed confusable class)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Prepared dataset name or folder \\[default: the only one]."
+    ),
+    mode: str = typer.Option(
+        "symmetric", "--mode", help="symmetric (any other class) or asymmetric (a fixed confusable class)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same flips."),
-    name: Optional[str] = typer.Option(None, "--name", help="Label set name \\[default: sym20-s0 / asym20-s0 style]."),
+    name: str | None = typer.Option(None, "--name", help="Label set name \\[default: sym20-s0 / asym20-s0 style]."),
     force: bool = typer.Option(False, "--force", help="Overwrite a label set of that name made with other settings."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."
+    ),
 ):
     """Write a noisy label set (labels/<name>.h5) for the noise studies of Tables 5 and 7.
 
@@ -35,15 +40,17 @@ def corrupt(
 
       grefel corrupt --noise 0.1 --dataset affwild2 --name noisy10
     """
-    from grefel.console import make_console
     from rich.table import Table
 
+    from grefel.console import make_console
     from grefel.data.corrupt import corrupt_dataset
 
     res = corrupt_dataset(dataset, noise, mode, seed, name, force=force, data_root=data_root)
     console = make_console()
     console.print(f"label set [bold]{res.name}[/bold]: {res.path}")
-    console.print(f"flipped {res.flipped} of {res.eligible} labels: realised rate {res.realised:.4f} (asked {res.requested:.4f})")
+    console.print(
+        f"flipped {res.flipped} of {res.eligible} labels: realised rate {res.realised:.4f} (asked {res.requested:.4f})"
+    )
     classes = res.classes
     short = [c[:4] for c in classes]  # column heads: the noisy class, first letters (one line at 80 columns)
     if len(set(short)) < len(short):

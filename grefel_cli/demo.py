@@ -11,8 +11,14 @@ from grefel_cli.app import app
 
 @app.command()
 def demo(
-    workdir: Path = typer.Option(Path("grefel-demo"), "--workdir", help="Folder for everything the demo writes (raw images, prepared data, runs, report)."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller data and shorter training (under 2 minutes; what CI runs)."),
+    workdir: Path = typer.Option(
+        Path("grefel-demo"),
+        "--workdir",
+        help="Folder for everything the demo writes (raw images, prepared data, runs, report).",
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Smaller data and shorter training (under 2 minutes; what CI runs)."
+    ),
 ):
     """Run synth -> prepare -> refine -> corrupt -> train (reliability balancing on and off) -> evaluate -> report.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,12 +11,20 @@ from grefel_cli.app import app
 
 @app.command()
 def inspect(
-    prepared: Optional[str] = typer.Argument(None, help="Prepared dataset name under the data root, or its folder \\[default: the only one]."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
-    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Contact-sheet PNG to write \\[default: <prepared>/contact-sheet.png]."),
+    prepared: str | None = typer.Argument(
+        None, help="Prepared dataset name under the data root, or its folder \\[default: the only one]."
+    ),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."
+    ),
+    sheet: Path | None = typer.Option(
+        None, "--sheet", help="Contact-sheet PNG to write \\[default: <prepared>/contact-sheet.png]."
+    ),
     per_class: int = typer.Option(8, "--per-class", help="Faces per class on the contact sheet."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label set from `grefel corrupt` \\[default: clean]."),
-    splits: Optional[str] = typer.Option(None, "--splits", help="Split set from `grefel refine` \\[default: refined 'default' if any, else official]."),
+    labels: str | None = typer.Option(None, "--labels", help="Label set from `grefel corrupt` \\[default: clean]."),
+    splits: str | None = typer.Option(
+        None, "--splits", help="Split set from `grefel refine` \\[default: refined 'default' if any, else official]."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the faces picked for the contact sheet."),
 ):
     """Show what a prepared dataset holds and write a contact sheet of aligned faces per class.

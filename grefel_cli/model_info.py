@@ -11,7 +11,9 @@ from grefel_cli.app import app
 def model_info(
     preset: str = typer.Option("full", "--preset", "-p", help="Model preset: full (the paper) or tiny (2-core CPU)."),
     num_classes: int = typer.Option(7, "--num-classes", "-c", help="Number of expression classes."),
-    reliability: str = typer.Option("both", "--reliability", help="Reliability balancing: both, anchors, mhsa or none (Table 2)."),
+    reliability: str = typer.Option(
+        "both", "--reliability", help="Reliability balancing: both, anchors, mhsa or none (Table 2)."
+    ),
     num_anchors: int = typer.Option(10, "--num-anchors", "-k", help="Anchors per class K."),
     json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of a table."),
 ):
@@ -30,7 +32,6 @@ def model_info(
       grefel model-info --preset full --reliability none --json
     """
     from grefel.console import make_console
-
     from grefel.models.info import model_summary
 
     summary = model_summary(preset, num_classes, reliability=reliability, num_anchors=num_anchors)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,19 +12,42 @@ from grefel_cli.app import app
 @app.command(no_args_is_help=True)
 def prepare(
     dataset: str = typer.Argument(..., help="rafdb, affectnet, ferplus, ferg, jaffe or affwild2."),
-    raw: Path = typer.Argument(..., help="Folder where the dataset was unpacked, as distributed (a .zip works for JAFFE)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Prepared folder \\[default: <data root>/<name>]."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="Class protocol: 7 or 8 for affectnet (default 8, named affectnet7/affectnet8); affwild2 reads it from the annotations."),
-    align: Optional[str] = typer.Option(None, "--align", help="none | landmarks | retinaface-onnx | facexlib-resnet50 | facexlib-mobile0.25 \\[default: per dataset, see docs/prepare.md]."),
-    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder holding facexlib's detection_*.pth files (never downloaded)."),
+    raw: Path = typer.Argument(
+        ..., help="Folder where the dataset was unpacked, as distributed (a .zip works for JAFFE)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Prepared folder \\[default: <data root>/<name>]."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."
+    ),
+    protocol: str | None = typer.Option(
+        None,
+        "--protocol",
+        help="Class protocol: 7 or 8 for affectnet (default 8, named affectnet7/affectnet8); "
+        "affwild2 reads it from the annotations.",
+    ),
+    align: str | None = typer.Option(
+        None,
+        "--align",
+        help="none | landmarks | retinaface-onnx | facexlib-resnet50 | facexlib-mobile0.25 "
+        "\\[default: per dataset, see docs/prepare.md].",
+    ),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", help="Folder holding facexlib's detection_*.pth files (never downloaded)."
+    ),
     size: int = typer.Option(128, "--size", help="Stored face size in pixels (the 112 template scaled by size/112)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes for decoding and alignment."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Detector CPU threads per worker, in one lane (default: one worker runs one lane per core, at most 4, each detector run on 1 thread; several workers use 1 thread each)."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="Detector CPU threads per worker, in one lane (default: one worker runs one lane per core, at most 4, "
+        "each detector run on 1 thread; several workers use 1 thread each).",
+    ),
     shard_items: int = typer.Option(1024, "--shard-items", help="Raw items per shard (bounds the shard size)."),
     compression: str = typer.Option("none", "--compression", help="none or gzip (gzip: ~2x smaller, slower reads)."),
     device: str = typer.Option("cpu", "--device", help="Device of the facexlib detectors (cpu, cuda)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing prepared folder instead of resuming it."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing prepared folder instead of resuming it."
+    ),
 ):
     """Read a raw dataset exactly as distributed, align its faces and write HDF5 shards.
 
@@ -48,6 +70,19 @@ def prepare(
     """
     from grefel.data.prepare import prepare as run
 
-    run(dataset, raw, out=out, data_root=data_root, align=align, workers=workers, size=size, protocol=protocol,
-        weights_dir=weights_dir, device=device, shard_items=shard_items, compression=compression, threads=threads,
-        overwrite=overwrite)
+    run(
+        dataset,
+        raw,
+        out=out,
+        data_root=data_root,
+        align=align,
+        workers=workers,
+        size=size,
+        protocol=protocol,
+        weights_dir=weights_dir,
+        device=device,
+        shard_items=shard_items,
+        compression=compression,
+        threads=threads,
+        overwrite=overwrite,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,18 +11,38 @@ from grefel_cli.app import app
 
 @app.command()
 def refine(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Prepared dataset name or folder \\[default: the only one]."),
-    method: str = typer.Option("auto", "--method", help="Split method: auto, carve-val, folds, random, group, none (auto: see below)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Prepared dataset name or folder \\[default: the only one]."
+    ),
+    method: str = typer.Option(
+        "auto", "--method", help="Split method: auto, carve-val, folds, random, group, none (auto: see below)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and of the previewed refined epoch."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the training images held out for validation."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share held out for testing (datasets with no split at all)."),
-    n_pg: int = typer.Option(512, "--n-pg", help="N_pg: at most this many images per video / face group per epoch (0: no cap)."),
-    per_class: int = typer.Option(500, "--per-class", help="B: images per class per epoch (with replacement where a class is short)."),
-    epoch: int = typer.Option(0, "--epoch", help="Which epoch's refined draw to preview (training draws epoch 0, 1, ...)."),
-    split_set: Optional[str] = typer.Option(None, "--split-set", help="Split set to preview \\[default: default, fold0 for JAFFE, else official]."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label set (from `grefel corrupt`) the refinement balances \\[default: clean]."),
+    val_fraction: float = typer.Option(
+        0.1, "--val-fraction", help="Share of the training images held out for validation."
+    ),
+    test_fraction: float = typer.Option(
+        0.1, "--test-fraction", help="Share held out for testing (datasets with no split at all)."
+    ),
+    n_pg: int = typer.Option(
+        512, "--n-pg", help="N_pg: at most this many images per video / face group per epoch (0: no cap)."
+    ),
+    per_class: int = typer.Option(
+        500, "--per-class", help="B: images per class per epoch (with replacement where a class is short)."
+    ),
+    epoch: int = typer.Option(
+        0, "--epoch", help="Which epoch's refined draw to preview (training draws epoch 0, 1, ...)."
+    ),
+    split_set: str | None = typer.Option(
+        None, "--split-set", help="Split set to preview \\[default: default, fold0 for JAFFE, else official]."
+    ),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Label set (from `grefel corrupt`) the refinement balances \\[default: clean]."
+    ),
     force: bool = typer.Option(False, "--force", help="Rewrite split files that already exist."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."
+    ),
 ):
     """Write the split files a dataset lacks and show the paper's per-epoch data refinement.
 
@@ -50,6 +69,17 @@ def refine(
     """
     from grefel.data.refine import refine as run
 
-    run(dataset, method=method, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-        n_pg=n_pg or None, per_class=per_class, epoch=epoch, split_set=split_set, label_set=labels,
-        force=force, data_root=data_root)
+    run(
+        dataset,
+        method=method,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        n_pg=n_pg or None,
+        per_class=per_class,
+        epoch=epoch,
+        split_set=split_set,
+        label_set=labels,
+        force=force,
+        data_root=data_root,
+    )

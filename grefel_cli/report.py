@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -12,23 +11,41 @@ from grefel_cli.app import app
 
 @app.command(no_args_is_help=True)
 def report(
-    ckpt: List[Path] = typer.Option(..., "--ckpt", help="Checkpoint (or predictions .parquet); repeat to compare runs."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder \\[default: <first run>/report]."),
+    ckpt: list[Path] = typer.Option(
+        ..., "--ckpt", help="Checkpoint (or predictions .parquet); repeat to compare runs."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder \\[default: <first run>/report]."),
     split: str = typer.Option("test", "--split", help="Split to report on."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label set for label_noisy \\[default: each run's own]."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Prepared dataset \\[default: the one each checkpoint records]."),
-    sample: List[int] = typer.Option([], "--sample", help="Global sample index to show in the Fig. 9 panel; repeat \\[default: one per class]."),
-    most_changed: int = typer.Option(6, "--most-changed", help="How many of the samples reliability balancing changed most to show."),
-    tsne_points: int = typer.Option(2000, "--tsne-points", help="Embeddings in the t-SNE (stratified sample); 0 skips it."),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Images per forward pass when evaluation is needed."),
-    device: Optional[str] = typer.Option(None, "--device", help="Device for evaluation \\[default: cuda when available]."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."),
+    labels: str | None = typer.Option(None, "--labels", help="Label set for label_noisy \\[default: each run's own]."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Prepared dataset \\[default: the one each checkpoint records]."
+    ),
+    sample: list[int] = typer.Option(
+        [], "--sample", help="Global sample index to show in the Fig. 9 panel; repeat \\[default: one per class]."
+    ),
+    most_changed: int = typer.Option(
+        6, "--most-changed", help="How many of the samples reliability balancing changed most to show."
+    ),
+    tsne_points: int = typer.Option(
+        2000, "--tsne-points", help="Embeddings in the t-SNE (stratified sample); 0 skips it."
+    ),
+    batch_size: int = typer.Option(
+        128, "--batch-size", "-b", help="Images per forward pass when evaluation is needed."
+    ),
+    device: str | None = typer.Option(None, "--device", help="Device for evaluation \\[default: cuda when available]."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the t-SNE and the default sample choice."),
     fp32: bool = typer.Option(False, "--fp32", help="Evaluate in float32 on CUDA too (default there: bf16 autocast)."),
 ):
     """Write report.html (opens offline, figures embedded), the figures as PNG and SVG, and report.json.
 
-    The checkpoint alone is enough: it records its dataset, label set and configuration, and evaluation runs first when its predictions are missing or stale. The page shows accuracy, balanced accuracy, macro-F1 and per-class scores with and without reliability balancing, confusion matrices, primary vs corrected distributions, t-SNE with cluster scores, where the wrong predictions are, calibration, per-group accuracy, the paper's Table 1 beside this run, and with several checkpoints tables and curves in the layout of Tables 6-8. Reading guide: docs/report.md.
+    The checkpoint alone is enough: it records its dataset, label set and configuration, and evaluation runs first when
+    its predictions are missing or stale. The page shows accuracy, balanced accuracy, macro-F1 and per-class scores with
+    and without reliability balancing, confusion matrices, primary vs corrected distributions, t-SNE with cluster
+    scores, where the wrong predictions are, calibration, per-group accuracy, the paper's Table 1 beside this run, and
+    with several checkpoints tables and curves in the layout of Tables 6-8. Reading guide: docs/report.md.
 
     [bold]Examples:[/bold]
 
@@ -42,12 +59,23 @@ def report(
       grefel report --ckpt runs/a/predictions/best-test-clean.parquet
     """
     from grefel.console import make_console
-
     from grefel.report.build import build_report
 
     console = make_console(stderr=True)
-    html = build_report(ckpt, out, split=split, label_set=labels, dataset=dataset, data_root=data_root, samples=sample,
-                        n_changed=most_changed, tsne_points=tsne_points, batch_size=batch_size, device=device, seed=seed,
-                        amp=False if fp32 else None,
-                        log=lambda s: console.print(s, highlight=False))
+    html = build_report(
+        ckpt,
+        out,
+        split=split,
+        label_set=labels,
+        dataset=dataset,
+        data_root=data_root,
+        samples=sample,
+        n_changed=most_changed,
+        tsne_points=tsne_points,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        amp=False if fp32 else None,
+        log=lambda s: console.print(s, highlight=False),
+    )
     make_console().print(f"report: {html}")

@@ -13,7 +13,9 @@ from grefel_cli.app import app
 def synth(
     out: Path = typer.Argument(..., help="Folder to write (new or empty; rerun the same command to resume)."),
     characters: int = typer.Option(6, "--characters", help="Number of characters (the groups; FERG-DB has 6)."),
-    per_class: int = typer.Option(100, "--per-class", help="Images per character of the most frequent expression (joy)."),
+    per_class: int = typer.Option(
+        100, "--per-class", help="Images per character of the most frequent expression (joy)."
+    ),
     imbalance: float = typer.Option(3.0, "--imbalance", help="Most / least frequent expression ratio; 1 = balanced."),
     size: int = typer.Option(128, "--size", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives byte-identical files."),
@@ -39,4 +41,6 @@ def synth(
     """
     from grefel.data.synth import generate
 
-    generate(out, characters=characters, per_class=per_class, size=size, seed=seed, imbalance=imbalance, workers=workers)
+    generate(
+        out, characters=characters, per_class=per_class, size=size, seed=seed, imbalance=imbalance, workers=workers
+    )

@@ -9,8 +9,8 @@ crops; colours, phase and noise vary per image so the model has to learn the sha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -94,20 +94,41 @@ def make_prepared(
     samples = []
     for k in range(len(classes)):
         for i in range(counts[k]):
-            samples.append(Sample(
-                image=pattern_image(PATTERNS[k % len(PATTERNS)], rng, image_size),
-                label=k, split=split_of(k, i), source=f"{classes[k]}/{i:05d}.png",
-                group=f"g{i % n_groups}" if n_groups else "",
-            ))
+            samples.append(
+                Sample(
+                    image=pattern_image(PATTERNS[k % len(PATTERNS)], rng, image_size),
+                    label=k,
+                    split=split_of(k, i),
+                    source=f"{classes[k]}/{i:05d}.png",
+                    group=f"g{i % n_groups}" if n_groups else "",
+                )
+            )
     order = rng.permutation(len(samples))  # interleave classes across shards, as real data is
     samples = [samples[j] for j in order]
     protocol = protocol or f"{len(classes)}cls"
     shards = []
     for s, start in enumerate(range(0, len(samples), shard_size)):
-        shards.append(write_shard(root / "shards" / shard_name(s), samples[start:start + shard_size], first_index=start,
-                                  dataset=name, protocol=protocol, classes=classes, image_size=image_size))
-    write_json(root / "manifest.json", {
-        "schema_version": 1, "dataset": name, "protocol": protocol, "classes": classes,
-        "image_size": image_size, "counts": {"total": len(samples)}, "shards": shards,
-    })
+        shards.append(
+            write_shard(
+                root / "shards" / shard_name(s),
+                samples[start : start + shard_size],
+                first_index=start,
+                dataset=name,
+                protocol=protocol,
+                classes=classes,
+                image_size=image_size,
+            )
+        )
+    write_json(
+        root / "manifest.json",
+        {
+            "schema_version": 1,
+            "dataset": name,
+            "protocol": protocol,
+            "classes": classes,
+            "image_size": image_size,
+            "counts": {"total": len(samples)},
+            "shards": shards,
+        },
+    )
     return root

@@ -49,13 +49,20 @@ RAF_TRAIN = [1, 2, 3, 4, 5, 6]  # codes of train_00001.. (label = code - 1)
 RAF_TEST = [7, 7, 1]
 
 
-def make_rafdb(root: Path, *, aligned: str = "folder", original: bool = True, manual: bool = True,
-               label_name: str = "list_patition_label.txt") -> dict:
+def make_rafdb(
+    root: Path,
+    *,
+    aligned: str = "folder",
+    original: bool = True,
+    manual: bool = True,
+    label_name: str = "list_patition_label.txt",
+) -> dict:
     """RAF-DB basic tree. ``aligned``: "folder", "zip" or "none". Adds three bad label lines."""
     base = root / "basic"
     lines, expect = [], {}
-    names = [(f"train_{i + 1:05d}", c, "train") for i, c in enumerate(RAF_TRAIN)] + \
-            [(f"test_{i + 1:04d}", c, "test") for i, c in enumerate(RAF_TEST)]
+    names = [(f"train_{i + 1:05d}", c, "train") for i, c in enumerate(RAF_TRAIN)] + [
+        (f"test_{i + 1:04d}", c, "test") for i, c in enumerate(RAF_TEST)
+    ]
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as z:
         for k, (stem, code, split) in enumerate(names):
@@ -73,7 +80,11 @@ def make_rafdb(root: Path, *, aligned: str = "folder", original: bool = True, ma
             expect[stem] = (code - 1, split, {"gender": k % 3, "race": k % 3, "age": k % 5})
     if aligned == "zip":
         write(base / "Image" / "aligned.zip", zbuf.getvalue())
-    lines += ["train_00099.jpg 4", "this line is malformed", "test_0003.jpg 9"]  # missing image, malformed, unknown code
+    lines += [
+        "train_00099.jpg 4",
+        "this line is malformed",
+        "test_0003.jpg 9",
+    ]  # missing image, malformed, unknown code
     # test_0003 exists with code 1 above; the duplicate line with code 9 is an unknown code
     write(base / "EmoLabel" / label_name, ("\n".join(lines) + "\n").encode())
     return {"expect": expect, "skipped": 3}
@@ -83,7 +94,9 @@ def make_rafdb_repackaged(root: Path) -> dict:
     expect = {}
     for split, codes in (("train", RAF_TRAIN), ("test", RAF_TEST)):
         for i, code in enumerate(codes):
-            p = write(root / "DATASET" / split / str(code) / f"{split}_{i:04d}_aligned.jpg", jpeg_bytes(noise(100, 100)))
+            p = write(
+                root / "DATASET" / split / str(code) / f"{split}_{i:04d}_aligned.jpg", jpeg_bytes(noise(100, 100))
+            )
             expect[p.relative_to(root).as_posix()] = (code - 1, split)
     write(root / "DATASET" / "train" / "9" / "odd.jpg", jpeg_bytes(noise(100, 100)))  # unknown code folder
     write(root / "train_labels.csv", b"image,label\n")
@@ -91,8 +104,17 @@ def make_rafdb_repackaged(root: Path) -> dict:
 
 
 # -- AffectNet --------------------------------------------------------------------------------------
-AFFECTNET_HEADER = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-                    "expression", "valence", "arousal"]
+AFFECTNET_HEADER = [
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+]
 
 
 def _landmarks68(w: int, h: int) -> np.ndarray:
@@ -176,8 +198,22 @@ def make_ferplus(root: Path, icml: bool = False) -> dict:
             w.writerow([i % 7, usage, pix] if icml else [i % 7, pix, usage])
     with open(root / "FERPlus" / "fer2013new.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["Usage", "Image name", "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-                    "contempt", "unknown", "NF"])
+        w.writerow(
+            [
+                "Usage",
+                "Image name",
+                "neutral",
+                "happiness",
+                "surprise",
+                "sadness",
+                "anger",
+                "disgust",
+                "fear",
+                "contempt",
+                "unknown",
+                "NF",
+            ]
+        )
         for usage, name, votes, _ in FERPLUS_ROWS:
             w.writerow([usage, name, *votes])
     split = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
@@ -212,8 +248,12 @@ def jaffe_images() -> dict[str, Image.Image]:
     astro, hopper = face_photos()
     a = Image.fromarray(astro[20:276, 100:356]).convert("L")
     h = Image.fromarray(hopper[60:440, 70:450]).convert("L").resize((256, 256))
-    return {"KA.AN1.39.tiff": a, "KA.HA2.40.tiff": h.convert("P"), "KL.NE1.1.tiff": h,
-            "KM.SU1.5.tiff": Image.new("L", (256, 256), 128)}
+    return {
+        "KA.AN1.39.tiff": a,
+        "KA.HA2.40.tiff": h.convert("P"),
+        "KL.NE1.1.tiff": h,
+        "KM.SU1.5.tiff": Image.new("L", (256, 256), 128),
+    }
 
 
 def make_jaffe(root: Path, as_zip: bool = False) -> dict:
@@ -243,9 +283,14 @@ ABAW2_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
 
 def make_affwild2(root: Path, abaw3: bool = True) -> dict:
     ann = root / "annotations" / ("EXPR_Classification_Challenge" if abaw3 else "EXPR_Set")
-    videos = {"Train_Set": {"10-60-1280x720": [0, 1, -1, 7 if abaw3 else 6, 4, 2],
-                            "video7_left": [5, 5], "video7_right": [3, "x"]},
-              "Validation_Set": {"120-30-1280x720": [6, 0, 3]}}
+    videos = {
+        "Train_Set": {
+            "10-60-1280x720": [0, 1, -1, 7 if abaw3 else 6, 4, 2],
+            "video7_left": [5, 5],
+            "video7_right": [3, "x"],
+        },
+        "Validation_Set": {"120-30-1280x720": [6, 0, 3]},
+    }
     missing = {("10-60-1280x720", 6)}  # annotated frame without an image: no face was found
     expect, skipped = {}, 0
     for official, vids in videos.items():

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import prepare_fixtures as fx
 import pytest
 import torch
 
-import prepare_fixtures as fx
-from grefel.data.align import (TEMPLATE_112, FaceAligner, align_landmarks, five_from_68, resize_square,
-                               similarity_to_template, template, warp)
+from grefel.data.align import (
+    TEMPLATE_112,
+    FaceAligner,
+    align_landmarks,
+    five_from_68,
+    resize_square,
+    similarity_to_template,
+    template,
+    warp,
+)
 from grefel.errors import CheckpointError, GrefelError
 
 SIZE = 128
@@ -37,13 +45,13 @@ def test_align_landmarks_puts_the_points_on_the_template():
     pts = TEMPLATE_112 @ (scale * rot).T + shift
     img = np.zeros((260, 300, 3), np.uint8)
     for x, y in pts:
-        img[int(round(y)) - 2:int(round(y)) + 3, int(round(x)) - 2:int(round(x)) + 3] = 255
+        img[int(round(y)) - 2 : int(round(y)) + 3, int(round(x)) - 2 : int(round(x)) + 3] = 255
     face = align_landmarks(img, pts, SIZE)
     assert face.image.shape == (SIZE, SIZE, 3) and face.image.dtype == np.uint8
     np.testing.assert_allclose(apply(face.transform, pts), template(SIZE), atol=1e-3)
-    for (x, y) in template(SIZE):  # each dot landed where the template says
+    for x, y in template(SIZE):  # each dot landed where the template says
         yy, xx = int(round(y)), int(round(x))
-        assert face.image[yy - 1:yy + 2, xx - 1:xx + 2].max() > 200
+        assert face.image[yy - 1 : yy + 2, xx - 1 : xx + 2].max() > 200
     assert face.image[5:20, 5:20].max() == 0
 
 
@@ -62,7 +70,9 @@ def test_five_from_68_and_degenerate_points():
 def test_resize_square_keeps_the_centre_and_records_the_transform():
     img = fx.noise(100, 140)
     face = resize_square(img, SIZE)
-    np.testing.assert_allclose(apply(face.transform, [[20 + 49.5, 49.5]]), [[63.5, 63.5]], atol=1e-4)  # centre -> centre
+    np.testing.assert_allclose(
+        apply(face.transform, [[20 + 49.5, 49.5]]), [[63.5, 63.5]], atol=1e-4
+    )  # centre -> centre
     assert face.landmarks is None and face.image.shape == (SIZE, SIZE, 3)
     same = resize_square(img[:, 20:120], SIZE)
     np.testing.assert_array_equal(face.image, same.image)  # centre crop of the wider image
@@ -91,7 +101,7 @@ def test_offline_detector_aligns_real_photographs(onnx_aligner, which):
     # and the warp really moved them there: detect again in the aligned face (padded, since a face
     # that fills the frame is hard to detect)
     canvas = np.full((3 * SIZE, 3 * SIZE, 3), 0, np.uint8)
-    canvas[SIZE:2 * SIZE, SIZE:2 * SIZE] = f.image
+    canvas[SIZE : 2 * SIZE, SIZE : 2 * SIZE] = f.image
     _, scores, lms = onnx_aligner.detect(canvas)
     assert len(scores) == 1
     assert np.abs(lms[0][:2] - SIZE - template(SIZE)[:2]).max() < 6

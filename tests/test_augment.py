@@ -38,7 +38,9 @@ def test_crop_offsets_are_integer_random_crops():
 
 def test_flip_and_rotation():
     x = _faces(1)
-    flipped = train_batch(x, _u(flip=0.0), TrainAugment(flip=1.0, rotation=0, brightness=0, contrast=0, saturation=0, erase=0))
+    flipped = train_batch(
+        x, _u(flip=0.0), TrainAugment(flip=1.0, rotation=0, brightness=0, contrast=0, saturation=0, erase=0)
+    )
     torch.testing.assert_close(flipped, eval_batch(x).flip(-1), atol=1e-4, rtol=0)
     rot = TrainAugment(flip=0, rotation=90, brightness=0, contrast=0, saturation=0, erase=0)
     turned = train_batch(x, _u(angle=1.0), rot)  # +90 degrees
@@ -104,7 +106,9 @@ def test_cpu_warp_equals_grid_sample_up_to_uint8_rounding():
     d = (cv - gs).abs()
     assert d.max() < ROUNDING and d.mean() < 0.005
     # and a wrong map would show: a one-pixel shift of the crop is far outside that bound
-    shifted = train_batch(x, u + torch.tensor([1 / 17] + [0.0] * 11, dtype=u.dtype), TrainAugment(), geometry="grid_sample")
+    shifted = train_batch(
+        x, u + torch.tensor([1 / 17] + [0.0] * 11, dtype=u.dtype), TrainAugment(), geometry="grid_sample"
+    )
     assert (cv - shifted).abs().mean() > 5 * d.mean()
     assert train_batch(x, u, TrainAugment()).equal(cv)  # the CPU default
     with pytest.raises(ValueError, match="uint8 images on the CPU"):

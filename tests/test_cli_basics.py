@@ -20,8 +20,9 @@ def test_console_script_installed():
 
 def test_library_error_is_one_line_without_traceback(tmp_path):
     env = {"GREFEL_DATA_ROOT": str(tmp_path), "PATH": ""}
-    out = subprocess.run([sys.executable, "-m", "grefel_cli.main", "inspect", "no-such-dataset"], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "grefel_cli.main", "inspect", "no-such-dataset"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]

@@ -17,8 +17,13 @@ EMOTIONS = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neu
 
 
 def _dataset(**kw):
-    kw = {"n_per_class": [40, 30, 20, 50, 25, 35, 60], "classes": EMOTIONS, "image_size": 8,
-          "split": {"train": 0.8, "test": 0.2}, **kw}
+    kw = {
+        "n_per_class": [40, 30, 20, 50, 25, 35, 60],
+        "classes": EMOTIONS,
+        "image_size": 8,
+        "split": {"train": 0.8, "test": 0.2},
+        **kw,
+    }
     return PreparedDataset(make_prepared(**kw))
 
 
@@ -31,7 +36,9 @@ def test_exact_rate_clean_untouched_test_split_clean(mode):
     noisy = ds.labels(res.name)
     eligible = ds.meta["split"].to_numpy() != "test"
     assert res.eligible == eligible.sum()
-    assert res.flipped == round(0.3 * eligible.sum()) == (noisy != clean).sum()  # exact, and each flip changes the label
+    assert (
+        res.flipped == round(0.3 * eligible.sum()) == (noisy != clean).sum()
+    )  # exact, and each flip changes the label
     assert res.realised == pytest.approx(res.flipped / res.eligible)
     assert (noisy[~eligible] == clean[~eligible]).all()  # the official test split stays clean
     np.testing.assert_array_equal(PreparedDataset(ds.root).labels(), clean)  # clean labels untouched

@@ -41,8 +41,15 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
     for sub in ("rb-on", "rb-off"):  # training makes progress: the classification loss falls
         hist = [json.loads(line) for line in (work / "runs" / sub / "metrics.jsonl").read_text().splitlines()]
         assert len(hist) == 5 and hist[-1]["train_cls"] < hist[0]["train_cls"], [h["train_cls"] for h in hist]
-    finished = {p: p.stat().st_mtime_ns for sub in ("rb-on", "rb-off") for p in
-                (work / "runs" / sub / "best.pt", work / "runs" / sub / "last.pt", work / "runs" / sub / "metrics.jsonl")}
+    finished = {
+        p: p.stat().st_mtime_ns
+        for sub in ("rb-on", "rb-off")
+        for p in (
+            work / "runs" / sub / "best.pt",
+            work / "runs" / sub / "last.pt",
+            work / "runs" / sub / "metrics.jsonl",
+        )
+    }
     finished[work / "data" / "ferg" / "manifest.json"] = (work / "data" / "ferg" / "manifest.json").stat().st_mtime_ns
 
     # a second run in the same folder reuses every finished step: no checkpoint, metrics file or

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import PATTERNS, pattern_image
 from typer.testing import CliRunner
 
 import grefel.evaluate as E
@@ -22,7 +23,6 @@ from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
 from grefel.errors import CheckpointError, DatasetError
 from grefel.io import write_json
 from grefel.report.predictions import read_predictions
-from helpers import PATTERNS, pattern_image
 
 torch.set_num_threads(2)
 CLASSES = ["hstripes", "vstripes", "disc", "checker"]
@@ -35,14 +35,42 @@ def make_dataset(root: Path, n_per_class: int = 6, classes=CLASSES, protocol: st
     samples = []
     for k, _ in enumerate(classes):
         for i in range(n_per_class):
-            samples.append(Sample(image=pattern_image(PATTERNS[k], rng, 128), label=k, split="test" if i % 2 else "train",
-                                  source=f"{classes[k]}/{i}.png", group=f"s{i % 3}", attributes={"gender": int(i % 4) - 1}))
+            samples.append(
+                Sample(
+                    image=pattern_image(PATTERNS[k], rng, 128),
+                    label=k,
+                    split="test" if i % 2 else "train",
+                    source=f"{classes[k]}/{i}.png",
+                    group=f"s{i % 3}",
+                    attributes={"gender": int(i % 4) - 1},
+                )
+            )
     shards = []
     for s, start in enumerate(range(0, len(samples), 16)):
-        shards.append(write_shard(root / "shards" / shard_name(s), samples[start:start + 16], first_index=start, dataset="toyraf",
-                                  protocol=protocol, classes=classes, image_size=128, attribute_names=["gender"]))
-    write_json(root / "manifest.json", {"schema_version": 1, "dataset": "toyraf", "protocol": protocol, "classes": list(classes),
-                                        "image_size": 128, "shards": shards, "attributes": {"gender": GENDER}})
+        shards.append(
+            write_shard(
+                root / "shards" / shard_name(s),
+                samples[start : start + 16],
+                first_index=start,
+                dataset="toyraf",
+                protocol=protocol,
+                classes=classes,
+                image_size=128,
+                attribute_names=["gender"],
+            )
+        )
+    write_json(
+        root / "manifest.json",
+        {
+            "schema_version": 1,
+            "dataset": "toyraf",
+            "protocol": protocol,
+            "classes": list(classes),
+            "image_size": 128,
+            "shards": shards,
+            "attributes": {"gender": GENDER},
+        },
+    )
     noisy = np.array([s.label for s in samples], np.int16)
     noisy[::5] = (noisy[::5] + 1) % len(classes)
     (root / "labels").mkdir()
@@ -53,20 +81,44 @@ def make_dataset(root: Path, n_per_class: int = 6, classes=CLASSES, protocol: st
     return root
 
 
-def make_checkpoint(tmp_path: Path, *, num_anchors: int = 2, label_set: str = "noisy", label_smoothing: float = 0.0,
-                    name: str = "run", dataset_root: Path | None = None, record: dict | None = None, seed: int = 0) -> Path:
+def make_checkpoint(
+    tmp_path: Path,
+    *,
+    num_anchors: int = 2,
+    label_set: str = "noisy",
+    label_smoothing: float = 0.0,
+    name: str = "run",
+    dataset_root: Path | None = None,
+    record: dict | None = None,
+    seed: int = 0,
+) -> Path:
     """A `grefel train`-style checkpoint of the tiny model for the dataset of :func:`make_dataset`."""
     from grefel.models import create_model
 
-    root = dataset_root or (tmp_path / "toyraf" if (tmp_path / "toyraf" / "manifest.json").is_file() else make_dataset(tmp_path / "toyraf"))
+    root = dataset_root or (
+        tmp_path / "toyraf" if (tmp_path / "toyraf" / "manifest.json").is_file() else make_dataset(tmp_path / "toyraf")
+    )
     ds = PreparedDataset(root)
     torch.manual_seed(seed)
     model = create_model("tiny", num_classes=ds.num_classes, num_anchors=num_anchors)
-    dataset = {"name": ds.name, "protocol": ds.protocol, "classes": ds.classes, "manifest_sha256": ds.manifest_sha256, "path": str(root.resolve())}
+    dataset = {
+        "name": ds.name,
+        "protocol": ds.protocol,
+        "classes": ds.classes,
+        "manifest_sha256": ds.manifest_sha256,
+        "path": str(root.resolve()),
+    }
     dataset.update(record or {})
-    payload = {"model": model.state_dict(), "model_config": model.model_config, "dataset": dataset, "label_set": label_set,
-               "split_set": "official", "config": {"num_anchors": num_anchors, "label_smoothing": label_smoothing, "labels": label_set},
-               "epoch": 2, "metrics": {}}
+    payload = {
+        "model": model.state_dict(),
+        "model_config": model.model_config,
+        "dataset": dataset,
+        "label_set": label_set,
+        "split_set": "official",
+        "config": {"num_anchors": num_anchors, "label_smoothing": label_smoothing, "labels": label_set},
+        "epoch": 2,
+        "metrics": {},
+    }
     return save_checkpoint(tmp_path / name / "best.pt", payload)
 
 
@@ -156,7 +208,11 @@ def test_mismatched_checkpoint_fails_cleanly(tmp_path):
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     from grefel_cli.main import app
 
-    for path, words in ((tmp_path / "trunc.pt", "truncated"), (tmp_path / "nope.pt", "not found"), (other, "trained on classes")):
+    for path, words in (
+        (tmp_path / "trunc.pt", "truncated"),
+        (tmp_path / "nope.pt", "not found"),
+        (other, "trained on classes"),
+    ):
         r = CliRunner().invoke(app, ["evaluate", "--ckpt", str(path)])
         assert r.exit_code == 1, r.output
         assert words in error_line(r)  # the app's one-line error, no traceback
@@ -201,7 +257,9 @@ def test_cli_evaluate(tmp_path):
     from grefel_cli.main import app
 
     ckpt = make_checkpoint(tmp_path)
-    r = CliRunner().invoke(app, ["evaluate", "--ckpt", str(ckpt), "--out", str(tmp_path / "p.parquet"), "--labels", "clean"])
+    r = CliRunner().invoke(
+        app, ["evaluate", "--ckpt", str(ckpt), "--out", str(tmp_path / "p.parquet"), "--labels", "clean"]
+    )
     assert r.exit_code == 0, r.output
     meta = read_predictions(tmp_path / "p.parquet").meta
     assert meta["label_set"] == "clean" and json.loads(json.dumps(meta))["dataset"]["name"] == "toyraf"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import prepare_fixtures as fx
 from PIL import Image
 
-import prepare_fixtures as fx
 from grefel.data.inspect import inspect, summarize
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset
@@ -17,10 +17,24 @@ def test_summary_of_rafdb_with_attributes(tmp_path, capsys):
     prepare("rafdb", tmp_path / "raw", progress=False)  # under the (test) data root
     s = inspect("rafdb", per_class=2)
     assert s["total"] == 9
-    assert s["counts"]["train"] == {"surprise": 1, "fear": 1, "disgust": 1, "happiness": 1, "sadness": 1, "anger": 1,
-                                    "neutral": 0}
-    assert s["counts"]["test"] == {"surprise": 1, "fear": 0, "disgust": 0, "happiness": 0, "sadness": 0, "anger": 0,
-                                   "neutral": 2}
+    assert s["counts"]["train"] == {
+        "surprise": 1,
+        "fear": 1,
+        "disgust": 1,
+        "happiness": 1,
+        "sadness": 1,
+        "anger": 1,
+        "neutral": 0,
+    }
+    assert s["counts"]["test"] == {
+        "surprise": 1,
+        "fear": 0,
+        "disgust": 0,
+        "happiness": 0,
+        "sadness": 0,
+        "anger": 0,
+        "neutral": 2,
+    }
     assert s["attributes"]["gender"]["train"] == {"male": 2, "female": 2, "unsure": 2}
     assert s["skipped"] == {"file not found": 1, "malformed label line": 1, "unknown label code '9'": 1}
     assert s["provenance"]["aligner"]["method"] == "none"

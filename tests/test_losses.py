@@ -16,9 +16,23 @@ def _output(corrected, embedding, anchors):
     B, C = corrected.shape
     u = torch.full((B, C), 1.0 / C)
     z = torch.zeros(B)
-    return GReFELOutput(logits=corrected.log(), primary=corrected, geometric=u, attentive=u, correction=u, corrected=corrected,
-                        conf_primary=z, conf_geometric=z, conf_attentive=z, conf_correction=z, similarity=torch.zeros(B, C, 0),
-                        embedding=embedding, tokens=embedding[:, None], log_corrected=corrected.log(), anchors=anchors)
+    return GReFELOutput(
+        logits=corrected.log(),
+        primary=corrected,
+        geometric=u,
+        attentive=u,
+        correction=u,
+        corrected=corrected,
+        conf_primary=z,
+        conf_geometric=z,
+        conf_attentive=z,
+        conf_correction=z,
+        similarity=torch.zeros(B, C, 0),
+        embedding=embedding,
+        tokens=embedding[:, None],
+        log_corrected=corrected.log(),
+        anchors=anchors,
+    )
 
 
 def test_class_distribution_loss_by_hand():
@@ -28,7 +42,13 @@ def test_class_distribution_loss_by_hand():
     assert class_distribution_loss(L.log(), y).item() == pytest.approx(expected, rel=1e-6)
     eps = 0.3  # smoothed target (1 - eps) y + eps / 3
     q0, q1 = [0.8, 0.1, 0.1], [0.1, 0.8, 0.1]
-    smoothed = -(sum(q * math.log(p) for q, p in zip(q0, L[0].tolist())) + sum(q * math.log(p) for q, p in zip(q1, L[1].tolist()))) / 2
+    smoothed = (
+        -(
+            sum(q * math.log(p) for q, p in zip(q0, L[0].tolist()))
+            + sum(q * math.log(p) for q, p in zip(q1, L[1].tolist()))
+        )
+        / 2
+    )
     assert class_distribution_loss(L.log(), y, eps).item() == pytest.approx(smoothed, rel=1e-6)
 
 

@@ -136,9 +136,19 @@ def test_gradients_reach_trainable_parts_not_the_frozen_stream(tiny):
     tiny.zero_grad(set_to_none=True)
     o = tiny(_x(4))
     GReFELLoss()(o, torch.tensor([0, 1, 2, 3]))["total"].backward()
-    must = ["geometric.anchors", "attentive.kv.weight", "attentive.q.weight", "head.fc.weight",
-            "encoder.ir_back.input_layer.0.weight", "encoder.attn1.relative_position_bias_table", "encoder.attn1.qkv.weight",
-            "encoder.ffn1.gamma1", "encoder.last_face_conv.weight", "encoder.VIT.blocks.0.attn.qkv.weight", "encoder.VIT.se_block.linear1.weight"]
+    must = [
+        "geometric.anchors",
+        "attentive.kv.weight",
+        "attentive.q.weight",
+        "head.fc.weight",
+        "encoder.ir_back.input_layer.0.weight",
+        "encoder.attn1.relative_position_bias_table",
+        "encoder.attn1.qkv.weight",
+        "encoder.ffn1.gamma1",
+        "encoder.last_face_conv.weight",
+        "encoder.VIT.blocks.0.attn.qkv.weight",
+        "encoder.VIT.se_block.linear1.weight",
+    ]
     params = dict(tiny.named_parameters())
     for name in must:
         g = params[name].grad
@@ -176,7 +186,13 @@ def test_predictions_do_not_depend_on_the_rest_of_the_batch(tiny):
 
 def test_model_config_rebuilds_the_model():
     m = create_model("tiny", 4, reliability="anchors", num_anchors=3, delta=2.0)
-    assert m.model_config == {"preset": "tiny", "num_classes": 4, "reliability": "anchors", "num_anchors": 3, "delta": 2.0}
+    assert m.model_config == {
+        "preset": "tiny",
+        "num_classes": 4,
+        "reliability": "anchors",
+        "num_anchors": 3,
+        "delta": 2.0,
+    }
     m2 = create_model(**m.model_config)
     m2.load_state_dict(m.state_dict())  # same structure, strict
     assert m2.geometric.anchors.shape == (4, 3, 96) and m2.geometric.delta == 2.0

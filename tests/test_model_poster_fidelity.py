@@ -21,7 +21,9 @@ from grefel.models.weights import load_pretrained
 
 
 def _bn(sd, p, x):
-    return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"], False, 0.0, 1e-5)
+    return F.batch_norm(
+        x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"], False, 0.0, 1e-5
+    )
 
 
 def _conv_block(sd, p, x, stride=1, padding=0, groups=1, act=True):  # Conv_block / Linear_block
@@ -74,7 +76,10 @@ def _bottleneck_ir(sd, p, x, stride):
 def ir50_reference(sd, x):
     p = "module.ir_back"
     x = F.interpolate(x, size=112)
-    x = F.prelu(_bn(sd, p + ".input_layer.1", F.conv2d(x, sd[p + ".input_layer.0.weight"], None, 1, 1)), sd[p + ".input_layer.2.weight"])
+    x = F.prelu(
+        _bn(sd, p + ".input_layer.1", F.conv2d(x, sd[p + ".input_layer.0.weight"], None, 1, 1)),
+        sd[p + ".input_layer.2.weight"],
+    )
     outs = []
     for body, n in (("body1", 3), ("body2", 4), ("body3", 14)):
         for i in range(n):
@@ -103,9 +108,11 @@ def _window_attention_global(sd, p, x, q_global, num_heads, window):
     kv = _linear(sd, p + ".qkv", x).reshape(B_, N, 2, num_heads, head_dim).permute(2, 0, 3, 1, 4)
     k, v = kv[0], kv[1]
     q = q_global.repeat(1, B_ // B, 1, 1, 1).reshape(B_, num_heads, N, head_dim)
-    q = q * head_dim ** -0.5
+    q = q * head_dim**-0.5
     attn = q @ k.transpose(-2, -1)
-    bias = sd[p + ".relative_position_bias_table"][sd[p + ".relative_position_index"].view(-1)].view(window * window, window * window, -1)
+    bias = sd[p + ".relative_position_bias_table"][sd[p + ".relative_position_index"].view(-1)].view(
+        window * window, window * window, -1
+    )
     attn = attn + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
     attn = attn.softmax(dim=-1)
     x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
@@ -114,7 +121,12 @@ def _window_attention_global(sd, p, x, q_global, num_heads, window):
 
 def _feed_forward(sd, p, attn_windows, shortcut, window):
     B, H, W, C = shortcut.shape
-    x = attn_windows.view(B, H // window, W // window, window, window, -1).permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
+    x = (
+        attn_windows.view(B, H // window, W // window, window, window, -1)
+        .permute(0, 1, 3, 2, 4, 5)
+        .contiguous()
+        .view(B, H, W, -1)
+    )
     x = shortcut + sd[p + ".gamma1"] * x
     h = _ln(sd, p + ".norm", x, 1e-5)
     h = _linear(sd, p + ".mlp.fc2", F.gelu(_linear(sd, p + ".mlp.fc1", h)))
@@ -151,7 +163,13 @@ def poster_reference(sd, x):
         o = _window_attention_global(sd, f"module.attn{i + 1}", xw, faces[i], heads[i], wins[i])
         o = _feed_forward(sd, f"module.ffn{i + 1}", o, shortcut, wins[i])
         outs.append(o.permute(0, 3, 1, 2))
-    o1 = F.conv2d(F.conv2d(outs[0], sd["module.embed_q.0.weight"], sd["module.embed_q.0.bias"], 2, 1), sd["module.embed_q.1.weight"], sd["module.embed_q.1.bias"], 2, 1)
+    o1 = F.conv2d(
+        F.conv2d(outs[0], sd["module.embed_q.0.weight"], sd["module.embed_q.0.bias"], 2, 1),
+        sd["module.embed_q.1.weight"],
+        sd["module.embed_q.1.bias"],
+        2,
+        1,
+    )
     o2 = F.conv2d(outs[1], sd["module.embed_k.0.weight"], sd["module.embed_k.0.bias"], 2, 1)
     o3 = F.conv2d(outs[2], sd["module.embed_v.proj.weight"], sd["module.embed_v.proj.bias"])
     o = torch.cat([o1.flatten(2).transpose(1, 2), o2.flatten(2).transpose(1, 2), o3.flatten(2).transpose(1, 2)], dim=1)
@@ -160,7 +178,9 @@ def poster_reference(sd, x):
         t = _vit_block(sd, f"module.VIT.blocks.{i}", t)
     t = _ln(sd, "module.VIT.norm", t, 1e-6)
     cls = t[:, 0]
-    gate = torch.sigmoid(_linear(sd, "module.VIT.se_block.linear2", F.relu(_linear(sd, "module.VIT.se_block.linear1", cls))))
+    gate = torch.sigmoid(
+        _linear(sd, "module.VIT.se_block.linear2", F.relu(_linear(sd, "module.VIT.se_block.linear1", cls)))
+    )
     return t, cls * gate
 
 

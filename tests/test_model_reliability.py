@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from grefel.models.reliability import AttentiveCorrection, GeometricCorrection, confidence, fusion_weights, mix
 
-
 # ------------------------------------------------------------------ eq. (10)-(11): confidence
 
 

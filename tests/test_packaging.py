@@ -15,7 +15,7 @@ def test_all_packages_listed():
         rel = init.parent.relative_to(ROOT).as_posix()
         top = rel.split("/")[0]
         if top in mapped:
-            found.add(mapped[top] + rel[len(top):].replace("/", "."))
+            found.add(mapped[top] + rel[len(top) :].replace("/", "."))
         elif top in ("grefel", "grefel_cli"):
             found.add(rel.replace("/", "."))
     assert found - listed == set(), f"add these to [tool.setuptools] packages: {sorted(found - listed)}"

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_evaluate import error_line, make_checkpoint
 from typer.testing import CliRunner
 
 from grefel_cli.main import app
-from test_evaluate import error_line, make_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,8 @@ def photos(tmp_path_factory):
     d = tmp_path_factory.mktemp("photos")
     Image.fromarray(data.astronaut()).save(d / "astronaut.png")
     hopper = d / "grace_hopper.jpg"
-    hopper.write_bytes(open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb").read())
+    with open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb") as f:
+        hopper.write_bytes(f.read())
     Image.fromarray(data.coffee()).save(d / "coffee.png")
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return d
@@ -35,8 +36,20 @@ def ckpt(tmp_path_factory):
 
 def test_one_face_each_and_valid_json(photos, ckpt, tmp_path):
     out, ann = tmp_path / "res.json", tmp_path / "annotated"
-    r = CliRunner().invoke(app, ["predict", "--ckpt", str(ckpt), str(photos / "astronaut.png"), str(photos / "grace_hopper.jpg"),
-                                 "--json", str(out), "--save-annotated", str(ann)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--ckpt",
+            str(ckpt),
+            str(photos / "astronaut.png"),
+            str(photos / "grace_hopper.jpg"),
+            "--json",
+            str(out),
+            "--save-annotated",
+            str(ann),
+        ],
+    )
     assert r.exit_code == 0, r.output + str(r.exception)
     res = json.loads(out.read_text())
     assert res["errors"] == [] and res["classes"] == ["hstripes", "vstripes", "disc", "checker"]
@@ -46,7 +59,9 @@ def test_one_face_each_and_valid_json(photos, ckpt, tmp_path):
     assert sorted(by_file) == ["astronaut.png", "grace_hopper.jpg"] and all(len(v) == 1 for v in by_file.values())
     for f in res["faces"]:
         assert f["top_class"] in res["classes"] and f["score"] > 0.9
-        assert sum(f["corrected"].values()) == pytest.approx(1, abs=1e-4) and f["confidence"] == max(f["corrected"].values())
+        assert sum(f["corrected"].values()) == pytest.approx(1, abs=1e-4) and f["confidence"] == max(
+            f["corrected"].values()
+        )
         assert f["changed"] == (f["top_class"] != f["primary_class"])
     # the astronaut's face is in the upper middle of the 512 x 512 picture
     x1, y1, x2, y2 = by_file["astronaut.png"][0]["box"]
@@ -59,7 +74,9 @@ def test_one_face_each_and_valid_json(photos, ckpt, tmp_path):
 
 def test_bad_files_do_not_stop_the_batch(photos, ckpt, tmp_path):
     out = tmp_path / "res.csv"
-    r = CliRunner().invoke(app, ["predict", "--ckpt", str(ckpt), str(photos), str(tmp_path / "missing.png"), "--csv", str(out)])
+    r = CliRunner().invoke(
+        app, ["predict", "--ckpt", str(ckpt), str(photos), str(tmp_path / "missing.png"), "--csv", str(out)]
+    )
     assert r.exit_code == 0, r.output + str(r.exception)
     import csv
 
@@ -68,7 +85,10 @@ def test_bad_files_do_not_stop_the_batch(photos, ckpt, tmp_path):
     assert "no face found" in errors["coffee.png"]
     assert "not a readable image" in errors["broken.jpg"]
     assert "not found" in errors["missing.png"]
-    assert sorted(row["file"].rsplit("/", 1)[-1] for row in rows if not row["error"]) == ["astronaut.png", "grace_hopper.jpg"]
+    assert sorted(row["file"].rsplit("/", 1)[-1] for row in rows if not row["error"]) == [
+        "astronaut.png",
+        "grace_hopper.jpg",
+    ]
 
 
 def test_nothing_classified_exits_1(photos, ckpt):
@@ -80,7 +100,12 @@ def test_align_none_classifies_the_whole_image(photos, ckpt):
     from grefel.predict import predict
 
     res, classes = predict(ckpt, [photos / "coffee.png"], align="none", show_progress=False)
-    assert len(res) == 1 and res[0].error is None and res[0].top_class in classes and res[0].box == [100.0, 0.0, 500.0, 400.0]
+    assert (
+        len(res) == 1
+        and res[0].error is None
+        and res[0].top_class in classes
+        and res[0].box == [100.0, 0.0, 500.0, 400.0]
+    )
 
 
 def test_unusable_checkpoint_fails_cleanly(photos, ckpt, tmp_path):

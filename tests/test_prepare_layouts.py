@@ -7,9 +7,9 @@ import json
 
 import h5py
 import numpy as np
+import prepare_fixtures as fx
 import pytest
 
-import prepare_fixtures as fx
 from grefel.data.definitions import dataset_ids, load_definition
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset
@@ -43,8 +43,11 @@ def test_every_definition_has_explicit_class_maps():
 
 @pytest.mark.parametrize("variant", ["folder", "zip", "partition"])
 def test_rafdb_original_aligned(tmp_path, variant):
-    exp = fx.make_rafdb(tmp_path / "raw", aligned="zip" if variant == "zip" else "folder",
-                        label_name="list_partition_label.txt" if variant == "partition" else "list_patition_label.txt")
+    exp = fx.make_rafdb(
+        tmp_path / "raw",
+        aligned="zip" if variant == "zip" else "folder",
+        label_name="list_partition_label.txt" if variant == "partition" else "list_patition_label.txt",
+    )
     ds = run("rafdb", tmp_path / "raw", tmp_path)
     got = written(ds)
     assert len(got) == 9 and ds.manifest["align"] == "none"
@@ -59,7 +62,10 @@ def test_rafdb_original_aligned(tmp_path, variant):
     reasons = " | ".join(r["reason"] for r in rows)
     assert ("image not found in Image/aligned.zip" if variant == "zip" else "file not found") in reasons
     assert "malformed label line" in reasons and "unknown label code '9'" in reasons
-    assert ds.manifest["counts"]["splits"]["train"]["surprise"] == 1 and ds.manifest["counts"]["splits"]["test"]["neutral"] == 2
+    assert (
+        ds.manifest["counts"]["splits"]["train"]["surprise"] == 1
+        and ds.manifest["counts"]["splits"]["test"]["neutral"] == 2
+    )
     assert np.isnan(ds.landmarks()).all()  # align none uses no landmarks
 
 
@@ -72,7 +78,9 @@ def test_rafdb_landmarks_from_manual_annotation(tmp_path):
     for s, g, r, a in zip(stem, m["gender"], m["race"], m["age"]):
         assert (g, r, a) == tuple(exp["expect"][s][2].values())
     k = int(np.flatnonzero(stem == "train_00003")[0])
-    np.testing.assert_allclose(ds.landmarks()[k], np.array([[60, 50], [100, 50], [80, 70], [64, 92], [96, 92]]) + 2, atol=1e-4)
+    np.testing.assert_allclose(
+        ds.landmarks()[k], np.array([[60, 50], [100, 50], [80, 70], [64, 92], [96, 92]]) + 2, atol=1e-4
+    )
     assert ds.manifest["attributes"]["gender"] == {"0": "male", "1": "female", "2": "unsure"}
 
 

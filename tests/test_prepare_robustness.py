@@ -15,10 +15,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import prepare_fixtures as fx
 import pytest
 from PIL import Image
 
-import prepare_fixtures as fx
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset, ShardWriter
 from grefel.errors import GrefelError
@@ -34,18 +34,18 @@ def rafdb_with_bad_files(root: Path) -> dict:
     good = fx.jpeg_bytes(rgb)
     rgba = fx.noise(100, 100, 4)
     buf16 = io.BytesIO()
-    Image.fromarray((fx.noise(100, 100, 1).astype(np.uint16) * 257)).save(buf16, format="PNG")
+    Image.fromarray(fx.noise(100, 100, 1).astype(np.uint16) * 257).save(buf16, format="PNG")
     files = {
-        "train_00001": good,                                          # fine
-        "train_00002": b"",                                           # zero bytes
-        "train_00003": good[: len(good) // 2],                        # truncated JPEG
-        "train_00004": b"this is not an image at all",                # garbage
-        "train_00005": fx.jpeg_bytes(rgb, "PNG"),                     # PNG named .jpg
-        "train_00006": fx.jpeg_bytes(rgba, "PNG"),                    # alpha channel
-        "train_00007": None,                                          # palette
-        "train_00008": fx.jpeg_bytes(fx.noise(100, 100, 1)),          # grayscale JPEG
-        "test_00001": buf16.getvalue(),                               # 16-bit grayscale PNG
-        "test_00002": fx.jpeg_bytes(fx.noise(3000, 1)),               # degenerate 1 px wide
+        "train_00001": good,  # fine
+        "train_00002": b"",  # zero bytes
+        "train_00003": good[: len(good) // 2],  # truncated JPEG
+        "train_00004": b"this is not an image at all",  # garbage
+        "train_00005": fx.jpeg_bytes(rgb, "PNG"),  # PNG named .jpg
+        "train_00006": fx.jpeg_bytes(rgba, "PNG"),  # alpha channel
+        "train_00007": None,  # palette
+        "train_00008": fx.jpeg_bytes(fx.noise(100, 100, 1)),  # grayscale JPEG
+        "test_00001": buf16.getvalue(),  # 16-bit grayscale PNG
+        "test_00002": fx.jpeg_bytes(fx.noise(3000, 1)),  # degenerate 1 px wide
     }
     for stem, data in files.items():
         p = aligned / f"{stem}_aligned.jpg"
@@ -56,9 +56,15 @@ def rafdb_with_bad_files(root: Path) -> dict:
             fx.write(p, data)
     lines = [f"{s}.jpg {1 + i % 7}" for i, s in enumerate(files)]
     fx.write(base / "EmoLabel" / "list_patition_label.txt", ("\n".join(lines) + "\n").encode())
-    return {"ok": {"train_00001", "train_00005", "train_00006", "train_00007", "train_00008", "test_00001"},
-            "bad": {"train_00002": "empty file", "train_00003": "truncated or corrupt image",
-                    "train_00004": "not an image", "test_00002": "image too small"}}
+    return {
+        "ok": {"train_00001", "train_00005", "train_00006", "train_00007", "train_00008", "test_00001"},
+        "bad": {
+            "train_00002": "empty file",
+            "train_00003": "truncated or corrupt image",
+            "train_00004": "not an image",
+            "test_00002": "image too small",
+        },
+    }
 
 
 def test_corrupt_images_are_handled_or_skipped_with_reasons(tmp_path):
@@ -202,7 +208,9 @@ def test_bad_options(tmp_path):
 def test_workers_give_the_same_shards_as_one_process(tmp_path):
     fx.make_ferg(tmp_path / "raw", per=3)
     one = PreparedDataset(prepare("ferg", tmp_path / "raw", out=tmp_path / "one", shard_items=16, progress=False))
-    two = PreparedDataset(prepare("ferg", tmp_path / "raw", out=tmp_path / "two", shard_items=16, workers=2, progress=False))
+    two = PreparedDataset(
+        prepare("ferg", tmp_path / "raw", out=tmp_path / "two", shard_items=16, workers=2, progress=False)
+    )
     _assert_same(one, two)
     assert [s["sha256"] for s in one.shards] != [] and len(one.shards) == 3
 

@@ -67,8 +67,9 @@ def test_empty_group_is_its_own_group():
 
 def test_distributed_slices_partition_the_epoch():
     labels, groups = _toy_meta()
-    plan = epoch_plan(labels, groups, np.arange(len(labels)), num_classes=3, epoch=2, seed=0, global_batch=16,
-                      n_pg=50, per_class=30)
+    plan = epoch_plan(
+        labels, groups, np.arange(len(labels)), num_classes=3, epoch=2, seed=0, global_batch=16, n_pg=50, per_class=30
+    )
     assert len(plan.indices) % 16 == 0 and plan.n_real == 90
     one = [idx for _, idx in RankBatches(plan.indices, 16, 0, 1)]
     two = [list(RankBatches(plan.indices, 16, r, 2)) for r in range(2)]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn import metrics as skm
+from test_report_data import CLASSES, fake_predictions
 from typer.testing import CliRunner
 
 from grefel.report import figures as F
@@ -15,7 +16,6 @@ from grefel.report.build import build_report
 from grefel.report.compare import compare_runs, run_settings
 from grefel.report.metrics import expected_calibration_error, group_accuracy
 from grefel.report.predictions import read_predictions
-from test_report_data import CLASSES, fake_predictions
 
 
 def _check_written(saved: dict, panels: int) -> None:
@@ -36,18 +36,40 @@ def test_figures_written_with_their_panels(tmp_path):
     p = rng.dirichlet(np.ones(c), 5)
     q = rng.dirichlet(np.ones(c), 5)
     y = np.array([0, 1, 2, 3, 4])
-    _check_written(F.save_figure(F.distributions_figure(p, q, y, CLASSES, [f"s{i}" for i in range(5)]), tmp_path / "d"), 5)
+    _check_written(
+        F.save_figure(F.distributions_figure(p, q, y, CLASSES, [f"s{i}" for i in range(5)]), tmp_path / "d"), 5
+    )
     faces = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
-    _check_written(F.save_figure(F.distributions_figure(p, q, y, CLASSES, ["s"] * 5, faces), tmp_path / "df"), 10)  # face + bars each
+    _check_written(
+        F.save_figure(F.distributions_figure(p, q, y, CLASSES, ["s"] * 5, faces), tmp_path / "df"), 10
+    )  # face + bars each
     xy = rng.normal(size=(60, 2))
-    _check_written(F.save_figure(F.tsne_figure(xy, rng.integers(0, c, 60), CLASSES, {"davies_bouldin": 1.5, "calinski_harabasz": 20.0}), tmp_path / "t"), 1)
-    _check_written(F.save_figure(F.wrong_shares_figure(np.ones(c) / c, np.ones(c) / c, CLASSES, (10, 8)), tmp_path / "w"), 2)
+    _check_written(
+        F.save_figure(
+            F.tsne_figure(xy, rng.integers(0, c, 60), CLASSES, {"davies_bouldin": 1.5, "calinski_harabasz": 20.0}),
+            tmp_path / "t",
+        ),
+        1,
+    )
+    _check_written(
+        F.save_figure(F.wrong_shares_figure(np.ones(c) / c, np.ones(c) / c, CLASSES, (10, 8)), tmp_path / "w"), 2
+    )
     cal = expected_calibration_error(p, y)
     _check_written(F.save_figure(F.reliability_figure(cal, cal), tmp_path / "cal"), 2)
     ga = group_accuracy(y, y, np.array([0, 1, 0, 1, 2]), {0: "male", 1: "female"})
-    _check_written(F.save_figure(F.group_accuracy_figure({"gender": {"primary": ga, "corrected": ga}, "race": {"primary": ga, "corrected": ga}}), tmp_path / "g"), 2)
-    curves = [{"title": "a", "x_label": "K", "lines": [{"label": "x", "x": [0, 1], "y": [60, 70]}]},
-              {"title": "b", "x_label": "noise", "lines": [{"label": "ref", "x": [0, 10], "y": [70, 60], "reference": True}]}]
+    _check_written(
+        F.save_figure(
+            F.group_accuracy_figure(
+                {"gender": {"primary": ga, "corrected": ga}, "race": {"primary": ga, "corrected": ga}}
+            ),
+            tmp_path / "g",
+        ),
+        2,
+    )
+    curves = [
+        {"title": "a", "x_label": "K", "lines": [{"label": "x", "x": [0, 1], "y": [60, 70]}]},
+        {"title": "b", "x_label": "noise", "lines": [{"label": "ref", "x": [0, 10], "y": [70, 60], "reference": True}]},
+    ]
     _check_written(F.save_figure(F.comparison_figure(curves), tmp_path / "cmp"), 2)
 
 
@@ -78,24 +100,40 @@ def test_report_numbers_equal_sklearn(tmp_path):
     assert run["clusters"]["n_points"] == 120
     sub_scores = run["clusters"]["embedding"]
     assert sub_scores["davies_bouldin"] > 0 and sub_scores["calinski_harabasz"] > 0
-    assert skm.davies_bouldin_score(emb, y) == pytest.approx(sub_scores["davies_bouldin"], rel=0.5)  # same structure on a sample
+    assert skm.davies_bouldin_score(emb, y) == pytest.approx(
+        sub_scores["davies_bouldin"], rel=0.5
+    )  # same structure on a sample
     # groups: gender with names from the file, -1 (unknown) left out; race keeps its codes
     g = run["groups"]["gender"]["corrected"]
     assert [x["name"] for x in g["groups"]] == ["male", "female", "unsure"]
     gender = pred.table["gender"].to_numpy()
     assert sum(x["n"] for x in g["groups"]) == int((gender >= 0).sum())
     assert [x["name"] for x in run["groups"]["race"]["corrected"]["groups"]] == ["0", "1", "2"]
-    assert g["gap"]["value"] == pytest.approx(max(x["accuracy"] for x in g["groups"]) - min(x["accuracy"] for x in g["groups"]))
+    assert g["gap"]["value"] == pytest.approx(
+        max(x["accuracy"] for x in g["groups"]) - min(x["accuracy"] for x in g["groups"])
+    )
     # noisy labels evaluated alongside
     yn = pred.table["label_noisy"].to_numpy()
     assert run["noisy"]["n_flipped"] == int((yn != y).sum())
     # figures on disk, relative paths in the JSON; Table 1 row under RAF-DB
     names = set(run["figures"])
-    assert {"confusion", "distributions-chosen", "distributions-most-changed", "tsne", "wrong-shares", "calibration", "groups"} <= names
+    assert {
+        "confusion",
+        "distributions-chosen",
+        "distributions-most-changed",
+        "tsne",
+        "wrong-shares",
+        "calibration",
+        "groups",
+    } <= names
     for f in run["figures"].values():
-        assert (tmp_path / "rep" / f["png"]).stat().st_size > 1000 and (tmp_path / "rep" / f["svg"]).stat().st_size > 1000
+        assert (tmp_path / "rep" / f["png"]).stat().st_size > 1000 and (
+            tmp_path / "rep" / f["svg"]
+        ).stat().st_size > 1000
     this = rep["paper"]["this_runs"][0]
-    assert this["column"] == "RAF-DB" and this["values"]["RAF-DB"] == pytest.approx(100 * run["metrics"]["corrected"]["accuracy"])
+    assert this["column"] == "RAF-DB" and this["values"]["RAF-DB"] == pytest.approx(
+        100 * run["metrics"]["corrected"]["accuracy"]
+    )
     assert rep["paper"]["unmatched"] == []
     text = html.read_text()
     assert "this run: run" in text and "GReFEL (paper)" in text and text.count("<img ") == len(names)
@@ -114,8 +152,14 @@ def test_chosen_samples_and_unknown_dataset(tmp_path):
 
 
 def _run(name, k, noise=None, ls=None, acc=0.7):
-    return {"name": name, "settings": {"num_anchors": k, "noise": noise, "label_smoothing": ls, "reliability": "both"},
-            "accuracy_primary": acc - 0.02, "accuracy_corrected": acc, "macro_f1": 0.6, "n": 100}
+    return {
+        "name": name,
+        "settings": {"num_anchors": k, "noise": noise, "label_smoothing": ls, "reliability": "both"},
+        "accuracy_primary": acc - 0.02,
+        "accuracy_corrected": acc,
+        "macro_f1": 0.6,
+        "n": 100,
+    }
 
 
 def test_comparison_layouts():
@@ -140,26 +184,47 @@ def test_comparison_layouts():
     assert len(t7["summary"]) == 7
 
     t8 = compare_runs([_run("a", 0, ls=0.0), _run("b", 0, ls=0.1), _run("c", 10, ls=0.1)])
-    assert t8["tables"][0]["title"].startswith("Table 8") and t8["tables"][0]["rows"][0]["values"][0] == pytest.approx(70)
+    assert t8["tables"][0]["title"].startswith("Table 8") and t8["tables"][0]["rows"][0]["values"][0] == pytest.approx(
+        70
+    )
 
 
 def test_run_settings_from_recorded_config():
-    meta = {"model": {"num_anchors": 0, "reliability": "mhsa"}, "model_config": {"preset": "full"},
-            "config": {"num_anchors": 10, "label_smoothing": 0.11, "reliability": "mhsa"}, "label_set_info": {"noise": 0.2}}
+    meta = {
+        "model": {"num_anchors": 0, "reliability": "mhsa"},
+        "model_config": {"preset": "full"},
+        "config": {"num_anchors": 10, "label_smoothing": 0.11, "reliability": "mhsa"},
+        "label_set_info": {"noise": 0.2},
+    }
     assert run_settings(meta) == {"num_anchors": 0, "noise": 20.0, "label_smoothing": 0.11, "reliability": "mhsa"}
     assert run_settings({"config": {"num_anchors": 4}})["num_anchors"] == 4
 
 
 def test_report_from_checkpoints(tmp_path):
     """The checkpoint alone: evaluation runs first, then the report; a bad checkpoint is one line, not a crash."""
-    from grefel_cli.main import app
     from test_evaluate import error_line, make_checkpoint
+
+    from grefel_cli.main import app
 
     k2 = make_checkpoint(tmp_path, num_anchors=2, name="k2")
     k3 = make_checkpoint(tmp_path, num_anchors=3, name="k3")
     (tmp_path / "broken.pt").write_bytes(k2.read_bytes()[:500])
-    r = CliRunner().invoke(app, ["report", "--ckpt", str(k2), "--ckpt", str(k3), "--ckpt", str(tmp_path / "broken.pt"),
-                                 "--tsne-points", "0", "--out", str(tmp_path / "rep")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--ckpt",
+            str(k2),
+            "--ckpt",
+            str(k3),
+            "--ckpt",
+            str(tmp_path / "broken.pt"),
+            "--tsne-points",
+            "0",
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+    )
     assert r.exit_code == 0, r.output + str(r.exception)
     assert (k2.parent / "predictions" / "best-test-noisy.parquet").is_file()
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
@@ -182,6 +247,8 @@ def test_synthetic_runs_get_their_own_table1_column(tmp_path):
     assert a["column"] == "synthetic faces" and a["values"]["FERG"] is None
     assert a["values"]["synthetic faces"] == pytest.approx(100 * rep["runs"][0]["metrics"]["corrected"]["accuracy"])
     assert b["column"] == "FERG" and b["values"]["synthetic faces"] is None  # real FERG-DB stays where it belongs
-    assert rep["paper"]["columns"][-1] == "synthetic faces" and all(r["values"]["synthetic faces"] is None for r in rep["paper"]["rows"])
+    assert rep["paper"]["columns"][-1] == "synthetic faces" and all(
+        r["values"]["synthetic faces"] is None for r in rep["paper"]["rows"]
+    )
     assert rep["paper"]["synthetic"] == ["ferg"] and rep["paper"]["unmatched"] == []
     assert "drawn by <code>grefel synth</code>" in (tmp_path / "rep" / "report.html").read_text()

@@ -63,12 +63,23 @@ def fake_predictions(
     cols["pred_corrected"] = corrected.argmax(1)
     for k in ("conf_primary", "conf_geometric", "conf_attentive", "conf_correction"):
         cols[k] = rng.random(n).astype(np.float32)
-    cols.update(primary=primary, geometric=corrected, attentive=corrected, correction=corrected, corrected=corrected, embedding=emb)
+    cols.update(
+        primary=primary,
+        geometric=corrected,
+        attentive=corrected,
+        correction=corrected,
+        corrected=corrected,
+        embedding=emb,
+    )
     meta = {
-        "classes": list(classes), "dataset": {"name": dataset, "protocol": "basic", "synthetic": synthetic}, "split": "test",
-        "label_set": f"noise{int(noise * 100)}", "label_set_info": {"noise": noise, "mode": "symmetric", "seed": 0},
+        "classes": list(classes),
+        "dataset": {"name": dataset, "protocol": "basic", "synthetic": synthetic},
+        "split": "test",
+        "label_set": f"noise{int(noise * 100)}",
+        "label_set_info": {"noise": noise, "mode": "symmetric", "seed": 0},
         "model_config": {"preset": "tiny", "num_classes": c, "num_anchors": num_anchors},
-        "config": {"label_smoothing": label_smoothing}, "epoch": 3,
+        "config": {"label_smoothing": label_smoothing},
+        "epoch": 3,
         "attributes": ["gender", "race"] if attributes else [],
         "attribute_codes": {"gender": {"0": "male", "1": "female", "2": "unsure"}},
     }

@@ -7,6 +7,7 @@ loads, then every <img> is decoded and its natural size read. Skips only when Ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -15,10 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_report_data import fake_predictions
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
+CHROMIUM = next(
+    (p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None
+)
 
 
 class DevTools:
@@ -28,10 +30,22 @@ class DevTools:
         import websocket
 
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -73,16 +87,16 @@ class DevTools:
             if m == "Runtime.exceptionThrown":
                 out.append("exception: " + p["exceptionDetails"].get("text", ""))
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                out.append(
+                    "console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                )
             elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
                 out.append("log: " + p["entry"].get("text", ""))
         return out
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.ws.close()
-        except Exception:
-            pass
         self.proc.terminate()
         try:
             self.proc.wait(timeout=20)
@@ -100,7 +114,8 @@ IMAGES_JS = """
     images: imgs.map(i => ({alt: i.alt, w: i.naturalWidth, h: i.naturalHeight, complete: i.complete})),
     title: document.title,
     thisRun: document.querySelectorAll('tr.this-run').length,
-    external: Array.from(document.querySelectorAll('[src],[href]')).map(e => e.getAttribute('src') || e.getAttribute('href'))
+    external: Array.from(document.querySelectorAll('[src],[href]'))
+      .map(e => e.getAttribute('src') || e.getAttribute('href'))
       .filter(u => !u.startsWith('data:') && !u.startsWith('#')),
   });
 })()

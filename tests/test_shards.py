@@ -28,12 +28,31 @@ def _make(root, n_per_shard=(5, 4), size=8):
             )
             for i in range(n)
         ]
-        shards.append(write_shard(root / "shards" / shard_name(k), samples, first_index=start, dataset="toy",
-                                  protocol="3cls", classes=CLASSES, image_size=size, attribute_names=["gender"]))
+        shards.append(
+            write_shard(
+                root / "shards" / shard_name(k),
+                samples,
+                first_index=start,
+                dataset="toy",
+                protocol="3cls",
+                classes=CLASSES,
+                image_size=size,
+                attribute_names=["gender"],
+            )
+        )
         samples_all += samples
         start += n
-    write_json(root / "manifest.json", {"schema_version": 1, "dataset": "toy", "protocol": "3cls", "classes": CLASSES,
-                                        "image_size": size, "shards": shards})
+    write_json(
+        root / "manifest.json",
+        {
+            "schema_version": 1,
+            "dataset": "toy",
+            "protocol": "3cls",
+            "classes": CLASSES,
+            "image_size": size,
+            "shards": shards,
+        },
+    )
     return samples_all
 
 

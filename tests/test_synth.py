@@ -33,15 +33,36 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def _expected_names(characters: int, per_class: int, imbalance: float) -> set[str]:
     counts = class_counts(per_class, imbalance)
-    return {f"{c}/{c}_{e}/{c}_{e}_{n}.png" for c in character_names(characters) for e in EXPRESSIONS for n in range(1, counts[e] + 1)}
+    return {
+        f"{c}/{c}_{e}/{c}_{e}_{n}.png"
+        for c in character_names(characters)
+        for e in EXPRESSIONS
+        for n in range(1, counts[e] + 1)
+    }
 
 
 # -- counts and layout -----------------------------------------------------------------------
 def test_class_counts_formula():
     # n_r = max(1, round(N * R ** (-r / 6))), r = rank in joy, neutral, sadness, surprise, anger, disgust, fear
-    assert class_counts(100, 3.0) == {"anger": 48, "disgust": 40, "fear": 33, "joy": 100, "neutral": 83, "sadness": 69, "surprise": 58}
+    assert class_counts(100, 3.0) == {
+        "anger": 48,
+        "disgust": 40,
+        "fear": 33,
+        "joy": 100,
+        "neutral": 83,
+        "sadness": 69,
+        "surprise": 58,
+    }
     assert class_counts(10, 1.0) == dict.fromkeys(EXPRESSIONS, 10)
-    assert class_counts(64, 64.0) == {"joy": 64, "neutral": 32, "sadness": 16, "surprise": 8, "anger": 4, "disgust": 2, "fear": 1}
+    assert class_counts(64, 64.0) == {
+        "joy": 64,
+        "neutral": 32,
+        "sadness": 16,
+        "surprise": 8,
+        "anger": 4,
+        "disgust": 2,
+        "fear": 1,
+    }
     assert min(class_counts(2, 100.0).values()) == 1
     assert list(class_counts(5)) == list(EXPRESSIONS)
 
@@ -199,12 +220,22 @@ def test_expressions_come_from_geometry_not_from_trivial_cues():
     clf = RidgeClassifier(alpha=10.0).fit(geometry[train], y[train])
     acc_geometry = (clf.predict(geometry[test]) == y[test]).mean()
     # faces are left-right symmetric in distribution: mirrored unseen faces are as easy
-    mirrored = np.array([hog(g[:, ::-1], orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3)) for g, t in zip(grey64, test) if t])
+    mirrored = np.array(
+        [
+            hog(g[:, ::-1], orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3))
+            for g, t in zip(grey64, test)
+            if t
+        ]
+    )
     acc_mirrored = (clf.predict(mirrored) == y[test]).mean()
 
-    print(f"held-out characters: trivial cues {acc_trivial:.3f}, HOG {acc_geometry:.3f}, HOG mirrored {acc_mirrored:.3f}")
+    print(
+        f"held-out characters: trivial cues {acc_trivial:.3f}, HOG {acc_geometry:.3f}, HOG mirrored {acc_mirrored:.3f}"
+    )
     assert acc_trivial < 0.35, f"mean colour / dark-pixel position predicts the class ({acc_trivial:.2f})"
-    assert acc_geometry > 0.80, f"HOG of the face shape should carry the class to unseen characters ({acc_geometry:.2f})"
+    assert acc_geometry > 0.80, (
+        f"HOG of the face shape should carry the class to unseen characters ({acc_geometry:.2f})"
+    )
     assert acc_mirrored > 0.80 and abs(acc_mirrored - acc_geometry) < 0.08, (acc_mirrored, acc_geometry)
 
 
@@ -214,11 +245,15 @@ def test_cli_synth(tmp_path):
 
     r = CliRunner().invoke(app, ["synth", "--help"])
     assert r.exit_code == 0 and "Examples" in r.output
-    r = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--characters", "2", "--per-class", "2", "--size", "40", "--seed", "4"])
+    r = CliRunner().invoke(
+        app, ["synth", str(tmp_path / "s"), "--characters", "2", "--per-class", "2", "--size", "40", "--seed", "4"]
+    )
     assert r.exit_code == 0, r.output
     assert set(_tree(tmp_path / "s")) == _expected_names(2, 2, 3.0)
     assert "next: grefel prepare ferg" in " ".join(r.output.split())
-    r = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--characters", "2", "--per-class", "2", "--size", "40", "--seed", "5"])
+    r = CliRunner().invoke(
+        app, ["synth", str(tmp_path / "s"), "--characters", "2", "--per-class", "2", "--size", "40", "--seed", "5"]
+    )
     assert r.exit_code == 1
 
 
@@ -234,7 +269,10 @@ def test_prepare_ferg_reads_the_synthetic_tree(tmp_path):
     assert sorted(meta["group"].unique()) == ["ava", "bo", "cleo"]
     per_class = meta.groupby("label").size().to_dict()
     # folder "joy" is FERG's class "happiness"; the other names are the same
-    expected = {ds.classes.index("happiness" if e == "joy" and "happiness" in ds.classes else e): 3 * n for e, n in counts.items()}
+    expected = {
+        ds.classes.index("happiness" if e == "joy" and "happiness" in ds.classes else e): 3 * n
+        for e, n in counts.items()
+    }
     assert per_class == expected
     assert (tmp_path / "ferg" / "skipped.csv").read_text().strip().splitlines()[1:] == []
     # the provenance says where the faces came from, so reports never file them under FERG-DB

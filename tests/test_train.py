@@ -29,8 +29,17 @@ def _threads():
 def _small(tmp_path, **kw):
     """A 2-class dataset with train + val and a fast configuration (8 images per epoch)."""
     make_prepared(n_per_class=8, num_classes=2, n_groups=2, split={"train": 0.75, "val": 0.25})
-    base = dict(dataset="toy", preset="tiny", epochs=3, per_class=4, batch_size=4, workers=0, quiet=True,
-                run_dir=str(tmp_path / "runs"), log_every=1)
+    base = dict(
+        dataset="toy",
+        preset="tiny",
+        epochs=3,
+        per_class=4,
+        batch_size=4,
+        workers=0,
+        quiet=True,
+        run_dir=str(tmp_path / "runs"),
+        log_every=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -46,16 +55,39 @@ def test_run_folder_and_checkpoint_contract(tmp_path):
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("train_loss", "train_cls", "train_anchor", "train_center", "train_acc", "val_acc", "lr", "images_per_s"):
+    for key in (
+        "train_loss",
+        "train_cls",
+        "train_anchor",
+        "train_center",
+        "train_acc",
+        "val_acc",
+        "lr",
+        "images_per_s",
+    ):
         assert key in rows[0]
     assert rows[1]["lr"] == pytest.approx(3e-4 * 0.995)  # exponential decay per epoch
     assert rows[0]["epoch_images"] == 8  # B x N_cls
     record = json.loads((run / "config.json").read_text())
     assert record["label_set"] == "clean" and len(record["dataset"]["manifest_sha256"]) == 64
-    assert record["config"]["lr"] == 3e-4 and record["config"]["num_anchors"] == 10 and record["config"]["dropout"] == 0.5
+    assert (
+        record["config"]["lr"] == 3e-4 and record["config"]["num_anchors"] == 10 and record["config"]["dropout"] == 0.5
+    )
     ck = load_checkpoint(run / "last.pt")
-    for key in ("model", "model_config", "model_kwargs", "dataset", "label_set", "config", "epoch", "metrics", "optimizer",
-                "scheduler", "scaler", "rng"):
+    for key in (
+        "model",
+        "model_config",
+        "model_kwargs",
+        "dataset",
+        "label_set",
+        "config",
+        "epoch",
+        "metrics",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "rng",
+    ):
         assert key in ck
     assert ck["epoch"] == 2 and ck["dataset"]["classes"] == ["hstripes", "vstripes"]
     model = create_model(**ck["model_config"])  # what `grefel evaluate` does with the file alone
@@ -167,18 +199,57 @@ def test_cli_help_and_a_short_run(tmp_path):
 
     r = CliRunner().invoke(app, ["train", "--help"], terminal_width=200)
     assert r.exit_code == 0 and "Examples" in r.output and "torchrun" in r.output
-    for flag in ("--no-refine", "--no-augment", "--reliability", "--num-anchors", "--label-smoothing", "--lambda-anchor",
-                 "--precision", "--compile", "--channels-last", "--ir50", "--resume", "--n-pg", "--per-class"):
+    for flag in (
+        "--no-refine",
+        "--no-augment",
+        "--reliability",
+        "--num-anchors",
+        "--label-smoothing",
+        "--lambda-anchor",
+        "--precision",
+        "--compile",
+        "--channels-last",
+        "--ir50",
+        "--resume",
+        "--n-pg",
+        "--per-class",
+    ):
         assert flag in r.output
     make_prepared(n_per_class=6, num_classes=2, split={"train": 0.67, "val": 0.33})
     # a POSTER++-format file (DataParallel "module." prefix) for the encoder, from another init
     torch.manual_seed(123)
     donor = create_model("tiny", 2).encoder.state_dict()
     torch.save({"state_dict": {f"module.{k}": v for k, v in donor.items()}}, tmp_path / "poster.pth")
-    r = CliRunner().invoke(app, ["train", "--dataset", "toy", "--preset", "tiny", "--epochs", "1", "--per-class", "2",
-                                 "--batch-size", "4", "--workers", "0", "--run-dir", str(tmp_path), "--name", "cli",
-                                 "--reliability", "anchors", "--num-anchors", "3", "--no-augment", "--quiet",
-                                 "--poster", str(tmp_path / "poster.pth")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            "toy",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--per-class",
+            "2",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--run-dir",
+            str(tmp_path),
+            "--name",
+            "cli",
+            "--reliability",
+            "anchors",
+            "--num-anchors",
+            "3",
+            "--no-augment",
+            "--quiet",
+            "--poster",
+            str(tmp_path / "poster.pth"),
+        ],
+    )
     assert r.exit_code == 0, r.output + str(r.exception)
     ck = load_checkpoint(tmp_path / "cli" / "best.pt")
     assert ck["model_config"]["reliability"] == "anchors" and ck["model_config"]["num_anchors"] == 3
@@ -196,8 +267,20 @@ def test_tiny_preset_learns_a_generated_dataset(tmp_path):
     few dozen steps suffice (augmentation, refinement, all three losses stay on).
     """
     make_prepared(n_per_class=30, num_classes=3, split={"train": 0.7, "val": 0.3}, seed=1)
-    run = train(TrainConfig(dataset="toy", preset="tiny", epochs=8, per_class=16, batch_size=16, lr=2e-3, dropout=0.1,
-                            workers=0, quiet=True, run_dir=str(tmp_path)))
+    run = train(
+        TrainConfig(
+            dataset="toy",
+            preset="tiny",
+            epochs=8,
+            per_class=16,
+            batch_size=16,
+            lr=2e-3,
+            dropout=0.1,
+            workers=0,
+            quiet=True,
+            run_dir=str(tmp_path),
+        )
+    )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < 0.75 * rows[0]["train_loss"]
     best = max(r["val_acc"] for r in rows)

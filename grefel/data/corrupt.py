@@ -34,18 +34,34 @@ from grefel.io import atomic_path
 MODES = ("symmetric", "asymmetric")
 
 _SYNONYMS = {
-    "happy": "happiness", "happiness": "happiness", "joy": "happiness",
-    "sad": "sadness", "sadness": "sadness",
-    "angry": "anger", "anger": "anger",
-    "surprise": "surprise", "surprised": "surprise",
-    "fear": "fear", "fearful": "fear", "afraid": "fear",
-    "disgust": "disgust", "disgusted": "disgust",
-    "neutral": "neutral", "contempt": "contempt", "other": "other",
+    "happy": "happiness",
+    "happiness": "happiness",
+    "joy": "happiness",
+    "sad": "sadness",
+    "sadness": "sadness",
+    "angry": "anger",
+    "anger": "anger",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "neutral": "neutral",
+    "contempt": "contempt",
+    "other": "other",
 }
 # The class each expression is most often confused with (asymmetric mode).
 _CONFUSABLE = {
-    "fear": "surprise", "surprise": "fear", "anger": "disgust", "disgust": "anger",
-    "sadness": "neutral", "neutral": "sadness", "happiness": "neutral", "contempt": "disgust",
+    "fear": "surprise",
+    "surprise": "fear",
+    "anger": "disgust",
+    "disgust": "anger",
+    "sadness": "neutral",
+    "neutral": "sadness",
+    "happiness": "neutral",
+    "contempt": "disgust",
     "other": "neutral",
 }
 
@@ -87,8 +103,15 @@ class CorruptResult:
     classes: list[str]
 
 
-def corrupt_labels(labels: np.ndarray, eligible: np.ndarray, noise: float, mode: str, seed: int,
-                   num_classes: int, class_map: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def corrupt_labels(
+    labels: np.ndarray,
+    eligible: np.ndarray,
+    noise: float,
+    mode: str,
+    seed: int,
+    num_classes: int,
+    class_map: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (noisy labels, flipped mask) for the clean ``labels`` (pure function of its inputs)."""
     if mode not in MODES:
         raise DatasetError(f"unknown noise mode '{mode}': use symmetric or asymmetric")
@@ -180,9 +203,16 @@ def corrupt_dataset(
     realised = float(flipped[eligible].mean())
     T = transition_matrix(clean[eligible], noisy[eligible], ds.num_classes)
     attrs = {
-        "dataset": ds.name, "protocol": ds.protocol, "classes": json.dumps(ds.classes),
-        "manifest_sha256": ds.manifest_sha256, "noise": float(noise), "mode": mode, "seed": int(seed),
-        "realised_rate": realised, "flipped": int(flipped.sum()), "eligible": int(len(eligible)),
+        "dataset": ds.name,
+        "protocol": ds.protocol,
+        "classes": json.dumps(ds.classes),
+        "manifest_sha256": ds.manifest_sha256,
+        "noise": float(noise),
+        "mode": mode,
+        "seed": int(seed),
+        "realised_rate": realised,
+        "flipped": int(flipped.sum()),
+        "eligible": int(len(eligible)),
         "scope": "labelled samples outside the official test split",
         "transition_matrix": json.dumps(np.round(T, 6).tolist()),
         "class_map": json.dumps([ds.classes[j] for j in class_map]),
@@ -190,14 +220,18 @@ def corrupt_dataset(
     path = ds.root / LABELS_DIR / f"{name}.h5"
     if path.is_file() and not force:
         old = read_label_set_attrs(ds, name)
-        same = all(old.get(k) == (json.loads(attrs[k]) if k == "classes" else attrs[k])
-                   for k in ("noise", "mode", "seed", "manifest_sha256", "classes"))
+        same = all(
+            old.get(k) == (json.loads(attrs[k]) if k == "classes" else attrs[k])
+            for k in ("noise", "mode", "seed", "manifest_sha256", "classes")
+        )
         if not same:
-            raise DatasetError(f"label set '{name}' already exists for {ds.name} with other settings: pick another --name or pass --force")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("label", data=noisy.astype(np.int16))
-            f.create_dataset("flipped", data=flipped)
-            for k, v in attrs.items():
-                f.attrs[k] = v
+            raise DatasetError(
+                f"label set '{name}' already exists for {ds.name} with other settings: "
+                "pick another --name or pass --force"
+            )
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("label", data=noisy.astype(np.int16))
+        f.create_dataset("flipped", data=flipped)
+        for k, v in attrs.items():
+            f.attrs[k] = v
     return CorruptResult(name, path, float(noise), realised, int(flipped.sum()), int(len(eligible)), T, ds.classes)

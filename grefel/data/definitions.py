@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 
 from grefel.errors import DatasetError
@@ -44,7 +44,9 @@ class Definition:
         p = self.default_protocol if protocol in (None, "") else str(protocol)
         if p not in self.protocols:
             have = ", ".join(self.protocols)
-            raise DatasetError(f"{self.id} has no protocol '{p}' (available: {have}): pass --protocol {have.split(',')[0]}")
+            raise DatasetError(
+                f"{self.id} has no protocol '{p}' (available: {have}): pass --protocol {have.split(',')[0]}"
+            )
         return p
 
     def classes(self, protocol: str | None = None) -> list[str]:
@@ -80,7 +82,7 @@ def dataset_ids() -> list[str]:
     return sorted(p.name[:-5] for p in files("grefel.definitions").iterdir() if p.name.endswith(".toml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_definition(dataset: str) -> Definition:
     """The definition of ``dataset`` (``rafdb``, ``affectnet``, ``ferplus``, ``ferg``, ``jaffe``, ``affwild2``)."""
     res = files("grefel.definitions").joinpath(f"{dataset}.toml")
@@ -88,8 +90,13 @@ def load_definition(dataset: str) -> Definition:
         raise DatasetError(f"unknown dataset '{dataset}': choose one of {', '.join(dataset_ids())}")
     d = tomllib.loads(res.read_text())
     return Definition(
-        id=d["id"], title=d["title"], homepage=d.get("homepage", ""), access=d.get("access", ""),
-        group=d.get("group", ""), default_protocol=str(d["default_protocol"]), evaluation=d.get("evaluation", ""),
+        id=d["id"],
+        title=d["title"],
+        homepage=d.get("homepage", ""),
+        access=d.get("access", ""),
+        group=d.get("group", ""),
+        default_protocol=str(d["default_protocol"]),
+        evaluation=d.get("evaluation", ""),
         protocols={str(k): v for k, v in d["protocols"].items()},
         codes={str(k): v for k, v in d.get("codes", {}).items()},
         dropped={str(k): v for k, v in d.get("dropped", {}).items()},

@@ -29,7 +29,9 @@ def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str 
     labels = ds.labels(label_set)
     splits = ds.splits(split_set)
     meta = ds.meta
-    order = [s for s in ("train", "val", "test", "") if s in set(splits)] + sorted(set(splits) - {"train", "val", "test", ""})
+    order = [s for s in ("train", "val", "test", "") if s in set(splits)] + sorted(
+        set(splits) - {"train", "val", "test", ""}
+    )
     counts = {sp: {c: int(np.sum((splits == sp) & (labels == k))) for k, c in enumerate(ds.classes)} for sp in order}
     groups = {}
     if len(meta) and (meta["group"] != "").any():
@@ -37,13 +39,22 @@ def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str 
             g = meta["group"][splits == sp]
             g = g[g != ""]
             per = g.value_counts()
-            groups[sp] = {"groups": int(len(per)), "min": int(per.min()) if len(per) else 0,
-                          "median": float(per.median()) if len(per) else 0.0, "max": int(per.max()) if len(per) else 0}
+            groups[sp] = {
+                "groups": int(len(per)),
+                "min": int(per.min()) if len(per) else 0,
+                "median": float(per.median()) if len(per) else 0.0,
+                "max": int(per.max()) if len(per) else 0,
+            }
     attributes = {}
     for name, codes in ds.manifest.get("attributes", {}).items():
         if name in meta:
-            attributes[name] = {sp: {codes.get(str(v), "unknown" if v < 0 else str(v)): int(n)
-                                     for v, n in sorted(Counter(meta[name][splits == sp]).items())} for sp in order}
+            attributes[name] = {
+                sp: {
+                    codes.get(str(v), "unknown" if v < 0 else str(v)): int(n)
+                    for v, n in sorted(Counter(meta[name][splits == sp]).items())
+                }
+                for sp in order
+            }
     skipped: Counter = Counter()
     sk = ds.root / SKIPPED
     if sk.is_file():
@@ -52,17 +63,27 @@ def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str 
                 skipped[reason_kind(row["reason"])] += 1
     prov = ds.root / PROVENANCE
     return {
-        "dataset": ds.name, "path": str(ds.root), "protocol": ds.protocol, "classes": ds.classes,
-        "image_size": ds.image_size, "total": len(ds), "label_set": label_set or "clean",
-        "split_set": split_set or ("default" if "default" in ds.split_sets() else "official"),  # what ds.splits(None) reads
-        "counts": counts, "groups": groups, "group_kind": ds.manifest.get("groups", {}).get("kind", ""),
-        "attributes": attributes, "skipped": dict(skipped.most_common()),
+        "dataset": ds.name,
+        "path": str(ds.root),
+        "protocol": ds.protocol,
+        "classes": ds.classes,
+        "image_size": ds.image_size,
+        "total": len(ds),
+        "label_set": label_set or "clean",
+        "split_set": split_set
+        or ("default" if "default" in ds.split_sets() else "official"),  # what ds.splits(None) reads
+        "counts": counts,
+        "groups": groups,
+        "group_kind": ds.manifest.get("groups", {}).get("kind", ""),
+        "attributes": attributes,
+        "skipped": dict(skipped.most_common()),
         "provenance": read_json(prov) if prov.is_file() else {},
     }
 
 
-def contact_sheet(ds: PreparedDataset, path: str | os.PathLike, per_class: int = 8, seed: int = 0,
-                  labels: np.ndarray | None = None) -> Path:
+def contact_sheet(
+    ds: PreparedDataset, path: str | os.PathLike, per_class: int = 8, seed: int = 0, labels: np.ndarray | None = None
+) -> Path:
     """A PNG grid: one row per class, up to ``per_class`` random faces each (template points marked if aligned)."""
     import matplotlib
 
@@ -95,7 +116,10 @@ def contact_sheet(ds: PreparedDataset, path: str | os.PathLike, per_class: int =
                     ax.plot(pts[:, 0], pts[:, 1], "+", color="#ff3b30", markersize=4, markeredgewidth=0.8)
             if c == 0:
                 ax.set_ylabel(f"{ds.classes[k]}\n({n:,})", rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{ds.name}: {len(ds):,} faces, {ds.image_size}x{ds.image_size}, align {ds.manifest.get('align', '?')}", fontsize=9)
+    fig.suptitle(
+        f"{ds.name}: {len(ds):,} faces, {ds.image_size}x{ds.image_size}, align {ds.manifest.get('align', '?')}",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -104,9 +128,16 @@ def contact_sheet(ds: PreparedDataset, path: str | os.PathLike, per_class: int =
     return path
 
 
-def inspect(prepared: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
-            sheet: str | os.PathLike | None = None, per_class: int = 8, label_set: str | None = None,
-            split_set: str | None = None, seed: int = 0, show: bool = True) -> dict:
+def inspect(
+    prepared: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    sheet: str | os.PathLike | None = None,
+    per_class: int = 8,
+    label_set: str | None = None,
+    split_set: str | None = None,
+    seed: int = 0,
+    show: bool = True,
+) -> dict:
     """Summarize a prepared dataset (name under the data root, or a path), print it, write the contact sheet.
 
     Returns the summary of :func:`summarize` with ``sheet`` (the PNG's path) added.
@@ -121,12 +152,15 @@ def inspect(prepared: str | os.PathLike | None = None, data_root: str | os.PathL
 
 
 def _print(s: dict) -> None:
-    from grefel.console import make_console
     from rich.table import Table
 
+    from grefel.console import make_console
+
     con = make_console()
-    t = Table(title=f"{s['dataset']} (protocol {s['protocol']}, {s['total']:,} faces at {s['image_size']}px; "
-                    f"labels {s['label_set']}, splits {s['split_set']})")
+    t = Table(
+        title=f"{s['dataset']} (protocol {s['protocol']}, {s['total']:,} faces at {s['image_size']}px; "
+        f"labels {s['label_set']}, splits {s['split_set']})"
+    )
     t.add_column("class")
     for sp in s["counts"]:
         t.add_column(sp or "(no split)", justify="right")
@@ -134,7 +168,9 @@ def _print(s: dict) -> None:
     for c in s["classes"]:
         row = [s["counts"][sp][c] for sp in s["counts"]]
         t.add_row(c, *(f"{v:,}" for v in row), f"{sum(row):,}")
-    t.add_row("[bold]total", *(f"[bold]{sum(s['counts'][sp].values()):,}" for sp in s["counts"]), f"[bold]{s['total']:,}")
+    t.add_row(
+        "[bold]total", *(f"[bold]{sum(s['counts'][sp].values()):,}" for sp in s["counts"]), f"[bold]{s['total']:,}"
+    )
     con.print(t)
     if s["groups"]:
         g = Table(title=f"groups ({s['group_kind'] or 'group'}) per split")
@@ -161,11 +197,16 @@ def _print(s: dict) -> None:
     p = s["provenance"]
     if p:
         al = p.get("aligner", {})
-        con.print(f"prepared by grefel {p.get('grefel_version')} on {p.get('created')} from {p.get('raw')} "
-                  f"(layout {p.get('layout')}); aligner: {al.get('method')}"
-                  + (f" [{al['package']}]" if al.get("package") else ""))
+        con.print(
+            f"prepared by grefel {p.get('grefel_version')} on {p.get('created')} from {p.get('raw')} "
+            f"(layout {p.get('layout')}); aligner: {al.get('method')}"
+            + (f" [{al['package']}]" if al.get("package") else "")
+        )
         for f in p.get("source_files", []):
             con.print(f"  source {f['path']}: sha256 {f['sha256'][:16]}... ({f['bytes']:,} bytes)")
         if p.get("synthetic"):
-            con.print(f"  synthetic faces drawn by {p['synthetic'].get('generator')} ({p['synthetic'].get('settings')}), not the real dataset")
+            con.print(
+                f"  synthetic faces drawn by {p['synthetic'].get('generator')} "
+                f"({p['synthetic'].get('settings')}), not the real dataset"
+            )
     con.print(f"contact sheet: {s['sheet']}")

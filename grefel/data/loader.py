@@ -51,8 +51,9 @@ def epoch_plan(
 ) -> EpochPlan:
     """The epoch's indices: a refined draw (section 4.1) or a shuffled pass, padded to the batch."""
     if refine:
-        ep = refine_epoch(labels, groups, pool, num_classes=num_classes, epoch=epoch, seed=seed,
-                          n_pg=n_pg, per_class=per_class)
+        ep = refine_epoch(
+            labels, groups, pool, num_classes=num_classes, epoch=epoch, seed=seed, n_pg=n_pg, per_class=per_class
+        )
         idx, short, missing = ep.indices, ep.short, ep.missing
     else:
         pool = np.asarray(pool, dtype=np.int64)
@@ -108,7 +109,7 @@ class EvalBatches(Sampler):
 
     def __iter__(self):
         for s in range(0, len(self.pos), self.batch_size):
-            pos = self.pos[s:s + self.batch_size]
+            pos = self.pos[s : s + self.batch_size]
             yield pos, self.indices[pos]
 
 
@@ -131,14 +132,26 @@ class ShardBatches(Dataset):
         return len(self.ds)
 
 
-def make_loader(ds: PreparedDataset, labels: np.ndarray, sampler: Sampler, *, workers: int = 0,
-                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+def make_loader(
+    ds: PreparedDataset,
+    labels: np.ndarray,
+    sampler: Sampler,
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+    persistent: bool = False,
+) -> DataLoader:
     """A DataLoader over whole batches (``batch_size=None``: the sampler yields batches).
 
     ``persistent`` keeps the worker processes between epochs (no start-up cost per epoch).
     """
     return DataLoader(
-        ShardBatches(ds, labels), sampler=sampler, batch_size=None, num_workers=workers,
-        pin_memory=pin_memory, persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers else None,
+        ShardBatches(ds, labels),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent and workers > 0,
+        prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(0),  # never draw from the global RNG
     )

@@ -29,10 +29,10 @@ import shutil
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import h5py
 
@@ -68,8 +68,9 @@ class ItemWork:
 
     def aligner(self) -> FaceAligner:
         if self._aligner is None:
-            self._aligner = FaceAligner(self.align, weights_dir=self.weights_dir, size=self.size, device=self.device,
-                                        threads=self.threads)
+            self._aligner = FaceAligner(
+                self.align, weights_dir=self.weights_dir, size=self.size, device=self.device, threads=self.threads
+            )
         return self._aligner
 
     def __call__(self, item: RawItem | Skip) -> Sample | Skip:
@@ -94,9 +95,18 @@ class ItemWork:
                 face = faces[0]
         except ValueError as e:
             return Skip(item.source, f"alignment failed ({e})")
-        return Sample(image=face.image, label=item.label, split=item.split, source=item.source, group=item.group,
-                      landmarks=face.landmarks, transform=face.transform, attributes=item.attributes,
-                      source_sha256=sha, landmarks68=item.landmarks68)
+        return Sample(
+            image=face.image,
+            label=item.label,
+            split=item.split,
+            source=item.source,
+            group=item.group,
+            landmarks=face.landmarks,
+            transform=face.transform,
+            attributes=item.attributes,
+            source_sha256=sha,
+            landmarks68=item.landmarks68,
+        )
 
     def run_batch(self, items: list) -> list:
         return [self(it) for it in items]
@@ -120,8 +130,9 @@ def _run_batch(items: list) -> list:
     return _WORK.run_batch(items)
 
 
-def ordered_map(work: ItemWork, pairs: Iterable[tuple], workers: int = 1, window: int | None = None,
-                lanes: int = 1) -> Iterator[tuple]:
+def ordered_map(
+    work: ItemWork, pairs: Iterable[tuple], workers: int = 1, window: int | None = None, lanes: int = 1
+) -> Iterator[tuple]:
     """``(tag, work(item))`` for every ``(tag, item)``, in order, with a bounded number in flight.
 
     ``workers > 1``: batches of items go to a spawned process pool. One worker with ``lanes > 1``:
@@ -160,11 +171,24 @@ def _windowed(submit, pairs: Iterable[tuple], window: int) -> Iterator[tuple]:
 
 
 # -- the run ---------------------------------------------------------------------------------------
-def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None = None,
-            data_root: str | os.PathLike | None = None, align: str | None = None, workers: int = 1,
-            size: int = DEFAULT_SIZE, *, protocol: str | None = None, weights_dir: str | os.PathLike | None = None,
-            device: str = "cpu", shard_items: int = DEFAULT_SHARD_ITEMS, compression: str | None = None,
-            threads: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+def prepare(
+    dataset: str,
+    raw: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    align: str | None = None,
+    workers: int = 1,
+    size: int = DEFAULT_SIZE,
+    *,
+    protocol: str | None = None,
+    weights_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    shard_items: int = DEFAULT_SHARD_ITEMS,
+    compression: str | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Prepare raw ``dataset`` found in ``raw``; return the prepared folder.
 
     The folder is ``out`` or ``<data root>/<name>`` (name: the dataset id, or ``affectnet7`` /
@@ -191,18 +215,35 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
     reader = open_reader(dataset, raw, protocol=protocol, align=align)
     align = reader.align
     if align == "landmarks" and not getattr(reader, "has_landmarks", False):
-        raise DatasetError(f"{reader.definition.title} ({reader.layout} layout) ships no landmarks here: use --align none "
-                           f"or a detector ({', '.join(DETECTORS)})")
+        raise DatasetError(
+            f"{reader.definition.title} ({reader.layout} layout) ships no landmarks here: use --align none "
+            f"or a detector ({', '.join(DETECTORS)})"
+        )
     out = Path(out).expanduser() if out else resolve_data_root(data_root) / reader.name
     lanes = _lanes(align, workers, threads)
-    work = ItemWork(reader, align, int(size), str(weights_dir) if weights_dir else None, device,
-                    threads=threads if threads else (1 if workers > 1 or lanes > 1 else None))
+    work = ItemWork(
+        reader,
+        align,
+        int(size),
+        str(weights_dir) if weights_dir else None,
+        device,
+        threads=threads if threads else (1 if workers > 1 or lanes > 1 else None),
+    )
     aligner_info = _describe_align(work)  # builds a detector now: a missing weight file fails before any work
     sources = _source_checksums(reader)
-    fingerprint = {"dataset": reader.dataset, "name": reader.name, "protocol": reader.protocol, "layout": reader.layout,
-                   "align": align, "size": int(size), "shard_items": int(shard_items), "compression": compression,
-                   "schema_version": SCHEMA_VERSION, "model_sha256": aligner_info.get("model_sha256", ""),
-                   "sources": {s["path"]: s["sha256"] for s in sources}}
+    fingerprint = {
+        "dataset": reader.dataset,
+        "name": reader.name,
+        "protocol": reader.protocol,
+        "layout": reader.layout,
+        "align": align,
+        "size": int(size),
+        "shard_items": int(shard_items),
+        "compression": compression,
+        "schema_version": SCHEMA_VERSION,
+        "model_sha256": aligner_info.get("model_sha256", ""),
+        "sources": {s["path"]: s["sha256"] for s in sources},
+    }
     console = _console(progress)
     done = _start_or_resume(out, fingerprint, overwrite, console)
     if done is None:
@@ -213,10 +254,12 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
     if total == 0:
         raise DatasetError(f"no images found in {reader.tree.root} for {reader.definition.title}: check the folder")
     if console:
-        console.print(f"[bold]{reader.definition.title}[/bold] -> {out}: {total:,} raw items, layout '{reader.layout}', "
-                      f"protocol {reader.protocol} ({len(reader.classes)} classes), align '{align}', {workers} worker(s)"
-                      + (f" x {lanes} threads" if lanes > 1 else "")
-                      + (f"; resuming after {len(done)} finished shard(s)" if done else ""))
+        console.print(
+            f"[bold]{reader.definition.title}[/bold] -> {out}: {total:,} raw items, layout '{reader.layout}', "
+            f"protocol {reader.protocol} ({len(reader.classes)} classes), align '{align}', {workers} worker(s)"
+            + (f" x {lanes} threads" if lanes > 1 else "")
+            + (f"; resuming after {len(done)} finished shard(s)" if done else "")
+        )
     bar = _Progress(console, total)
     chunk_sha: dict[int, str] = {}
 
@@ -225,8 +268,10 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
             digest = _chunk_digest(chunk)
             if c < len(done):
                 if (done[c]["chunk_sha256"], done[c]["chunk_items"]) != (digest, len(chunk)):
-                    raise DatasetError(f"the raw items of finished shard {c} changed since the interrupted run: "
-                                       f"rerun with --overwrite to prepare {out.name} from scratch")
+                    raise DatasetError(
+                        f"the raw items of finished shard {c} changed since the interrupted run: "
+                        f"rerun with --overwrite to prepare {out.name} from scratch"
+                    )
                 bar.advance(len(chunk))
                 continue
             chunk_sha[c] = digest
@@ -234,9 +279,15 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
                 yield c, it
 
     # 3. align in workers, write shards in order
-    shard_args = dict(dataset=reader.name, protocol=reader.protocol, classes=reader.classes, image_size=int(size),
-                      attribute_names=reader.attribute_names(), compression=compression,
-                      landmarks68=getattr(reader, "has_landmarks68", False))
+    shard_args = dict(
+        dataset=reader.name,
+        protocol=reader.protocol,
+        classes=reader.classes,
+        image_size=int(size),
+        attribute_names=reader.attribute_names(),
+        compression=compression,
+        landmarks68=getattr(reader, "has_landmarks68", False),
+    )
     entries = {c: d["entry"] for c, d in enumerate(done)}
     next_index = sum(d["entry"]["n"] for d in done)
     writer, current, count = None, -1, 0
@@ -247,7 +298,9 @@ def prepare(dataset: str, raw: str | os.PathLike, out: str | os.PathLike | None 
                     if writer is not None:
                         w, writer = writer, None
                         next_index = _close_shard(w, entries, current, count, chunk_sha[current])
-                    writer = ShardWriter(out / SHARD_DIR / shard_name(c), first_index=next_index, **shard_args).__enter__()
+                    writer = ShardWriter(
+                        out / SHARD_DIR / shard_name(c), first_index=next_index, **shard_args
+                    ).__enter__()
                     current, count = c, 0
                 count += 1
                 if isinstance(result, Skip):
@@ -310,7 +363,9 @@ def _start_or_resume(out: Path, fingerprint: dict, overwrite: bool, console) -> 
     state = out / STATE
     if out.exists() and overwrite:
         if not (out / MANIFEST).is_file() and not state.is_file() and any(out.iterdir()):
-            raise GrefelError(f"{out} exists and is not a grefel prepared dataset: refusing to delete it; choose another --out")
+            raise GrefelError(
+                f"{out} exists and is not a grefel prepared dataset: refusing to delete it; choose another --out"
+            )
         shutil.rmtree(out)
     if (out / MANIFEST).is_file():
         prov = out / PROVENANCE
@@ -319,13 +374,17 @@ def _start_or_resume(out: Path, fingerprint: dict, overwrite: bool, console) -> 
             if console:
                 console.print(f"{out} is already prepared with these options (pass --overwrite to redo it)")
             return None
-        raise GrefelError(f"{out} already holds a prepared dataset made with other {_differences(old, fingerprint)}: "
-                          "pass --overwrite to replace it, or --out to write elsewhere")
+        raise GrefelError(
+            f"{out} already holds a prepared dataset made with other {_differences(old, fingerprint)}: "
+            "pass --overwrite to replace it, or --out to write elsewhere"
+        )
     if state.is_file():
         old = json.loads(state.read_text()).get("fingerprint")
         if old != fingerprint:
-            raise GrefelError(f"{out} holds an interrupted prepare with other {_differences(old, fingerprint)}: rerun it "
-                              "with the same options to resume, or pass --overwrite to start again")
+            raise GrefelError(
+                f"{out} holds an interrupted prepare with other {_differences(old, fingerprint)}: rerun it "
+                "with the same options to resume, or pass --overwrite to start again"
+            )
     elif out.exists() and any(out.iterdir()):
         raise GrefelError(f"{out} exists and is not empty: choose another --out (or remove it)")
     write_json(state, {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -339,11 +398,21 @@ def _start_or_resume(out: Path, fingerprint: dict, overwrite: bool, console) -> 
         if not p.is_file():
             break
         with h5py.File(p, "r") as f:
-            done.append({"chunk_sha256": str(f.attrs["chunk_sha256"]), "chunk_items": int(f.attrs["chunk_items"]),
-                         "entry": {"file": f"{SHARD_DIR}/{p.name}", "n": int(f["label"].shape[0]),
-                                   "first_index": int(f["index"][0]) if f["index"].shape[0] else
-                                   sum(d["entry"]["n"] for d in done), "sha256": sha256_file(p)}})
-    for stale in sorted(shard_dir.glob("shard-*.h5"))[len(done):]:  # after a gap: not trusted
+            done.append(
+                {
+                    "chunk_sha256": str(f.attrs["chunk_sha256"]),
+                    "chunk_items": int(f.attrs["chunk_items"]),
+                    "entry": {
+                        "file": f"{SHARD_DIR}/{p.name}",
+                        "n": int(f["label"].shape[0]),
+                        "first_index": int(f["index"][0])
+                        if f["index"].shape[0]
+                        else sum(d["entry"]["n"] for d in done),
+                        "sha256": sha256_file(p),
+                    },
+                }
+            )
+    for stale in sorted(shard_dir.glob("shard-*.h5"))[len(done) :]:  # after a gap: not trusted
         stale.unlink()
     return done
 
@@ -360,8 +429,11 @@ def _describe_align(work: ItemWork) -> dict:
         return work.aligner().describe()
     d = {"method": work.align, "size": work.size}
     if work.align == "landmarks":
-        d.update(template_112=TEMPLATE_112.tolist(), landmarks="shipped with the dataset",
-                 fit="least-squares similarity (skimage SimilarityTransform), cv2.warpAffine bilinear, area pre-shrink")
+        d.update(
+            template_112=TEMPLATE_112.tolist(),
+            landmarks="shipped with the dataset",
+            fit="least-squares similarity (skimage SimilarityTransform), cv2.warpAffine bilinear, area pre-shrink",
+        )
     else:
         d.update(resize="centred square (or the shipped face box) scaled to size x size, bilinear, area pre-shrink")
     return d
@@ -380,24 +452,47 @@ def synthetic_source(reader: RawReader) -> dict | None:
                 m = read_json(marker)
             except (OSError, ValueError):
                 m = {}
-            return {"generator": m.get("generator", "grefel synth"), "grefel_version": m.get("grefel_version"),
-                    "settings": m.get("settings"), "marker": str(marker)}
+            return {
+                "generator": m.get("generator", "grefel synth"),
+                "grefel_version": m.get("grefel_version"),
+                "settings": m.get("settings"),
+                "marker": str(marker),
+            }
     return None
 
 
 def _source_checksums(reader: RawReader) -> list[dict]:
     root = reader.tree.root
-    return [{"path": p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p), "bytes": p.stat().st_size,
-             "sha256": sha256_file(p)} for p in reader.annotation_files()]
+    return [
+        {
+            "path": p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p),
+            "bytes": p.stat().st_size,
+            "sha256": sha256_file(p),
+        }
+        for p in reader.annotation_files()
+    ]
 
 
 def reason_kind(reason: str) -> str:
-    """A reason without its trailing details, for counting (``truncated or corrupt image (...)`` -> ``truncated or corrupt image``)."""
+    """A reason without its trailing details, for counting.
+
+    ``truncated or corrupt image (...)`` -> ``truncated or corrupt image``.
+    """
     return re.sub(r"\s*\([^()]*\)$", "", reason).strip()
 
 
-def _finish(out: Path, reader: RawReader, fingerprint: dict, entries: dict, aligner_info: dict, sources: list,
-            work: ItemWork, workers: int, lanes: int, t_start: float) -> dict:
+def _finish(
+    out: Path,
+    reader: RawReader,
+    fingerprint: dict,
+    entries: dict,
+    aligner_info: dict,
+    sources: list,
+    work: ItemWork,
+    workers: int,
+    lanes: int,
+    t_start: float,
+) -> dict:
     import csv
 
     classes = reader.classes
@@ -423,7 +518,9 @@ def _finish(out: Path, reader: RawReader, fingerprint: dict, entries: dict, alig
                     w.writerow([s, r])
                     reasons[reason_kind(r)] += 1
     n = sum(e["n"] for e in shards)
-    split_order = [s for s in ("train", "val", "test", "") if s in counts] + sorted(set(counts) - {"train", "val", "test", ""})
+    split_order = [s for s in ("train", "val", "test", "") if s in counts] + sorted(
+        set(counts) - {"train", "val", "test", ""}
+    )
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "dataset": reader.name,
@@ -455,18 +552,29 @@ def _finish(out: Path, reader: RawReader, fingerprint: dict, entries: dict, alig
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.time() - t_start, 1),
         "command": " ".join(sys.argv) if sys.argv and "grefel" in sys.argv[0] else None,
-        "dataset": reader.dataset, "layout": reader.layout, "protocol": reader.protocol,
+        "dataset": reader.dataset,
+        "layout": reader.layout,
+        "protocol": reader.protocol,
         "raw": str(reader.tree.root),
         "synthetic": synthetic_source(reader),
-        "options": {"align": work.align, "size": work.size, "shard_items": fingerprint["shard_items"],
-                    "compression": fingerprint["compression"], "workers": workers, "lanes": lanes, "weights_dir": work.weights_dir,
-                    "device": work.device},
+        "options": {
+            "align": work.align,
+            "size": work.size,
+            "shard_items": fingerprint["shard_items"],
+            "compression": fingerprint["compression"],
+            "workers": workers,
+            "lanes": lanes,
+            "weights_dir": work.weights_dir,
+            "device": work.device,
+        },
         "aligner": aligner_info,
         "source_files": sources,
         "images_sha256": images_digest.hexdigest(),
         "images_sha256_rule": "sha256 over the shards' source_sha256 values in index order",
-        "environment": {"python": platform.python_version(),
-                        **{p: _v(p) for p in ("numpy", "pillow", "opencv-python", "scikit-image", "h5py", "onnxruntime")}},
+        "environment": {
+            "python": platform.python_version(),
+            **{p: _v(p) for p in ("numpy", "pillow", "opencv-python", "scikit-image", "h5py", "onnxruntime")},
+        },
         "fingerprint": fingerprint,
     }
     write_json(out / PROVENANCE, provenance)
@@ -490,8 +598,15 @@ class _Progress:
     def __init__(self, console, total: int):
         self._p = None
         if console is not None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                ProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
             from rich.text import Text
 
             class Rate(ProgressColumn):
@@ -499,8 +614,15 @@ class _Progress:
                     return Text(f"{task.speed:,.0f} img/s" if task.speed else "- img/s", style="progress.data.speed")
 
             self._p = Progress(
-                TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                Rate(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+            )
             self._task = self._p.add_task("prepare", total=total)
 
     def advance(self, n: int) -> None:

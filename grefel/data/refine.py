@@ -182,7 +182,9 @@ def make_splits(
     if method == "carve-val":
         train = np.flatnonzero((official == "train") & (labels >= 0))
         if len(train) == 0:
-            raise DatasetError(f"{ds.name} has no official train split to carve validation from: use --method group or random")
+            raise DatasetError(
+                f"{ds.name} has no official train split to carve validation from: use --method group or random"
+            )
         out = official.copy()
         out[out == "val"] = "train"  # carve-val replaces any existing val
         out[_stratified_carve(labels, codes, train, val_fraction, seed)] = "val"
@@ -211,7 +213,9 @@ def make_splits(
                 strat = labels[labelled]
             rest, test = train_test_split(labelled, test_size=test_fraction, stratify=strat, random_state=seed)
             strat_rest = labels[rest] * (codes.max() + 1) + codes[rest] if cnt.min() >= 3 else labels[rest]
-            train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=strat_rest, random_state=seed + 1)
+            train, val = train_test_split(
+                rest, test_size=val_fraction / (1 - test_fraction), stratify=strat_rest, random_state=seed + 1
+            )
         else:
             test = _stratified_carve(labels, codes, labelled, test_fraction, seed)
             rest = np.setdiff1d(labelled, test)
@@ -228,13 +232,12 @@ def write_split(ds: PreparedDataset, name: str, split: np.ndarray, **attrs) -> P
     if len(split) != len(ds):
         raise ValueError(f"split has {len(split)} entries, dataset {len(ds)}")
     path = ds.root / SPLITS_DIR / f"{name}.h5"
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("split", data=np.asarray(split, dtype="S8"))
-            f.attrs["dataset"] = ds.name
-            f.attrs["manifest_sha256"] = ds.manifest_sha256
-            for k, v in attrs.items():
-                f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("split", data=np.asarray(split, dtype="S8"))
+        f.attrs["dataset"] = ds.name
+        f.attrs["manifest_sha256"] = ds.manifest_sha256
+        for k, v in attrs.items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
     return path
 
 
@@ -284,9 +287,9 @@ def refine(
     Existing split files are kept unless ``force``. The preview shows the class histogram of the
     training split before refinement, after the per-group cap and in the refined epoch.
     """
-    from grefel.console import make_console
     from rich.table import Table
 
+    from grefel.console import make_console
     from grefel.paths import resolve_dataset
 
     console = console or make_console()
@@ -303,8 +306,9 @@ def refine(
         if used != "random":  # FERG's image-level protocol shares characters by design
             # an official test split is the dataset's own business; what we carve must not leak
             check_no_group_leak(ds, np.where(split == "test", "", split) if used == "carve-val" else split)
-        written.append(write_split(ds, name, split, method=used, seed=seed, val_fraction=val_fraction,
-                                   test_fraction=test_fraction))
+        written.append(
+            write_split(ds, name, split, method=used, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+        )
         cnt = {s: int((split == s).sum()) for s in ("train", "val", "test")}
         console.print(f"wrote {path}  ({used}: train {cnt['train']}, val {cnt['val']}, test {cnt['test']})")
     if used == "none":
@@ -318,19 +322,36 @@ def refine(
     before = np.bincount(labels[pool], minlength=ds.num_classes)
     ep = None
     if len(pool):
-        ep = refine_epoch(labels, ds.meta["group"].to_numpy(), pool, num_classes=ds.num_classes, epoch=epoch,
-                          seed=seed, n_pg=n_pg, per_class=per_class)
-        table = Table(title=f"{ds.name}: training images per class, refined epoch {epoch} (seed {seed})"
-                            + (f", split set {split_set}" if split_set else ""))
+        ep = refine_epoch(
+            labels,
+            ds.meta["group"].to_numpy(),
+            pool,
+            num_classes=ds.num_classes,
+            epoch=epoch,
+            seed=seed,
+            n_pg=n_pg,
+            per_class=per_class,
+        )
+        table = Table(
+            title=f"{ds.name}: training images per class, refined epoch {epoch} (seed {seed})"
+            + (f", split set {split_set}" if split_set else "")
+        )
         # train: the split's images; N_pg: after the per-group cap; epoch: after B per class
         for col in ("class", "train", f"N_pg={n_pg}", f"epoch (B={per_class})", "note"):
             table.add_column(col, justify="left" if col in ("class", "note") else "right", no_wrap=col != "note")
         for c, name in enumerate(ds.classes):
-            note = ("no image: left out" if c in ep.missing else
-                    f"short by {per_class - ep.pool_counts[c]}, resampled" if c in ep.short else "")
+            note = (
+                "no image: left out"
+                if c in ep.missing
+                else f"short by {per_class - ep.pool_counts[c]}, resampled"
+                if c in ep.short
+                else ""
+            )
             table.add_row(name, str(before[c]), str(ep.pool_counts[c]), str(ep.counts[c]), note)
         table.add_row("total", str(before.sum()), str(ep.pool_counts.sum()), str(ep.counts.sum()), "")
         console.print(table)
     else:
-        console.print(f"[yellow]{ds.name} has no labelled training images in split set {split_set or 'default/official'}[/yellow]")
+        console.print(
+            f"[yellow]{ds.name} has no labelled training images in split set {split_set or 'default/official'}[/yellow]"
+        )
     return RefineResult(ds.name, used, written, split_set, ds.classes, before, ep)

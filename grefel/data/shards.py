@@ -48,10 +48,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -101,8 +101,16 @@ def write_shard(
     compression: str | None = None,
 ) -> dict:
     """Write ``samples`` to one shard atomically; return its manifest entry."""
-    with ShardWriter(path, first_index=first_index, dataset=dataset, protocol=protocol, classes=classes,
-                     image_size=image_size, attribute_names=attribute_names, compression=compression) as w:
+    with ShardWriter(
+        path,
+        first_index=first_index,
+        dataset=dataset,
+        protocol=protocol,
+        classes=classes,
+        image_size=image_size,
+        attribute_names=attribute_names,
+        compression=compression,
+    ) as w:
         for s in samples:
             w.add(s)
     return w.entry
@@ -117,21 +125,39 @@ class ShardWriter:
     given before the exit.
     """
 
-    def __init__(self, path: str | os.PathLike, *, first_index: int, dataset: str, protocol: str, classes: Sequence[str],
-                 image_size: int, attribute_names: Sequence[str] = (), compression: str | None = None,
-                 landmarks68: bool = False, attrs: dict | None = None, flush_every: int = 256):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        first_index: int,
+        dataset: str,
+        protocol: str,
+        classes: Sequence[str],
+        image_size: int,
+        attribute_names: Sequence[str] = (),
+        compression: str | None = None,
+        landmarks68: bool = False,
+        attrs: dict | None = None,
+        flush_every: int = 256,
+    ):
         self.path = Path(path)
         self.first_index, self.image_size = first_index, image_size
         self.attribute_names, self.landmarks68 = list(attribute_names), landmarks68
         self.compression, self.flush_every = compression, flush_every
-        self.file_attrs = {"schema_version": SCHEMA_VERSION, "dataset": dataset, "protocol": protocol,
-                           "classes": json.dumps(list(classes)), "image_size": image_size, **(attrs or {})}
+        self.file_attrs = {
+            "schema_version": SCHEMA_VERSION,
+            "dataset": dataset,
+            "protocol": protocol,
+            "classes": json.dumps(list(classes)),
+            "image_size": image_size,
+            **(attrs or {}),
+        }
         self.skipped: list[tuple[str, str]] = []
         self.n = 0
         self._buf: list[Sample] = []
         self.entry: dict | None = None
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         try:
@@ -146,15 +172,30 @@ class ShardWriter:
         f, S = self._f, self.image_size
         for k, v in self.file_attrs.items():
             f.attrs[k] = v
-        f.create_dataset("images", shape=(0, S, S, 3), maxshape=(None, S, S, 3), dtype=np.uint8,
-                         chunks=(1, S, S, 3), compression=self.compression)
-        cols = {"label": np.int16, "split": "S8", "group": _STR, "source": _STR, "index": np.int64, "source_sha256": "S64"}
+        f.create_dataset(
+            "images",
+            shape=(0, S, S, 3),
+            maxshape=(None, S, S, 3),
+            dtype=np.uint8,
+            chunks=(1, S, S, 3),
+            compression=self.compression,
+        )
+        cols = {
+            "label": np.int16,
+            "split": "S8",
+            "group": _STR,
+            "source": _STR,
+            "index": np.int64,
+            "source_sha256": "S64",
+        }
         for name, dt in cols.items():
             f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(1024,))
         f.create_dataset("landmarks", shape=(0, 5, 2), maxshape=(None, 5, 2), dtype=np.float32, chunks=(1024, 5, 2))
         f.create_dataset("transform", shape=(0, 2, 3), maxshape=(None, 2, 3), dtype=np.float32, chunks=(1024, 2, 3))
         if self.landmarks68:
-            f.create_dataset("landmarks68", shape=(0, 68, 2), maxshape=(None, 68, 2), dtype=np.float32, chunks=(256, 68, 2))
+            f.create_dataset(
+                "landmarks68", shape=(0, 68, 2), maxshape=(None, 68, 2), dtype=np.float32, chunks=(256, 68, 2)
+            )
         grp = f.create_group("attributes")
         for name in self.attribute_names:
             grp.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int8, chunks=(1024,))
@@ -212,13 +253,19 @@ class ShardWriter:
             raise
         self._atomic.__exit__(exc_type, exc, tb)
         if exc_type is None:
-            self.entry = {"file": f"{SHARD_DIR}/{self.path.name}", "n": self.n, "first_index": self.first_index,
-                          "sha256": sha256_file(self.path)}
+            self.entry = {
+                "file": f"{SHARD_DIR}/{self.path.name}",
+                "n": self.n,
+                "first_index": self.first_index,
+                "sha256": sha256_file(self.path),
+            }
         return False
 
 
 def _stack_or_nan(arrays: Iterable[np.ndarray | None], shape: tuple[int, ...]) -> np.ndarray:
-    rows = [np.full(shape, np.nan, np.float32) if a is None else np.asarray(a, np.float32).reshape(shape) for a in arrays]
+    rows = [
+        np.full(shape, np.nan, np.float32) if a is None else np.asarray(a, np.float32).reshape(shape) for a in arrays
+    ]
     return np.stack(rows) if rows else np.zeros((0, *shape), np.float32)
 
 
@@ -237,7 +284,9 @@ class PreparedDataset:
             raise DatasetError(f"{self.root} is not a prepared dataset (no {MANIFEST}): run `grefel prepare` first")
         self.manifest: dict = read_json(mf)
         if self.manifest.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-            raise DatasetError(f"{self.root} was prepared by a newer grefel (schema {self.manifest['schema_version']}): upgrade grefel")
+            raise DatasetError(
+                f"{self.root} was prepared by a newer grefel (schema {self.manifest['schema_version']}): upgrade grefel"
+            )
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
 
@@ -303,12 +352,18 @@ class PreparedDataset:
                 cols["row"] = np.arange(len(cols["index"]), dtype=np.int64)
             frames.append(pd.DataFrame(cols))
         if not frames:
-            return pd.DataFrame(columns=["index", "label", "split", "group", "source", "shard", "row"]).set_index("index")
+            return pd.DataFrame(columns=["index", "label", "split", "group", "source", "shard", "row"]).set_index(
+                "index"
+            )
         return pd.concat(frames, ignore_index=True).set_index("index", drop=False)
 
     def landmarks(self) -> np.ndarray:
         """(N, 5, 2) alignment landmarks in source-image pixels (NaN where none were used)."""
-        return np.concatenate([self._column(e, "landmarks") for e in self.shards]) if self.shards else np.zeros((0, 5, 2), np.float32)
+        return (
+            np.concatenate([self._column(e, "landmarks") for e in self.shards])
+            if self.shards
+            else np.zeros((0, 5, 2), np.float32)
+        )
 
     def _column(self, entry: dict, name: str) -> np.ndarray:
         with h5py.File(self.root / entry["file"], "r") as f:
@@ -325,11 +380,16 @@ class PreparedDataset:
         p = self.root / LABELS_DIR / f"{label_set}.h5"
         if not p.is_file():
             have = ", ".join(self.label_sets()) or "none"
-            raise DatasetError(f"label set '{label_set}' not found for {self.name} (have: {have}); create it with `grefel corrupt`")
+            raise DatasetError(
+                f"label set '{label_set}' not found for {self.name} (have: {have}); create it with `grefel corrupt`"
+            )
         with h5py.File(p, "r") as f:
             lab = f["label"][:].astype(np.int64)
         if len(lab) != len(self):
-            raise DatasetError(f"label set '{label_set}' has {len(lab)} labels but {self.name} has {len(self)} samples: recreate it with `grefel corrupt`")
+            raise DatasetError(
+                f"label set '{label_set}' has {len(lab)} labels but {self.name} has {len(self)} samples: "
+                "recreate it with `grefel corrupt`"
+            )
         return lab
 
     def split_sets(self) -> list[str]:
@@ -348,7 +408,9 @@ class PreparedDataset:
                 return f["split"][:].astype(str)
         if split_set not in (None, "official"):
             have = ", ".join(self.split_sets()) or "none"
-            raise DatasetError(f"split set '{split_set}' not found for {self.name} (have: {have}); create it with `grefel refine`")
+            raise DatasetError(
+                f"split set '{split_set}' not found for {self.name} (have: {have}); create it with `grefel refine`"
+            )
         return self.meta["split"].to_numpy()
 
     def indices(self, split: str, split_set: str | None = None) -> np.ndarray:

@@ -62,8 +62,32 @@ FREQUENCY_ORDER = ("joy", "neutral", "sadness", "surprise", "anger", "disgust", 
 # Character names: letters only (the FERG-DB reader's file-name pattern), none a real FERG-DB
 # character; beyond 26 characters, two names joined ("avaava", "boava", ...).
 NAMES = (
-    "ava", "bo", "cleo", "dax", "eli", "finn", "gia", "hugo", "ivy", "jax", "kai", "lux", "milo",
-    "nia", "otto", "pip", "quin", "remy", "sol", "tess", "uma", "vic", "wren", "xan", "yara", "zed",
+    "ava",
+    "bo",
+    "cleo",
+    "dax",
+    "eli",
+    "finn",
+    "gia",
+    "hugo",
+    "ivy",
+    "jax",
+    "kai",
+    "lux",
+    "milo",
+    "nia",
+    "otto",
+    "pip",
+    "quin",
+    "remy",
+    "sol",
+    "tess",
+    "uma",
+    "vic",
+    "wren",
+    "xan",
+    "yara",
+    "zed",
 )
 MARKER = ".grefel-synth.json"
 MAX_CHARACTERS = len(NAMES) * (len(NAMES) + 1)
@@ -114,20 +138,74 @@ class Expression:
 NEUTRAL = Expression()
 GEOMETRY: dict[str, Expression] = {
     "neutral": NEUTRAL,
-    "joy": Expression(brow_raise=0.03, brow_arch=0.06, eye_upper=0.8, eye_lower=0.25, mouth_width=1.35,
-                      mouth_curve=0.13, mouth_open=0.12, upper_share=0.1, teeth=0.45),
-    "sadness": Expression(brow_raise=0.03, brow_inner=0.15, brow_arch=-0.01, eye_upper=0.55, eye_lower=0.9,
-                          mouth_width=0.9, mouth_curve=-0.12),
-    "anger": Expression(brow_raise=-0.09, brow_inner=-0.16, brow_arch=-0.02, eye_upper=0.6, eye_lower=0.6,
-                        mouth_width=0.9, mouth_curve=-0.05, mouth_open=0.08, mouth_round=0.3,
-                        teeth=1.0, glabella=1.0),
-    "surprise": Expression(brow_raise=0.17, brow_inner=0.02, brow_arch=0.1, eye_upper=1.65, eye_lower=1.3,
-                           mouth_width=0.6, mouth_open=0.26, mouth_round=0.5),
-    "fear": Expression(brow_raise=0.1, brow_inner=0.12, brow_arch=-0.02, eye_upper=1.6, eye_lower=1.25,
-                       mouth_width=1.4, mouth_curve=-0.05, mouth_open=0.11, mouth_round=0.25, teeth=0.4),
-    "disgust": Expression(brow_raise=-0.06, brow_inner=-0.06, eye_upper=0.5, eye_lower=0.45, mouth_width=1.05,
-                          mouth_curve=-0.07, mouth_open=0.07, upper_share=0.9, teeth=0.55, sneer=0.14,
-                          wrinkles=1.0),
+    "joy": Expression(
+        brow_raise=0.03,
+        brow_arch=0.06,
+        eye_upper=0.8,
+        eye_lower=0.25,
+        mouth_width=1.35,
+        mouth_curve=0.13,
+        mouth_open=0.12,
+        upper_share=0.1,
+        teeth=0.45,
+    ),
+    "sadness": Expression(
+        brow_raise=0.03,
+        brow_inner=0.15,
+        brow_arch=-0.01,
+        eye_upper=0.55,
+        eye_lower=0.9,
+        mouth_width=0.9,
+        mouth_curve=-0.12,
+    ),
+    "anger": Expression(
+        brow_raise=-0.09,
+        brow_inner=-0.16,
+        brow_arch=-0.02,
+        eye_upper=0.6,
+        eye_lower=0.6,
+        mouth_width=0.9,
+        mouth_curve=-0.05,
+        mouth_open=0.08,
+        mouth_round=0.3,
+        teeth=1.0,
+        glabella=1.0,
+    ),
+    "surprise": Expression(
+        brow_raise=0.17,
+        brow_inner=0.02,
+        brow_arch=0.1,
+        eye_upper=1.65,
+        eye_lower=1.3,
+        mouth_width=0.6,
+        mouth_open=0.26,
+        mouth_round=0.5,
+    ),
+    "fear": Expression(
+        brow_raise=0.1,
+        brow_inner=0.12,
+        brow_arch=-0.02,
+        eye_upper=1.6,
+        eye_lower=1.25,
+        mouth_width=1.4,
+        mouth_curve=-0.05,
+        mouth_open=0.11,
+        mouth_round=0.25,
+        teeth=0.4,
+    ),
+    "disgust": Expression(
+        brow_raise=-0.06,
+        brow_inner=-0.06,
+        eye_upper=0.5,
+        eye_lower=0.45,
+        mouth_width=1.05,
+        mouth_curve=-0.07,
+        mouth_open=0.07,
+        upper_share=0.9,
+        teeth=0.55,
+        sneer=0.14,
+        wrinkles=1.0,
+    ),
 }
 
 
@@ -159,11 +237,25 @@ def _expression_for_image(name: str, rng: np.random.Generator, expressiveness: f
 # Characters
 # ---------------------------------------------------------------------------------------------
 
-_SKIN = np.array([[255, 224, 196], [241, 194, 155], [224, 172, 130], [198, 134, 90], [160, 102, 66],
-                  [128, 82, 54], [104, 66, 44]], np.float64)
+_SKIN = np.array(
+    [[255, 224, 196], [241, 194, 155], [224, 172, 130], [198, 134, 90], [160, 102, 66], [128, 82, 54], [104, 66, 44]],
+    np.float64,
+)
 _SKIN_STYLISED = np.array([[200, 230, 180], [190, 205, 240], [235, 200, 235]], np.float64)
-_HAIR = np.array([[25, 20, 18], [70, 45, 30], [120, 80, 45], [200, 160, 90], [230, 210, 150], [150, 60, 30],
-                  [170, 170, 175], [60, 70, 140], [150, 60, 120]], np.float64)
+_HAIR = np.array(
+    [
+        [25, 20, 18],
+        [70, 45, 30],
+        [120, 80, 45],
+        [200, 160, 90],
+        [230, 210, 150],
+        [150, 60, 30],
+        [170, 170, 175],
+        [60, 70, 140],
+        [150, 60, 120],
+    ],
+    np.float64,
+)
 _IRIS = np.array([[70, 45, 25], [40, 90, 160], [60, 120, 70], [110, 90, 60], [40, 40, 40]], np.float64)
 
 
@@ -342,7 +434,9 @@ def _mouth_curves(ch: Character, ex: Expression, dx: float, sneer_side: int):
     return np.stack([xs, centre], 1), np.stack([xs, upper], 1), np.stack([xs, lower], 1)
 
 
-def draw_face(ch: Character, expression: str, rng: np.random.Generator, size: int = 128, rgba: bool | None = None) -> Image.Image:
+def draw_face(
+    ch: Character, expression: str, rng: np.random.Generator, size: int = 128, rgba: bool | None = None
+) -> Image.Image:
     """One image of ``ch`` showing ``expression``, with this image's random pose, light and noise.
 
     Returns an RGB image, or RGBA (alpha = head, neck and shoulders) when ``rgba`` is true; with
@@ -378,7 +472,11 @@ def draw_face(ch: Character, expression: str, rng: np.random.Generator, size: in
         back = np.concatenate([top, [[ch.head_w * 1.22, 1.15], [-ch.head_w * 1.22, 1.15]]])
         cv.poly(back, ch.hair, silhouette=True)
     elif ch.hair_style in (0, 3):
-        cv.poly(_arc(0, -0.08, ch.head_w * 1.08, ch.head_h * (1.0 if ch.hair_style == 0 else 1.03)), ch.hair, silhouette=True)
+        cv.poly(
+            _arc(0, -0.08, ch.head_w * 1.08, ch.head_h * (1.0 if ch.hair_style == 0 else 1.03)),
+            ch.hair,
+            silhouette=True,
+        )
     for side in (-1, 1):
         cv.poly(_arc(side * ch.head_w * 0.97, ch.eye_y + 0.12, 0.12, 0.2), skin, line_col, 0.02, silhouette=True)
     t = np.linspace(0, 2 * math.pi, 48)
@@ -406,7 +504,10 @@ def draw_face(ch: Character, expression: str, rng: np.random.Generator, size: in
         cv.line(upper, (30, 25, 25), 0.028, joint="curve")
         cv.line(lower[2:-2], line_col, 0.012)
         # brow: from the inner to the outer end, arched in the middle
-        inner_x, outer_x = side * (ch.eye_x - ch.eye_w * 0.95 * ch.brow_len) + dx, side * (ch.eye_x + ch.eye_w * 1.05 * ch.brow_len) + dx
+        inner_x, outer_x = (
+            side * (ch.eye_x - ch.eye_w * 0.95 * ch.brow_len) + dx,
+            side * (ch.eye_x + ch.eye_w * 1.05 * ch.brow_len) + dx,
+        )
         base = ch.eye_y - ch.eye_h - ch.brow_gap - ex.brow_raise
         inner_y, outer_y = base - ex.brow_inner, base + 0.35 * ex.brow_inner
         u = np.linspace(0, 1, 9)
@@ -416,7 +517,11 @@ def draw_face(ch: Character, expression: str, rng: np.random.Generator, size: in
         if ch.glasses:
             cv.line(_arc(side * ch.eye_x + dx, ch.eye_y, ch.eye_w * 1.45, ch.eye_h * 2.3 + 0.04), (35, 35, 40), 0.025)
     if ch.glasses:
-        cv.line(np.array([[-ch.eye_x + ch.eye_w * 1.45 + dx, ch.eye_y], [ch.eye_x - ch.eye_w * 1.45 + dx, ch.eye_y]]), (35, 35, 40), 0.025)
+        cv.line(
+            np.array([[-ch.eye_x + ch.eye_w * 1.45 + dx, ch.eye_y], [ch.eye_x - ch.eye_w * 1.45 + dx, ch.eye_y]]),
+            (35, 35, 40),
+            0.025,
+        )
     if ex.glabella > 0.3:  # vertical frown lines between the brows
         for side in (-1, 1):
             gx = side * 0.05 + dx
@@ -452,7 +557,11 @@ def draw_face(ch: Character, expression: str, rng: np.random.Generator, size: in
         for end in (0, -1):
             px, py = centre[end]
             side = -1 if end == 0 else 1
-            cv.line(np.array([[px + side * 0.02, py - 0.08], [px + side * 0.05, py], [px + side * 0.02, py + 0.05]]), line_col, 0.012)
+            cv.line(
+                np.array([[px + side * 0.02, py - 0.08], [px + side * 0.05, py], [px + side * 0.02, py + 0.05]]),
+                line_col,
+                0.012,
+            )
 
     # down to the output size, then light, blur and noise
     img = cv.img.reduce(SUPERSAMPLE)
@@ -480,7 +589,9 @@ def _image_rng(seed: int, char: int, expr: int, n: int) -> np.random.Generator:
 
 def draw(seed: int, char: int, expression: str, n: int, size: int = 128) -> Image.Image:
     """Image ``n`` (1-based) of ``expression`` for character ``char`` of the set drawn with ``seed``."""
-    return draw_face(make_character(seed, char), expression, _image_rng(seed, char, EXPRESSIONS.index(expression), n), size)
+    return draw_face(
+        make_character(seed, char), expression, _image_rng(seed, char, EXPRESSIONS.index(expression), n), size
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,8 +659,13 @@ def _check_out(out: Path, settings: dict) -> bool:
         except (ValueError, AttributeError):
             raise GrefelError(f"{marker} is unreadable: delete {out} and run `grefel synth` again") from None
         if previous != settings:
-            diff = ", ".join(f"{k} {previous.get(k)!r} (now {v!r})" for k, v in settings.items() if previous.get(k) != v)
-            raise GrefelError(f"{out} already holds a synthetic set drawn with other settings ({diff}): choose another folder or delete it")
+            diff = ", ".join(
+                f"{k} {previous.get(k)!r} (now {v!r})" for k, v in settings.items() if previous.get(k) != v
+            )
+            raise GrefelError(
+                f"{out} already holds a synthetic set drawn with other settings ({diff}): "
+                "choose another folder or delete it"
+            )
         return True
     if out.is_dir() and any(out.iterdir()):
         raise GrefelError(f"{out} is not empty and was not written by `grefel synth`: choose a new or empty folder")
@@ -579,16 +695,31 @@ def generate(
     if not 32 <= size <= 1024:
         raise GrefelError(f"--size must be between 32 and 1024 pixels, got {size}")
     if not 1.0 <= imbalance <= 1000.0:
-        raise GrefelError(f"--imbalance is the most / least frequent class ratio, at least 1 (balanced), got {imbalance}")
+        raise GrefelError(
+            f"--imbalance is the most / least frequent class ratio, at least 1 (balanced), got {imbalance}"
+        )
     if workers < 1:
         raise GrefelError(f"--workers must be at least 1, got {workers}")
     out = Path(out).expanduser()
-    settings = {"characters": characters, "per_class": per_class, "size": size, "seed": seed, "imbalance": float(imbalance)}
+    settings = {
+        "characters": characters,
+        "per_class": per_class,
+        "size": size,
+        "seed": seed,
+        "imbalance": float(imbalance),
+    }
     resuming = _check_out(out, settings)
     counts = class_counts(per_class, imbalance)
-    marker = {"generator": "grefel synth", "grefel_version": __version__, "layout": "FERG-DB (<character>/<character>_<expression>/<character>_<expression>_<n>.png)",
-              "settings": settings, "characters": character_names(characters), "per_character": counts,
-              "images": characters * sum(counts.values()), "complete": False}
+    marker = {
+        "generator": "grefel synth",
+        "grefel_version": __version__,
+        "layout": "FERG-DB (<character>/<character>_<expression>/<character>_<expression>_<n>.png)",
+        "settings": settings,
+        "characters": character_names(characters),
+        "per_character": counts,
+        "images": characters * sum(counts.values()),
+        "complete": False,
+    }
     if resuming:
         for stale in out.glob("*/*/.*.tmp"):  # temporary files of a killed run
             stale.unlink(missing_ok=True)
@@ -603,8 +734,9 @@ def generate(
 
 
 def _print_summary(out: Path, characters: int, counts: dict[str, int], drawn: int, total: int) -> None:
-    from grefel.console import make_console
     from rich.table import Table
+
+    from grefel.console import make_console
 
     console = make_console()
     if not drawn:
@@ -632,8 +764,15 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> None:
         TimeRemainingColumn,
     )
 
-    columns = (TextColumn("drawing faces"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("drawing faces"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not progress or not jobs) as bar:
         task = bar.add_task("synth", total=len(jobs), rate="")
 
@@ -655,7 +794,9 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> None:
                 step()
 
 
-def contact_sheet(path: str | os.PathLike, characters: int = 4, size: int = 96, seed: int = 0, palette: bool = True) -> Path:
+def contact_sheet(
+    path: str | os.PathLike, characters: int = 4, size: int = 96, seed: int = 0, palette: bool = True
+) -> Path:
     """A PNG grid: one row per character, one column per expression (image 1 of each), named on top.
 
     ``palette`` stores it with 256 colours (about 3x smaller, for documentation).

@@ -36,13 +36,17 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     if h < size or w < size:
-        x = torch.nn.functional.interpolate(x, size=(max(h, size), max(w, size)), mode="bilinear", align_corners=False, antialias=True)
+        x = torch.nn.functional.interpolate(
+            x, size=(max(h, size), max(w, size)), mode="bilinear", align_corners=False, antialias=True
+        )
         h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size]
 
 
-def eval_batch(images: np.ndarray | torch.Tensor, crop: int = MODEL_INPUT, device: str | torch.device | None = None) -> torch.Tensor:
+def eval_batch(
+    images: np.ndarray | torch.Tensor, crop: int = MODEL_INPUT, device: str | torch.device | None = None
+) -> torch.Tensor:
     """Evaluation preset: uint8 NHWC faces as stored -> normalised float NCHW model input.
 
     Computed on ``device``; by default where ``images`` already are (a numpy array: the CPU).
@@ -83,8 +87,20 @@ def eval_batch(images: np.ndarray | torch.Tensor, crop: int = MODEL_INPUT, devic
 
 from dataclasses import dataclass  # noqa: E402
 
-AUG_COLUMNS = ("shift_x", "shift_y", "flip", "angle", "brightness", "contrast", "saturation",
-               "erase", "erase_area", "erase_ratio", "erase_top", "erase_left")
+AUG_COLUMNS = (
+    "shift_x",
+    "shift_y",
+    "flip",
+    "angle",
+    "brightness",
+    "contrast",
+    "saturation",
+    "erase",
+    "erase_area",
+    "erase_ratio",
+    "erase_top",
+    "erase_left",
+)
 
 
 @dataclass(frozen=True)
@@ -135,12 +151,21 @@ def _warp_cpu(images: torch.Tensor, a11, a12, a21, a22, shift_x, shift_y, c: int
     out = np.empty((b, c, c, imgs.shape[3]), np.uint8)
     with cv2_threads(torch.get_num_threads()):  # as many threads as torch may use
         for i in range(b):
-            cv2.warpAffine(imgs[i], mats[i], (c, c), dst=out[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            cv2.warpAffine(
+                imgs[i],
+                mats[i],
+                (c, c),
+                dst=out[i],
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
     return torch.from_numpy(out)
 
 
-def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = TrainAugment(), *, geometry: str | None = None) -> torch.Tensor:
+def train_batch(
+    images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = TrainAugment(), *, geometry: str | None = None
+) -> torch.Tensor:
     """Training preset: uint8 (B, S, S, 3) faces on any device + uniforms (B, 12) -> model input.
 
     Returns normalised float32 (B, 3, crop, crop), computed on the device of ``images``. With
@@ -174,7 +199,12 @@ def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = Train
     if geometry == "opencv" and not on_cpu_uint8:
         raise ValueError(f"geometry 'opencv' needs uint8 images on the CPU, got {images.dtype} on {dev}")
     if geometry == "opencv":
-        x = _warp_cpu(images, cos * sign, -sin, sin * sign, cos, shift_x, shift_y, c).permute(0, 3, 1, 2).contiguous().float()
+        x = (
+            _warp_cpu(images, cos * sign, -sin, sin * sign, cos, shift_x, shift_y, c)
+            .permute(0, 3, 1, 2)
+            .contiguous()
+            .float()
+        )
     else:
         s = c / h
         base = (torch.arange(c, device=dev, dtype=torch.float32) * 2 + 1) / c - 1  # output pixel centres
@@ -182,7 +212,9 @@ def train_batch(images: torch.Tensor, u: torch.Tensor, aug: TrainAugment = Train
         grid = torch.empty(b, c, c, 2, device=dev)
         grid[..., 0] = (s * cos * sign) * bx + ((-s * sin) * by + 2 * shift_x / h)  # input x per output pixel
         grid[..., 1] = (s * sin * sign) * bx + ((s * cos) * by + 2 * shift_y / h)
-        x = F.grid_sample(images.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = F.grid_sample(
+            images.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
 
     # -- colour jitter + /255 + normalisation as one per-sample affine colour map ------------------
     wgt = torch.tensor(GRAY_WEIGHTS, device=dev)

@@ -9,4 +9,13 @@ from grefel.models.grefel import RELIABILITY, GReFEL, create_model, list_presets
 from grefel.models.losses import GReFELLoss
 from grefel.models.output import GReFELOutput
 
-__all__ = ["RELIABILITY", "GReFEL", "GReFELLoss", "GReFELOutput", "create_model", "list_presets", "model_from_kwargs", "register_preset"]
+__all__ = [
+    "RELIABILITY",
+    "GReFEL",
+    "GReFELLoss",
+    "GReFELOutput",
+    "create_model",
+    "list_presets",
+    "model_from_kwargs",
+    "register_preset",
+]

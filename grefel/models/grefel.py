@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,14 @@ from torch import nn
 from grefel.errors import GrefelError
 from grefel.models.output import GReFELOutput
 from grefel.models.poster import PosterEncoder
-from grefel.models.reliability import AttentiveCorrection, GeometricCorrection, PrimaryHead, confidence, fusion_weights, mix
+from grefel.models.reliability import (
+    AttentiveCorrection,
+    GeometricCorrection,
+    PrimaryHead,
+    confidence,
+    fusion_weights,
+    mix,
+)
 
 RELIABILITY = ("both", "anchors", "mhsa", "none")
 
@@ -115,7 +123,9 @@ class GReFEL(nn.Module):
         self.encoder = PosterEncoder(**{**(encoder or {}), "drop_path": drop_path})
         dim = self.encoder.embed_dim
         self.head = PrimaryHead(dim, num_classes, tuple(head_hidden), dropout)
-        self.geometric = GeometricCorrection(dim, num_classes, num_anchors, delta) if reliability in ("both", "anchors") else None
+        self.geometric = (
+            GeometricCorrection(dim, num_classes, num_anchors, delta) if reliability in ("both", "anchors") else None
+        )
         self.attentive = AttentiveCorrection(dim, num_classes, attn_heads) if reliability in ("both", "mhsa") else None
         self.model_config: dict[str, Any] = {}
         self.model_kwargs: dict[str, Any] = {}

@@ -16,8 +16,18 @@ import torch
 GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("landmark stream (MobileFaceNet)", ("encoder.face_landback",)),
     ("image stream (IR-50 stages 1-3)", ("encoder.ir_back",)),
-    ("cross-attention, 3 scales (eq. 1-5)", ("encoder.conv1", "encoder.conv2", "encoder.conv3", "encoder.last_face_conv",
-                                             "encoder.window", "encoder.attn", "encoder.ffn")),
+    (
+        "cross-attention, 3 scales (eq. 1-5)",
+        (
+            "encoder.conv1",
+            "encoder.conv2",
+            "encoder.conv3",
+            "encoder.last_face_conv",
+            "encoder.window",
+            "encoder.attn",
+            "encoder.ffn",
+        ),
+    ),
     ("multi-scale fusion ViT + SE (eq. 6-8)", ("encoder.embed_", "encoder.VIT")),
     ("primary MLP head (eq. 9)", ("head",)),
     ("anchors (eq. 12-15)", ("geometric",)),
@@ -46,19 +56,29 @@ class ModelSummary:
 
     @property
     def total(self) -> GroupRow:
-        return GroupRow("total", sum(r.trainable for r in self.rows), sum(r.frozen for r in self.rows), sum(r.flops for r in self.rows))
+        return GroupRow(
+            "total",
+            sum(r.trainable for r in self.rows),
+            sum(r.frozen for r in self.rows),
+            sum(r.flops for r in self.rows),
+        )
 
     @property
     def encoder(self) -> GroupRow:
         rows = self.rows[:4]
-        return GroupRow("encoder", sum(r.trainable for r in rows), sum(r.frozen for r in rows), sum(r.flops for r in rows))
+        return GroupRow(
+            "encoder", sum(r.trainable for r in rows), sum(r.frozen for r in rows), sum(r.flops for r in rows)
+        )
 
     def __rich__(self):
         from rich.table import Table
 
-        t = Table(title=f"GReFEL preset '{self.preset}', {self.num_classes} classes, reliability {self.config.get('reliability', 'both')}",
-                  caption=f"FLOPs: torch FlopCounterMode, 1 image of {self.input_size}x{self.input_size} (both streams see "
-                          f"{self.internal_size}x{self.internal_size}); GMACs (the paper's unit) = GFLOPs / 2")
+        t = Table(
+            title=f"GReFEL preset '{self.preset}', {self.num_classes} classes, "
+            f"reliability {self.config.get('reliability', 'both')}",
+            caption=f"FLOPs: torch FlopCounterMode, 1 image of {self.input_size}x{self.input_size} (both streams see "
+            f"{self.internal_size}x{self.internal_size}); GMACs (the paper's unit) = GFLOPs / 2",
+        )
         t.add_column("module group")
         for col in ("trainable", "frozen", "GFLOPs"):
             t.add_column(col, justify="right")
@@ -70,8 +90,15 @@ class ModelSummary:
         return t
 
     def as_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, "num_classes": self.num_classes, "input_size": self.input_size, "internal_size": self.internal_size,
-                "groups": [r.__dict__ for r in self.rows], "encoder": self.encoder.__dict__, "total": self.total.__dict__}
+        return {
+            "preset": self.preset,
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "internal_size": self.internal_size,
+            "groups": [r.__dict__ for r in self.rows],
+            "encoder": self.encoder.__dict__,
+            "total": self.total.__dict__,
+        }
 
 
 def _m(n: int) -> str:
@@ -105,7 +132,7 @@ def summarize(model: torch.nn.Module, input_size: int = 112) -> list[GroupRow]:
     model.train(was_training)
     top = type(model).__name__ + "."
     for mod, counts in counter.get_flop_counts().items():
-        name = mod[len(top):] if mod.startswith(top) else ""
+        name = mod[len(top) :] if mod.startswith(top) else ""
         for row, (_, prefixes) in zip(rows, GROUPS):
             # count a module at the depth of its group's prefix only, so nothing is counted twice
             if any(name.startswith(p) and name.count(".") == p.count(".") for p in prefixes):
@@ -119,4 +146,6 @@ def model_summary(preset: str = "full", num_classes: int = 7, input_size: int = 
     from grefel.models import create_model
 
     model = create_model(preset, num_classes, **overrides)
-    return ModelSummary(preset, num_classes, {**model.model_config}, summarize(model, input_size), input_size, model.encoder.input_size)
+    return ModelSummary(
+        preset, num_classes, {**model.model_config}, summarize(model, input_size), input_size, model.encoder.input_size
+    )

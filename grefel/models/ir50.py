@@ -26,7 +26,9 @@ class BottleneckIR(nn.Module):
         if in_chs == out_chs:
             self.shortcut_layer = nn.MaxPool2d(1, stride) if stride > 1 else nn.Identity()
         else:
-            self.shortcut_layer = nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs))
+            self.shortcut_layer = nn.Sequential(
+                nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs)
+            )
         self.res_layer = nn.Sequential(
             nn.BatchNorm2d(in_chs),
             nn.Conv2d(in_chs, out_chs, 3, 1, 1, bias=False),
@@ -41,7 +43,9 @@ class BottleneckIR(nn.Module):
 
 def _stage(in_chs: int, out_chs: int, units: int) -> nn.Sequential:
     """A stage halves the resolution in its first unit (face.evoLVe's ``get_block``)."""
-    return nn.Sequential(BottleneckIR(in_chs, out_chs, 2), *[BottleneckIR(out_chs, out_chs, 1) for _ in range(units - 1)])
+    return nn.Sequential(
+        BottleneckIR(in_chs, out_chs, 2), *[BottleneckIR(out_chs, out_chs, 1) for _ in range(units - 1)]
+    )
 
 
 class IR50(nn.Module):
@@ -50,10 +54,17 @@ class IR50(nn.Module):
     Defaults are IR-50's (widths 64/128/256, units 3/4/14): 17.6M parameters.
     """
 
-    def __init__(self, widths: tuple[int, int, int] = (64, 128, 256), units: tuple[int, int, int] = (3, 4, 14), stem_width: int = 64):
+    def __init__(
+        self,
+        widths: tuple[int, int, int] = (64, 128, 256),
+        units: tuple[int, int, int] = (3, 4, 14),
+        stem_width: int = 64,
+    ):
         super().__init__()
         self.widths = tuple(widths)
-        self.input_layer = nn.Sequential(nn.Conv2d(3, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width), nn.PReLU(stem_width))
+        self.input_layer = nn.Sequential(
+            nn.Conv2d(3, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width), nn.PReLU(stem_width)
+        )
         self.body1 = _stage(stem_width, widths[0], units[0])
         self.body2 = _stage(widths[0], widths[1], units[1])
         self.body3 = _stage(widths[1], widths[2], units[2])

@@ -45,7 +45,9 @@ from grefel.models.output import GReFELOutput
 from grefel.models.reliability import mix
 
 
-def class_distribution_loss(log_corrected: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+def class_distribution_loss(
+    log_corrected: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Eq. (20): mean over the batch of -sum_j y_j log L_final_j (y optionally smoothed)."""
     nll = -log_corrected.gather(1, target.long().unsqueeze(1)).squeeze(1)
     if label_smoothing > 0:
@@ -73,10 +75,19 @@ def center_loss(embedding: torch.Tensor, anchors: torch.Tensor, target: torch.Te
 class GReFELLoss(nn.Module):
     """L_total of eq. (23); ``loss(output, target)`` -> {"total", "cls", "anchor", "center"} (scalars)."""
 
-    def __init__(self, lambda_cls: float = 1.0, lambda_anchor: float = 1.0, lambda_center: float = 1.0, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        lambda_cls: float = 1.0,
+        lambda_anchor: float = 1.0,
+        lambda_center: float = 1.0,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
-            raise GrefelError(f"label_smoothing must be in [0, 1) (got {label_smoothing}); Table 8's term T is eps = T/100, e.g. 11 -> 0.11")
+            raise GrefelError(
+                f"label_smoothing must be in [0, 1) (got {label_smoothing}); "
+                "Table 8's term T is eps = T/100, e.g. 11 -> 0.11"
+            )
         self.lambda_cls, self.lambda_anchor, self.lambda_center = lambda_cls, lambda_anchor, lambda_center
         self.label_smoothing = label_smoothing
         self.aux_scale = 1.0  # warm-up factor on lambda_a and lambda_c (see the module docstring)

@@ -30,14 +30,14 @@ class GReFELOutput:
     log_corrected: torch.Tensor | None = None  # log L_final, computed stably (the loss of eq. 20 uses it), (B, C)
     anchors: torch.Tensor | None = None  # the model's anchors a^{ij} (C, K, D): NOT per sample; None without anchors
 
-    def detach(self) -> "GReFELOutput":
+    def detach(self) -> GReFELOutput:
         return GReFELOutput(**{f.name: _apply(getattr(self, f.name), "detach") for f in fields(self)})
 
-    def to(self, *args, **kwargs) -> "GReFELOutput":
+    def to(self, *args, **kwargs) -> GReFELOutput:
         return GReFELOutput(**{f.name: _apply(getattr(self, f.name), "to", *args, **kwargs) for f in fields(self)})
 
     @staticmethod
-    def cat(outputs: "list[GReFELOutput]") -> "GReFELOutput":
+    def cat(outputs: list[GReFELOutput]) -> GReFELOutput:
         """Concatenate the per-sample fields of several batches (anchors are taken from the first)."""
         out = {}
         for f in fields(GReFELOutput):

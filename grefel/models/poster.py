@@ -2,8 +2,10 @@
 
 Data flow (full preset, B images of any size, normalised with ImageNet mean/std):
 
-    x --nearest resize--> 112x112 --+--> MobileFaceNet (frozen)  -> z_lm: 64x28x28, 128x14x14, 512x7x7 -(last_face_conv)-> 256x7x7
-                                    +--> IR-50 stages 1-3        -> 64x56x56, 128x28x28, 256x14x14 -(conv1/2/3, stride 2)-> 28/14/7
+    x --nearest resize--> 112x112 --+--> MobileFaceNet (frozen)  -> z_lm: 64x28x28, 128x14x14, 512x7x7
+                                    |                               -(last_face_conv)-> 256x7x7
+                                    +--> IR-50 stages 1-3        -> 64x56x56, 128x28x28, 256x14x14
+                                                                    -(conv1/2/3, stride 2)-> 28/14/7
     per scale i (dims 64/128/256, heads 2/4/8, window = whole map 28/14/7):
         X_img = LayerNorm(image map)                                      (window step; also the residual)
         OCA   = proj(softmax(q k^T / sqrt(d) + b) v), q = z_lm, (k, v) = kv(X_img)     eq. (1)-(3)
@@ -138,7 +140,9 @@ class FusionViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, dim))
         dpr = torch.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.Sequential(*[Block(dim, num_heads, qkv_bias=True, drop_path=dpr[i], norm_layer=norm) for i in range(depth)])
+        self.blocks = nn.Sequential(
+            *[Block(dim, num_heads, qkv_bias=True, drop_path=dpr[i], norm_layer=norm) for i in range(depth)]
+        )
         self.norm = norm(dim)
         self.se_block = SEBlock(dim)
         trunc_normal_(self.pos_embed, std=0.02)
@@ -178,7 +182,10 @@ class PosterEncoder(nn.Module):
     ):
         super().__init__()
         if global_pool not in ("token", "avg", "max"):
-            raise ValueError(f"global_pool must be 'token' (POSTER++: the CLS token), 'avg' or 'max' (over the fused tokens), got {global_pool!r}")
+            raise ValueError(
+                "global_pool must be 'token' (POSTER++: the CLS token), 'avg' or 'max' (over the fused tokens), "
+                f"got {global_pool!r}"
+            )
         self.global_pool = global_pool
         if tuple(lm_widths[:2]) != tuple(dims[:2]):
             raise ValueError(f"landmark widths {lm_widths[:2]} must equal the first two scale dims {dims[:2]}")
@@ -198,7 +205,9 @@ class PosterEncoder(nn.Module):
             setattr(self, f"window{i}", WindowNorm(d))
             setattr(self, f"attn{i}", WindowCrossAttention(d, h, w))
             setattr(self, f"ffn{i}", FeedForward(d, mlp_ratio, ffn_dpr[i - 1]))
-        self.embed_q = nn.Sequential(nn.Conv2d(dims[0], embed_dim, 3, 2, 1), nn.Conv2d(embed_dim, embed_dim, 3, 2, 1))  # 28 -> 7
+        self.embed_q = nn.Sequential(
+            nn.Conv2d(dims[0], embed_dim, 3, 2, 1), nn.Conv2d(embed_dim, embed_dim, 3, 2, 1)
+        )  # 28 -> 7
         self.embed_k = nn.Sequential(nn.Conv2d(dims[1], embed_dim, 3, 2, 1))  # 14 -> 7
         self.embed_v = PatchEmbed(img_size=self.windows[2], patch_size=1, in_chans=dims[2], embed_dim=embed_dim)
         self.num_tokens = 3 * self.windows[2] ** 2
@@ -223,7 +232,10 @@ class PosterEncoder(nn.Module):
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, H, W), any H, W -> final LayerNorm'd tokens (B, 1 + 3 w^2, D), CLS first (w = 7 at 112)."""
+        """Normalised images (B, 3, H, W), any H, W -> final LayerNorm'd tokens (B, 1 + 3 w^2, D).
+
+        CLS first; w = 7 at 112.
+        """
         s = self.input_size
         if x.shape[-2:] != (s, s):
             if self.resize_mode == "nearest":
@@ -237,13 +249,24 @@ class PosterEncoder(nn.Module):
         ir = (self.conv1(ir[0]), self.conv2(ir[1]), self.conv3(ir[2]))
         fused = []
         for i in range(3):
-            window, attn, ffn = getattr(self, f"window{i + 1}"), getattr(self, f"attn{i + 1}"), getattr(self, f"ffn{i + 1}")
+            window, attn, ffn = (
+                getattr(self, f"window{i + 1}"),
+                getattr(self, f"attn{i + 1}"),
+                getattr(self, f"ffn{i + 1}"),
+            )
             x_img = window(ir[i])  # (B, N, C), normalised: also the residual
             z_lm = lm[i].flatten(2).transpose(1, 2)  # (B, N, C) landmark queries
             xo = ffn(attn(x_img, z_lm), x_img)  # eq. (1)-(5)
             B, N, C = xo.shape
             fused.append(xo.transpose(1, 2).reshape(B, C, self.windows[i], self.windows[i]))
-        xo = torch.cat([self.embed_q(fused[0]).flatten(2).transpose(1, 2), self.embed_k(fused[1]).flatten(2).transpose(1, 2), self.embed_v(fused[2])], dim=1)
+        xo = torch.cat(
+            [
+                self.embed_q(fused[0]).flatten(2).transpose(1, 2),
+                self.embed_k(fused[1]).flatten(2).transpose(1, 2),
+                self.embed_v(fused[2]),
+            ],
+            dim=1,
+        )
         return self.VIT(xo)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:

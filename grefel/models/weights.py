@@ -77,8 +77,10 @@ class SourceReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def summary(self) -> str:
-        s = (f"{self.kind} {Path(self.path).name}: {len(self.matched)} matched, {len(self.missing)} missing, "
-             f"{len(self.unused)} unused, {len(self.unexpected)} unexpected, {len(self.mismatched)} shape mismatches")
+        s = (
+            f"{self.kind} {Path(self.path).name}: {len(self.matched)} matched, {len(self.missing)} missing, "
+            f"{len(self.unused)} unused, {len(self.unexpected)} unexpected, {len(self.mismatched)} shape mismatches"
+        )
         return s + ("" if self.loaded else " (not loaded)")
 
 
@@ -98,8 +100,15 @@ class LoadReport:
         for col in ("file", "format", "matched", "missing", "unused", "unexpected", "shape mismatch"):
             t.add_column(col, justify="left" if col in ("file", "format") else "right")
         for s in self.sources:
-            t.add_row(Path(s.path).name, s.kind, str(len(s.matched)), str(len(s.missing)), str(len(s.unused)),
-                      str(len(s.unexpected)), str(len(s.mismatched)))
+            t.add_row(
+                Path(s.path).name,
+                s.kind,
+                str(len(s.matched)),
+                str(len(s.missing)),
+                str(len(s.unused)),
+                str(len(s.unexpected)),
+                str(len(s.mismatched)),
+            )
         return t
 
     def details(self) -> str:
@@ -141,14 +150,22 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], l
         except Exception:
             ignored = []
         if not ignored:
-            raise CheckpointError(f"weight file {path} cannot be read safely: it is corrupt or not a torch file") from None
+            raise CheckpointError(
+                f"weight file {path} cannot be read safely: it is corrupt or not a torch file"
+            ) from None
         try:
             with torch.serialization.safe_globals([(_Inert, name) for name in ignored]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
-            raise CheckpointError(f"weight file {path} holds Python objects that cannot be read safely ({', '.join(ignored[:3])}): save its state_dict alone with torch.save") from None
-    except Exception as e:  # an untrusted file can make the unpickler raise anything (EOFError, IndexError, BadZipFile, ...)
-        raise CheckpointError(f"weight file {path} cannot be read ({torch_load_failure(path, e)}): download or copy it again") from None
+            raise CheckpointError(
+                f"weight file {path} holds Python objects that cannot be read safely ({', '.join(ignored[:3])}): "
+                "save its state_dict alone with torch.save"
+            ) from None
+    except Exception as e:
+        # an untrusted file can make the unpickler raise anything (EOFError, IndexError, BadZipFile, ...)
+        raise CheckpointError(
+            f"weight file {path} cannot be read ({torch_load_failure(path, e)}): download or copy it again"
+        ) from None
     return _flatten(obj, path), ignored
 
 
@@ -164,7 +181,7 @@ def _flatten(obj, path: Path) -> dict[str, torch.Tensor]:
     if not sd:
         raise CheckpointError(f"{path} holds no tensors: pass the weight file itself")
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -195,13 +212,18 @@ def _encoder_of(model: nn.Module) -> nn.Module:
     return enc
 
 
-def match_weights(encoder: nn.Module, kind: str, path: str | os.PathLike) -> tuple[SourceReport, dict[str, torch.Tensor]]:
+def match_weights(
+    encoder: nn.Module, kind: str, path: str | os.PathLike
+) -> tuple[SourceReport, dict[str, torch.Tensor]]:
     """Map one file's keys onto ``encoder``'s state dict; return the report and the tensors to load."""
     sd, ignored = read_state_dict(path)
     rep = SourceReport(kind=kind, path=str(path), ignored_objects=ignored)
     evolve = kind == "ir50" and any(k.startswith("body.") for k in sd)
     if kind == "poster" and not any(k.startswith(("VIT.", "attn1.", "face_landback.")) for k in sd):
-        raise CheckpointError(f"{path} is not a POSTER++ checkpoint (no VIT./attn1./face_landback. keys): pass IR-50 files to --ir50 and MobileFaceNet to --mobilefacenet")
+        raise CheckpointError(
+            f"{path} is not a POSTER++ checkpoint (no VIT./attn1./face_landback. keys): "
+            "pass IR-50 files to --ir50 and MobileFaceNet to --mobilefacenet"
+        )
     prefix = _TARGET_PREFIX[kind]
     own = {k: v for k, v in encoder.state_dict().items() if k.startswith(prefix)}
     to_load: dict[str, torch.Tensor] = {}
@@ -215,19 +237,31 @@ def match_weights(encoder: nn.Module, kind: str, path: str | os.PathLike) -> tup
             else:
                 to_load[target] = value
                 rep.matched.append(target)
-        elif (why := _known_unused(kind, target[len(prefix):])) is not None:
+        elif (why := _known_unused(kind, target[len(prefix) :])) is not None:
             rep.unused[key] = why
         else:
             rep.unexpected.append(key)
     rep.missing = [k for k in own if k not in to_load and k not in mismatched_targets]
     if not rep.matched:
-        hint = {"ir50": "is it a MobileFaceNet or POSTER++ file?", "mobilefacenet": "is it an IR-50 or POSTER++ file?", "poster": "is it for another model?"}[kind]
-        raise CheckpointError(f"{path}: none of its {len(sd)} keys fit the encoder's {kind} part ({hint}); --{kind} expects {_HOW_TO_GET[kind]}")
+        hint = {
+            "ir50": "is it a MobileFaceNet or POSTER++ file?",
+            "mobilefacenet": "is it an IR-50 or POSTER++ file?",
+            "poster": "is it for another model?",
+        }[kind]
+        raise CheckpointError(
+            f"{path}: none of its {len(sd)} keys fit the encoder's {kind} part ({hint}); "
+            f"--{kind} expects {_HOW_TO_GET[kind]}"
+        )
     return rep, to_load
 
 
-def load_pretrained(model: nn.Module, ir50: str | os.PathLike | None = None, mobilefacenet: str | os.PathLike | None = None,
-                    poster: str | os.PathLike | None = None, allow_partial: bool = False) -> LoadReport | None:
+def load_pretrained(
+    model: nn.Module,
+    ir50: str | os.PathLike | None = None,
+    mobilefacenet: str | os.PathLike | None = None,
+    poster: str | os.PathLike | None = None,
+    allow_partial: bool = False,
+) -> LoadReport | None:
     """Load pretrained files into the encoder of ``model`` (in the order ir50, mobilefacenet, poster).
 
     Returns a :class:`LoadReport` (``None`` when no file is given). Raises :class:`CheckpointError`
@@ -252,8 +286,10 @@ def load_pretrained(model: nn.Module, ir50: str | os.PathLike | None = None, mob
                 problems.append(f"{len(rep.missing)} encoder keys missing (e.g. {rep.missing[0]})")
             if rep.unexpected:
                 problems.append(f"{len(rep.unexpected)} unexpected keys (e.g. {rep.unexpected[0]})")
-            raise CheckpointError(f"{Path(path).name} does not fit the {kind} part of this model: {'; '.join(problems)}. "
-                                  f"Use the full preset with {_HOW_TO_GET[kind]}, or pass --allow-partial to load what matches")
+            raise CheckpointError(
+                f"{Path(path).name} does not fit the {kind} part of this model: {'; '.join(problems)}. "
+                f"Use the full preset with {_HOW_TO_GET[kind]}, or pass --allow-partial to load what matches"
+            )
         staged.append((rep, tensors))
     for rep, tensors in staged:
         result = encoder.load_state_dict(tensors, strict=False)

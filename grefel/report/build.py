@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -56,8 +56,17 @@ def load_run(
         return read_predictions(source)
     from grefel.evaluate import evaluate
 
-    path = evaluate(source, dataset=dataset, split=split, label_set=label_set, batch_size=batch_size, device=device,
-                    data_root=data_root, amp=amp, show_progress=show_progress)
+    path = evaluate(
+        source,
+        dataset=dataset,
+        split=split,
+        label_set=label_set,
+        batch_size=batch_size,
+        device=device,
+        data_root=data_root,
+        amp=amp,
+        show_progress=show_progress,
+    )
     return read_predictions(path)
 
 
@@ -74,7 +83,9 @@ def _slug(name: str) -> str:
 
 
 # -- 2. numbers ---------------------------------------------------------------------------------------
-def analyze(pred: Predictions, *, samples: Sequence[int] = (), n_changed: int = 6, tsne_points: int = 2000, seed: int = 0) -> dict:
+def analyze(
+    pred: Predictions, *, samples: Sequence[int] = (), n_changed: int = 6, tsne_points: int = 2000, seed: int = 0
+) -> dict:
     """Every number of one run's section; also the data the figures need (under ``"_plot"``)."""
     classes = pred.classes
     c = len(classes)
@@ -91,8 +102,14 @@ def analyze(pred: Predictions, *, samples: Sequence[int] = (), n_changed: int = 
         "n_unlabelled": int((~ok).sum()),
         "metrics": {"primary": M.classification_metrics(y, pp, c), "corrected": M.classification_metrics(y, pc, c)},
         "correction": M.correction_effect(y, pp, pc),
-        "calibration": {"primary": M.expected_calibration_error(primary, y), "corrected": M.expected_calibration_error(corrected, y)},
-        "wrong_shares": {"primary": M.wrong_prediction_shares(y, pp, c), "corrected": M.wrong_prediction_shares(y, pc, c)},
+        "calibration": {
+            "primary": M.expected_calibration_error(primary, y),
+            "corrected": M.expected_calibration_error(corrected, y),
+        },
+        "wrong_shares": {
+            "primary": M.wrong_prediction_shares(y, pp, c),
+            "corrected": M.wrong_prediction_shares(y, pc, c),
+        },
         "distribution_stats": {"primary": M.distribution_stats(primary), "corrected": M.distribution_stats(corrected)},
     }
 
@@ -102,7 +119,10 @@ def analyze(pred: Predictions, *, samples: Sequence[int] = (), n_changed: int = 
         flipped = yn != y
         res["noisy"] = {
             "n_flipped": int(flipped.sum()),
-            "accuracy_vs_noisy": {"primary": float((pp == yn).mean()) if len(y) else None, "corrected": float((pc == yn).mean()) if len(y) else None},
+            "accuracy_vs_noisy": {
+                "primary": float((pp == yn).mean()) if len(y) else None,
+                "corrected": float((pc == yn).mean()) if len(y) else None,
+            },
             "recovered_clean_on_flipped": {
                 "primary": float((pp[flipped] == y[flipped]).mean()) if flipped.any() else None,
                 "corrected": float((pc[flipped] == y[flipped]).mean()) if flipped.any() else None,
@@ -118,7 +138,10 @@ def analyze(pred: Predictions, *, samples: Sequence[int] = (), n_changed: int = 
         if not (codes >= 0).any():
             continue
         names = {int(k): v for k, v in (pred.meta.get("attribute_codes", {}).get(a) or {}).items()}
-        groups[a] = {kind: M.group_accuracy(y, pr, codes, names, GAP_MIN_COUNT) for kind, pr in (("primary", pp), ("corrected", pc))}
+        groups[a] = {
+            kind: M.group_accuracy(y, pr, codes, names, GAP_MIN_COUNT)
+            for kind, pr in (("primary", pp), ("corrected", pc))
+        }
     res["groups"] = groups
 
     # Fig. 9 samples: chosen ones (given, else one per class, preferring ones RB fixed) and most changed
@@ -142,12 +165,23 @@ def analyze(pred: Predictions, *, samples: Sequence[int] = (), n_changed: int = 
     }
 
     # Fig. 5: t-SNE of (at most tsne_points, stratified) embeddings, with cluster scores
-    plot: dict = {"y": y, "primary": primary, "corrected": corrected, "index": index, "chosen": chosen, "changed": changed}
+    plot: dict = {
+        "y": y,
+        "primary": primary,
+        "corrected": corrected,
+        "index": index,
+        "chosen": chosen,
+        "changed": changed,
+    }
     if tsne_points and len(y) >= 5 and "embedding" in pred.arrays:
         sub = M.subsample(len(y), tsne_points, y, seed)
         emb = pred.arrays["embedding"][ok][sub]
         xy = M.tsne_2d(emb, seed=seed)
-        res["clusters"] = {"n_points": int(len(sub)), "embedding": M.cluster_scores(emb, y[sub]), "tsne": M.cluster_scores(xy, y[sub])}
+        res["clusters"] = {
+            "n_points": int(len(sub)),
+            "embedding": M.cluster_scores(emb, y[sub]),
+            "tsne": M.cluster_scores(xy, y[sub]),
+        }
         plot.update(tsne_xy=xy, tsne_y=y[sub])
     res["_plot"] = plot
     return res
@@ -158,7 +192,10 @@ def _titles(classes, plot, rows) -> list[str]:
     out = []
     for i in rows:
         t, p, c = int(plot["y"][i]), int(plot["primary"][i].argmax()), int(plot["corrected"][i].argmax())
-        out.append(f"#{int(plot['index'][i])}  true {classes[t]}  |  PD {classes[p]} {plot['primary'][i][p]:.2f} -> CD {classes[c]} {plot['corrected'][i][c]:.2f}")
+        out.append(
+            f"#{int(plot['index'][i])}  true {classes[t]}  |  "
+            f"PD {classes[p]} {plot['primary'][i][p]:.2f} -> CD {classes[c]} {plot['corrected'][i][c]:.2f}"
+        )
     return out
 
 
@@ -190,16 +227,36 @@ def draw(pred: Predictions, res: dict, fig_dir: Path, with_faces: bool = True) -
         figs[name] = F.save_figure(fig, fig_dir / name)
 
     m = res["metrics"]
-    keep("confusion", F.confusion_figure(np.array(m["primary"]["confusion"]), np.array(m["corrected"]["confusion"]), classes))
+    keep(
+        "confusion",
+        F.confusion_figure(np.array(m["primary"]["confusion"]), np.array(m["corrected"]["confusion"]), classes),
+    )
     for name, rows in (("distributions-chosen", plot["chosen"]), ("distributions-most-changed", plot["changed"])):
         if rows:
             faces = _faces(pred.meta, [int(plot["index"][i]) for i in rows]) if with_faces else None
-            keep(name, F.distributions_figure(plot["primary"][rows], plot["corrected"][rows], plot["y"][rows], classes, _titles(classes, plot, rows), faces))
+            keep(
+                name,
+                F.distributions_figure(
+                    plot["primary"][rows],
+                    plot["corrected"][rows],
+                    plot["y"][rows],
+                    classes,
+                    _titles(classes, plot, rows),
+                    faces,
+                ),
+            )
     if "tsne_xy" in plot:
         keep("tsne", F.tsne_figure(plot["tsne_xy"], plot["tsne_y"], classes, res["clusters"]["embedding"]))
     ws = res["wrong_shares"]
-    keep("wrong-shares", F.wrong_shares_figure(ws["primary"]["by_true_class"], ws["corrected"]["by_true_class"], classes,
-                                              (ws["primary"]["n_wrong"], ws["corrected"]["n_wrong"])))
+    keep(
+        "wrong-shares",
+        F.wrong_shares_figure(
+            ws["primary"]["by_true_class"],
+            ws["corrected"]["by_true_class"],
+            classes,
+            (ws["primary"]["n_wrong"], ws["corrected"]["n_wrong"]),
+        ),
+    )
     keep("calibration", F.reliability_figure(res["calibration"]["primary"], res["calibration"]["corrected"]))
     if res["groups"]:
         keep("groups", F.group_accuracy_figure(res["groups"]))
@@ -238,8 +295,17 @@ def build_report(
     for src in ckpts:
         name = run_name(src)
         try:
-            pred = load_run(src, split=split, label_set=label_set, dataset=dataset, data_root=data_root,
-                            batch_size=batch_size, device=device, amp=amp, show_progress=show_progress)
+            pred = load_run(
+                src,
+                split=split,
+                label_set=label_set,
+                dataset=dataset,
+                data_root=data_root,
+                batch_size=batch_size,
+                device=device,
+                amp=amp,
+                show_progress=show_progress,
+            )
         except GrefelError as e:
             problems.append(f"{src}: {e}")
             log(f"skipped {src}: {e}")
@@ -248,31 +314,53 @@ def build_report(
         while slug in used:
             slug += "-1"
         used.add(slug)
-        log(f"analysing {name}: {len(pred)} samples" + (f", t-SNE of up to {tsne_points} embeddings" if tsne_points else ""))
+        log(
+            f"analysing {name}: {len(pred)} samples"
+            + (f", t-SNE of up to {tsne_points} embeddings" if tsne_points else "")
+        )
         res = analyze(pred, samples=samples, n_changed=n_changed, tsne_points=tsne_points, seed=seed)
         log(f"drawing {name}: figures in {fig_root / slug}")
         res["figures"] = draw(pred, res, fig_root / slug)
         res.pop("_plot")
         meta = pred.meta
         ds_meta = meta.get("dataset") or {}
-        runs.append({
-            "name": name, "slug": slug, "source": str(src), "predictions": str(pred.path),
-            "classes": pred.classes, "dataset": ds_meta.get("name"), "synthetic": bool(ds_meta.get("synthetic")),
-            "protocol": ds_meta.get("protocol"), "split": meta.get("split"),
-            "label_set": meta.get("label_set"), "train_label_set": meta.get("train_label_set"),
-            "epoch": meta.get("epoch"), "checkpoint": meta.get("checkpoint"),
-            "settings": run_settings(meta), **res,
-        })
+        runs.append(
+            {
+                "name": name,
+                "slug": slug,
+                "source": str(src),
+                "predictions": str(pred.path),
+                "classes": pred.classes,
+                "dataset": ds_meta.get("name"),
+                "synthetic": bool(ds_meta.get("synthetic")),
+                "protocol": ds_meta.get("protocol"),
+                "split": meta.get("split"),
+                "label_set": meta.get("label_set"),
+                "train_label_set": meta.get("train_label_set"),
+                "epoch": meta.get("epoch"),
+                "checkpoint": meta.get("checkpoint"),
+                "settings": run_settings(meta),
+                **res,
+            }
+        )
     if not runs:
         raise GrefelError("no report written: every checkpoint failed (" + "; ".join(problems)[:400] + ")")
 
     comparison = None
     if len(runs) > 1:
-        comparison = compare_runs([{
-            "name": r["name"], "settings": r["settings"], "n": r["n"],
-            "accuracy_primary": r["metrics"]["primary"]["accuracy"], "accuracy_corrected": r["metrics"]["corrected"]["accuracy"],
-            "macro_f1": r["metrics"]["corrected"]["macro_f1"],
-        } for r in runs])
+        comparison = compare_runs(
+            [
+                {
+                    "name": r["name"],
+                    "settings": r["settings"],
+                    "n": r["n"],
+                    "accuracy_primary": r["metrics"]["primary"]["accuracy"],
+                    "accuracy_corrected": r["metrics"]["corrected"]["accuracy"],
+                    "macro_f1": r["metrics"]["corrected"]["macro_f1"],
+                }
+                for r in runs
+            ]
+        )
         if comparison["curves"] and any(c["lines"] for c in comparison["curves"]):
             comparison["figure"] = F.save_figure(F.comparison_figure(comparison["curves"]), fig_root / "comparison")
 
@@ -282,18 +370,33 @@ def build_report(
         col = dataset_column(r["dataset"], r["synthetic"])
         if col is None:
             unmatched.append(r["dataset"] or "unknown")
-        this_rows.append({"model": r["name"], "column": col,
-                          "values": {c: (100 * r["metrics"]["corrected"]["accuracy"] if c == col else None) for c in t1_columns}})
-    paper = {"columns": t1_columns, "rows": t1_rows, "this_runs": this_rows, "unmatched": sorted(set(unmatched)),
-             "synthetic": sorted({r["dataset"] for r in runs if r["synthetic"]})}
+        this_rows.append(
+            {
+                "model": r["name"],
+                "column": col,
+                "values": {c: (100 * r["metrics"]["corrected"]["accuracy"] if c == col else None) for c in t1_columns},
+            }
+        )
+    paper = {
+        "columns": t1_columns,
+        "rows": t1_rows,
+        "this_runs": this_rows,
+        "unmatched": sorted(set(unmatched)),
+        "synthetic": sorted({r["dataset"] for r in runs if r["synthetic"]}),
+    }
 
     from grefel import __version__
 
     context = {
         "title": "GReFEL report: " + ", ".join(r["name"] for r in runs),
         "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "version": __version__, "runs": runs, "problems": problems, "comparison": comparison,
-        "paper": paper, "setting_labels": SETTING_LABELS, "gap_min_count": GAP_MIN_COUNT,
+        "version": __version__,
+        "runs": runs,
+        "problems": problems,
+        "comparison": comparison,
+        "paper": paper,
+        "setting_labels": SETTING_LABELS,
+        "gap_min_count": GAP_MIN_COUNT,
     }
     html_path = out / "report.html"
     with atomic_path(html_path) as tmp:
@@ -312,10 +415,18 @@ def render_html(context: dict) -> str:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: assets.joinpath(name).read_text(encoding="utf-8")),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    env.filters["pct"] = lambda v, d=2: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.{d}f}"
-    env.filters["num"] = lambda v, d=3: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+    env.filters["pct"] = lambda v, d=2: (
+        "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.{d}f}"
+    )
+    env.filters["num"] = lambda v, d=3: (
+        "–"
+        if v is None or (isinstance(v, float) and np.isnan(v))
+        else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+    )
     env.filters["signed"] = lambda v, d=2: "–" if v is None else f"{v:+.{d}f}"
     return env.get_template("report.html.j2").render(**context)
 

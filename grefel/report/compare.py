@@ -15,13 +15,19 @@ Runs that share every setting (e.g. seeds) are averaged in the pivot tables; the
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from grefel.report.paper import reference_curves
 
-SETTING_LABELS = {"num_anchors": "K", "noise": "noise (%)", "label_smoothing": "label smoothing", "reliability": "reliability balancing"}
+SETTING_LABELS = {
+    "num_anchors": "K",
+    "noise": "noise (%)",
+    "label_smoothing": "label smoothing",
+    "reliability": "reliability balancing",
+}
 
 
 def _find(d: Any, names: Iterable[str]) -> Any:
@@ -74,18 +80,28 @@ def compare_runs(runs: list[dict]) -> dict:
     Accuracies are fractions in; tables and curves show percent, like the paper.
     """
     varying = [s for s in SETTING_LABELS if len({_key(r["settings"].get(s)) for r in runs}) > 1]
-    summary = [{
-        "name": r["name"], **{s: r["settings"].get(s) for s in SETTING_LABELS},
-        "accuracy_primary": 100 * r["accuracy_primary"], "accuracy_corrected": 100 * r["accuracy_corrected"],
-        "macro_f1": r["macro_f1"], "n": r.get("n"),
-    } for r in runs]
+    summary = [
+        {
+            "name": r["name"],
+            **{s: r["settings"].get(s) for s in SETTING_LABELS},
+            "accuracy_primary": 100 * r["accuracy_primary"],
+            "accuracy_corrected": 100 * r["accuracy_corrected"],
+            "macro_f1": r["macro_f1"],
+            "n": r.get("n"),
+        }
+        for r in runs
+    ]
     tables, curves = [], []
     k_varies = "num_anchors" in varying
-    for other, title in (("noise", "Table 7 layout: K vs label noise (%), accuracy (%) with RB"),
-                         ("label_smoothing", "Table 8 layout: K vs label smoothing, accuracy (%) with RB")):
+    for other, title in (
+        ("noise", "Table 7 layout: K vs label noise (%), accuracy (%) with RB"),
+        ("label_smoothing", "Table 8 layout: K vs label smoothing, accuracy (%) with RB"),
+    ):
         if other in varying:
             tables.append(_pivot(runs, "num_anchors", other, title))
-            curves.append(_curve(runs, x=other, line="num_anchors", title=title.split(":")[0], x_label=SETTING_LABELS[other]))
+            curves.append(
+                _curve(runs, x=other, line="num_anchors", title=title.split(":")[0], x_label=SETTING_LABELS[other])
+            )
     if k_varies and not any(o in varying for o in ("noise", "label_smoothing")):
         tables.append(_table6(runs))
         curves.append(_curve(runs, x="num_anchors", line=None, title="Table 6 layout", x_label="K (anchors per class)"))
@@ -114,7 +130,9 @@ def _pivot(runs, row: str, col: str, title: str) -> dict:
     rows, cols = _sorted_values(runs, row), _sorted_values(runs, col)
     cells = _cells(runs, row, col)
     return {
-        "title": title, "row_label": SETTING_LABELS[row], "columns": [_key(c) for c in cols],
+        "title": title,
+        "row_label": SETTING_LABELS[row],
+        "columns": [_key(c) for c in cols],
         "rows": [{"label": _key(r), "values": [cells.get((_key(r), _key(c))) for c in cols]} for r in rows],
     }
 
@@ -126,15 +144,20 @@ def _table6(runs) -> dict:
     base = acc[0]
     delta = [None if (a is None or base is None) else a - base for a in acc]
     return {
-        "title": "Table 6 layout: anchors per class K vs accuracy (%) with RB; second row: change against the smallest K",
-        "row_label": "K", "columns": [_key(k) for k in ks],
-        "rows": [{"label": "accuracy (%)", "values": acc}, {"label": f"change vs K={_key(ks[0])}", "values": delta, "signed": True}],
+        "title": "Table 6 layout: anchors per class K vs accuracy (%) with RB; "
+        "second row: change against the smallest K",
+        "row_label": "K",
+        "columns": [_key(k) for k in ks],
+        "rows": [
+            {"label": "accuracy (%)", "values": acc},
+            {"label": f"change vs K={_key(ks[0])}", "values": delta, "signed": True},
+        ],
     }
 
 
 def _curve(runs, x: str, line: str | None, title: str, x_label: str) -> dict:
     lines = []
-    for lv in (_sorted_values(runs, line) if line else [None]):
+    for lv in _sorted_values(runs, line) if line else [None]:
         pts: dict = {}
         for r in runs:
             if line and r["settings"].get(line) != lv:
@@ -145,7 +168,14 @@ def _curve(runs, x: str, line: str | None, title: str, x_label: str) -> dict:
             pts.setdefault(float(xv) if not isinstance(xv, str) else xv, []).append(100 * r["accuracy_corrected"])
         if pts:
             xs = sorted(pts)
-            lines.append({"label": f"K={_key(lv)}" if line else "this study", "x": xs, "y": [float(np.mean(pts[v])) for v in xs], "line_value": lv})
+            lines.append(
+                {
+                    "label": f"K={_key(lv)}" if line else "this study",
+                    "x": xs,
+                    "y": [float(np.mean(pts[v])) for v in xs],
+                    "line_value": lv,
+                }
+            )
     return {"title": title, "x_label": x_label, "x": x, "line": line, "lines": lines}
 
 

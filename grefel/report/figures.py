@@ -16,8 +16,8 @@ import base64
 import functools
 import io
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import matplotlib
 import numpy as np
@@ -69,8 +69,17 @@ def confusion_figure(cm_primary: np.ndarray, cm_corrected: np.ndarray, classes: 
         for row, (mat, fmt, kind) in enumerate(((cm, "d", "counts"), (row_normalize(cm), ".2f", "row-normalised"))):
             ax = axes[row, col]
             sns.heatmap(
-                mat, ax=ax, annot=c <= 12, fmt=fmt, cmap="Blues", cbar=False, square=True,
-                xticklabels=classes, yticklabels=classes, vmin=0, vmax=1 if kind != "counts" else None,
+                mat,
+                ax=ax,
+                annot=c <= 12,
+                fmt=fmt,
+                cmap="Blues",
+                cbar=False,
+                square=True,
+                xticklabels=classes,
+                yticklabels=classes,
+                vmin=0,
+                vmax=1 if kind != "counts" else None,
                 annot_kws={"fontsize": 7 if c > 8 else 8},
             )
             ax.set_title(f"{name}, {kind}")
@@ -115,7 +124,17 @@ def distributions_figure(
             iax.imshow(images[k])
             iax.set_axis_off()
         ax = fig.add_subplot(gs[r, q * per + per - 1])
-        ax.bar(x - 0.2, primary[k], width=0.4, color=colors, alpha=0.45, hatch="//", edgecolor="0.35", linewidth=0.5, label="PD")
+        ax.bar(
+            x - 0.2,
+            primary[k],
+            width=0.4,
+            color=colors,
+            alpha=0.45,
+            hatch="//",
+            edgecolor="0.35",
+            linewidth=0.5,
+            label="PD",
+        )
         ax.bar(x + 0.2, corrected[k], width=0.4, color=colors, edgecolor="0.15", linewidth=0.5, label="CD")
         t = int(y_true[k])
         top = max(float(np.max(primary[k])), float(np.max(corrected[k])))
@@ -141,12 +160,22 @@ def tsne_figure(xy: np.ndarray, y: np.ndarray, classes: Sequence[str], scores: d
     ax = fig.subplots()
     names = np.asarray(classes, dtype=object)[np.asarray(y, dtype=np.int64)]
     sns.scatterplot(
-        x=xy[:, 0], y=xy[:, 1], hue=names, hue_order=list(classes), palette=class_palette(classes),
-        s=10, alpha=0.75, linewidth=0, ax=ax,
+        x=xy[:, 0],
+        y=xy[:, 1],
+        hue=names,
+        hue_order=list(classes),
+        palette=class_palette(classes),
+        s=10,
+        alpha=0.75,
+        linewidth=0,
+        ax=ax,
     )
     title = "t-SNE of embeddings (true class)"
     if scores and scores.get("davies_bouldin") is not None:
-        title += f"\nDavies-Bouldin {scores['davies_bouldin']:.3f} (lower is better), Calinski-Harabasz {scores['calinski_harabasz']:.1f} (higher is better)"
+        title += (
+            f"\nDavies-Bouldin {scores['davies_bouldin']:.3f} (lower is better), "
+            f"Calinski-Harabasz {scores['calinski_harabasz']:.1f} (higher is better)"
+        )
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -155,14 +184,30 @@ def tsne_figure(xy: np.ndarray, y: np.ndarray, classes: Sequence[str], scores: d
 
 
 @_styled
-def wrong_shares_figure(shares_primary: Sequence[float], shares_corrected: Sequence[float], classes: Sequence[str], n_wrong: Sequence[int] = (0, 0)) -> Figure:
+def wrong_shares_figure(
+    shares_primary: Sequence[float],
+    shares_corrected: Sequence[float],
+    classes: Sequence[str],
+    n_wrong: Sequence[int] = (0, 0),
+) -> Figure:
     """Fig. 7: each true class's share of all wrong predictions, without and with reliability balancing."""
     fig = Figure(figsize=(max(7.0, 0.9 * len(classes) * 2), 3.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     colors = class_palette(classes)
-    for ax, shares, name, nw in zip(axes, (shares_primary, shares_corrected), (PRIMARY_LABEL, CORRECTED_LABEL), n_wrong):
+    for ax, shares, name, nw in zip(
+        axes, (shares_primary, shares_corrected), (PRIMARY_LABEL, CORRECTED_LABEL), n_wrong
+    ):
         pct = 100 * np.asarray(shares, dtype=float)
-        sns.barplot(x=list(classes), y=pct, hue=list(classes), palette=colors, legend=False, ax=ax, order=list(classes), hue_order=list(classes))
+        sns.barplot(
+            x=list(classes),
+            y=pct,
+            hue=list(classes),
+            palette=colors,
+            legend=False,
+            ax=ax,
+            order=list(classes),
+            hue_order=list(classes),
+        )
         for i, v in enumerate(pct):
             ax.text(i, v + 0.5, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
         ax.set_title(f"{name}: {nw} wrong", fontsize=9)
@@ -183,8 +228,20 @@ def reliability_figure(cal_primary: dict, cal_corrected: dict) -> Figure:
         acc = np.array([np.nan if v is None else v for v in cal["accuracy"]], dtype=float)
         conf = np.array([np.nan if v is None else v for v in cal["confidence"]], dtype=float)
         has = ~np.isnan(acc)
-        ax.bar(centers[has], acc[has], width=width[has], color=sns.color_palette()[0], edgecolor="white", label="accuracy")
-        ax.bar(centers[has], conf[has] - acc[has], bottom=acc[has], width=width[has], color="none", edgecolor="C3", hatch="//", linewidth=0.6, label="gap to confidence")
+        ax.bar(
+            centers[has], acc[has], width=width[has], color=sns.color_palette()[0], edgecolor="white", label="accuracy"
+        )
+        ax.bar(
+            centers[has],
+            conf[has] - acc[has],
+            bottom=acc[has],
+            width=width[has],
+            color="none",
+            edgecolor="C3",
+            hatch="//",
+            linewidth=0.6,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], color="0.3", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -209,14 +266,18 @@ def group_accuracy_figure(per_attribute: dict) -> Figure:
         rows = []
         for kind, label in (("primary", PRIMARY_LABEL), ("corrected", CORRECTED_LABEL)):
             for g in per_attribute[attr][kind]["groups"]:
-                rows.append({"group": f"{g['name']}\n(n={g['n']})", "accuracy": 100 * g["accuracy"], "prediction": label})
+                rows.append(
+                    {"group": f"{g['name']}\n(n={g['n']})", "accuracy": 100 * g["accuracy"], "prediction": label}
+                )
         if rows:
             import pandas as pd
 
             sns.barplot(data=pd.DataFrame(rows), x="group", y="accuracy", hue="prediction", palette=pal, ax=ax)
             ax.legend(fontsize=7, loc="lower right", frameon=True)
         gap = per_attribute[attr]["corrected"].get("gap")
-        gap_txt = f"largest gap {100 * gap['value']:.1f} pts ({gap['best']} vs {gap['worst']})" if gap else "one group only"
+        gap_txt = (
+            f"largest gap {100 * gap['value']:.1f} pts ({gap['best']} vs {gap['worst']})" if gap else "one group only"
+        )
         ax.set_title(f"{attr}: {gap_txt}", fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("accuracy (%)")

@@ -13,7 +13,7 @@ Fig. 7 (share of each class among wrong predictions), Fig. 9 (primary vs correct
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn import metrics as skm
@@ -31,7 +31,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     if len(y_true) == 0:
         zeros = [0.0] * num_classes
         return {
-            "n": 0, "accuracy": float("nan"), "balanced_accuracy": float("nan"), "macro_f1": float("nan"),
+            "n": 0,
+            "accuracy": float("nan"),
+            "balanced_accuracy": float("nan"),
+            "macro_f1": float("nan"),
             "per_class": {"precision": zeros, "recall": zeros, "f1": zeros, "support": [0] * num_classes},
             "confusion": np.zeros((num_classes, num_classes), np.int64).tolist(),
             "confusion_normalized": np.zeros((num_classes, num_classes)).tolist(),
@@ -142,12 +145,14 @@ def group_accuracy(
     groups = []
     for code in np.unique(codes[codes >= 0]):
         sel = codes == code
-        groups.append({
-            "code": int(code),
-            "name": (names or {}).get(int(code), str(int(code))),
-            "n": int(sel.sum()),
-            "accuracy": float((y_true[sel] == y_pred[sel]).mean()),
-        })
+        groups.append(
+            {
+                "code": int(code),
+                "name": (names or {}).get(int(code), str(int(code))),
+                "n": int(sel.sum()),
+                "accuracy": float((y_true[sel] == y_pred[sel]).mean()),
+            }
+        )
     ranked = [g for g in groups if g["n"] >= min_count]
     gap = None
     if len(ranked) >= 2:

@@ -73,7 +73,11 @@ def dataset_column(dataset_name: str | None, synthetic: bool = False) -> str | N
 
 def reference_curves() -> dict:
     """Paper Table 6 (accuracy vs K) and Table 7 (accuracy vs noise per K), Aff-Wild2."""
-    t6 = [(int(r["row"].split("=")[1]), r["value"]) for r in paper_results() if r["table"] == "T6" and r["value"] is not None]
+    t6 = [
+        (int(r["row"].split("=")[1]), r["value"])
+        for r in paper_results()
+        if r["table"] == "T6" and r["value"] is not None
+    ]
     t7: dict[int, list] = {}
     for r in paper_results():
         if r["table"] == "T7" and r["value"] is not None:

@@ -108,9 +108,14 @@ def read_predictions_meta(path: str | os.PathLike) -> dict:
     try:
         md = pq.read_schema(path).metadata or {}
     except (OSError, ValueError) as e:
-        raise GrefelError(f"predictions file {path} cannot be read ({str(e)[:120]}): delete it and run `grefel evaluate` again") from None
+        raise GrefelError(
+            f"predictions file {path} cannot be read ({str(e)[:120]}): delete it and run `grefel evaluate` again"
+        ) from None
     if META_KEY not in md:
-        raise GrefelError(f"{path} is not a grefel predictions file (no '{META_KEY.decode()}' metadata): write it with `grefel evaluate`")
+        raise GrefelError(
+            f"{path} is not a grefel predictions file (no '{META_KEY.decode()}' metadata): "
+            "write it with `grefel evaluate`"
+        )
     return json.loads(md[META_KEY])
 
 
@@ -120,7 +125,9 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
 
     meta = read_predictions_meta(path)
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise GrefelError(f"{path} was written by a newer grefel (predictions format {meta['format_version']}): upgrade grefel")
+        raise GrefelError(
+            f"{path} was written by a newer grefel (predictions format {meta['format_version']}): upgrade grefel"
+        )
     table = pq.read_table(path)
     arrays = {}
     scalar = []

@@ -16,9 +16,10 @@ import hashlib
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import numpy as np
 
@@ -210,11 +211,15 @@ class RawReader:
         self.definition: Definition = load_definition(self.dataset)
         self.tree = RawTree(raw)
         if not self.tree.root.exists():
-            raise DatasetError(f"raw folder {self.tree.root} not found: pass the folder where you unpacked {self.definition.title}")
+            raise DatasetError(
+                f"raw folder {self.tree.root} not found: pass the folder where you unpacked {self.definition.title}"
+            )
         self.layout = self.detect()
         if self.layout is None:
-            raise DatasetError(f"{self.tree.root} does not look like {self.definition.title}: looked for "
-                               f"{self.definition.layouts_text()}; point RAW at the folder that holds them")
+            raise DatasetError(
+                f"{self.tree.root} does not look like {self.definition.title}: looked for "
+                f"{self.definition.layouts_text()}; point RAW at the folder that holds them"
+            )
         self.protocol = self.detect_protocol(protocol)
         self.classes = self.definition.classes(self.protocol)
         self.align = align or self.default_align()
@@ -313,6 +318,8 @@ def reader_class(dataset: str) -> type[RawReader]:
     return readers[dataset]
 
 
-def open_reader(dataset: str, raw: str | os.PathLike, protocol: str | None = None, align: str | None = None) -> RawReader:
+def open_reader(
+    dataset: str, raw: str | os.PathLike, protocol: str | None = None, align: str | None = None
+) -> RawReader:
     """The reader of ``dataset`` on the raw folder ``raw`` (raises DatasetError naming the layouts looked for)."""
     return reader_class(dataset)(raw, protocol=protocol, align=align)

@@ -19,16 +19,25 @@ dropped; the 7-class protocol also drops 7 (contempt). Validation is stored as s
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from grefel.data.align import five_from_68
 from grefel.data.raw import FileRef, RawItem, RawReader, Skip, find_dirs, find_file
 
-COLUMNS = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-           "expression", "valence", "arousal"]
+COLUMNS = [
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+]
 SPLIT_FILES = (("training.csv", "training"), ("validation.csv", "validation"))
 
 
@@ -46,8 +55,12 @@ class Reader(RawReader):
             dirs = find_dirs(root, "Manually_Annotated_Images", 3)
             self.image_dir = dirs[0] if dirs else self.csvs[0][0].parent.parent / "Manually_Annotated_Images"
             return "original"
-        self.sets = [(d, d.name) for name in ("train_set", "val_set") for d in find_dirs(root, name, 2)[:1]
-                     if (d / "images").is_dir() and (d / "annotations").is_dir()]
+        self.sets = [
+            (d, d.name)
+            for name in ("train_set", "val_set")
+            for d in find_dirs(root, name, 2)[:1]
+            if (d / "images").is_dir() and (d / "annotations").is_dir()
+        ]
         return "npy" if self.sets else None
 
     def default_align(self) -> str:
@@ -113,8 +126,10 @@ class Reader(RawReader):
         for d, official in self.sets:
             split = self.definition.split(official)
             ref_dir = self._rel(d / "images")
-            names = sorted((p.name for p in (d / "images").iterdir() if not p.name.startswith(".")),
-                           key=lambda n: (0, int(n.split(".")[0]), n) if n.split(".")[0].isdigit() else (1, 0, n))
+            names = sorted(
+                (p.name for p in (d / "images").iterdir() if not p.name.startswith(".")),
+                key=lambda n: (0, int(n.split(".")[0]), n) if n.split(".")[0].isdigit() else (1, 0, n),
+            )
             for n in names:
                 src = f"{ref_dir}/{n}"
                 yield RawItem(source=src, label=-1, split=split, file=FileRef(src))

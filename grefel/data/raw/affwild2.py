@@ -15,8 +15,8 @@ Group = video without its ``_left`` / ``_right`` suffix. Validation_Set is store
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from grefel.data.raw import FileRef, RawItem, RawReader, Skip, find_dirs
 from grefel.errors import DatasetError
@@ -33,15 +33,25 @@ class Reader(RawReader):
         if not root.is_dir():
             return None
         frames = find_dirs(root, "cropped_aligned", 2)
-        ann = [d for name in ANNOTATION_DIRS for d in find_dirs(root, name, 3)[:1] if any((d / s).is_dir() for s in SPLIT_DIRS)]
+        ann = [
+            d
+            for name in ANNOTATION_DIRS
+            for d in find_dirs(root, name, 3)[:1]
+            if any((d / s).is_dir() for s in SPLIT_DIRS)
+        ]
         if not frames or not ann:
             return None
         self.frame_dir, self.ann_dir = frames[0], ann[0]
         return "abaw"
 
     def _files(self) -> list[tuple[str, Path]]:
-        return [(s, p) for s in SPLIT_DIRS if (self.ann_dir / s).is_dir()
-                for p in sorted((self.ann_dir / s).glob("*.txt")) if not p.name.startswith(".")]
+        return [
+            (s, p)
+            for s in SPLIT_DIRS
+            if (self.ann_dir / s).is_dir()
+            for p in sorted((self.ann_dir / s).glob("*.txt"))
+            if not p.name.startswith(".")
+        ]
 
     def detect_protocol(self, protocol: str | None) -> str:
         files = self._files()
@@ -52,7 +62,9 @@ class Reader(RawReader):
         if found not in self.definition.protocols:
             raise DatasetError(f"{files[0][1]} header names {n} classes; expected 7 (ABAW1/2) or 8 (ABAW3+)")
         if protocol not in (None, "") and str(protocol) != found:
-            raise DatasetError(f"--protocol {protocol} does not match the annotations: their header names {found} classes")
+            raise DatasetError(
+                f"--protocol {protocol} does not match the annotations: their header names {found} classes"
+            )
         return found
 
     @staticmethod

@@ -9,7 +9,7 @@ alpha channel: transparent pixels become white; no detector (``--align none``). 
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from grefel.data.raw import IMAGE_SUFFIXES, RawItem, RawReader, Skip
 
@@ -39,11 +39,18 @@ class Reader(RawReader):
             key = self._match(ref)
             if key is None:
                 if ref.name.lower().endswith(IMAGE_SUFFIXES):
-                    yield Skip(ref.source, "name does not follow <character>/<character>_<expression>/<character>_<expression>_<n>.png")
+                    yield Skip(
+                        ref.source,
+                        "name does not follow <character>/<character>_<expression>/<character>_<expression>_<n>.png",
+                    )
                 continue
             if key in seen:
                 yield Skip(ref.source, f"duplicate of {seen[key]}")
                 continue
             seen[key] = ref.source
             lab = self.label_or_skip(ref.source, key[1])
-            yield lab if isinstance(lab, Skip) else RawItem(source=ref.source, label=lab, split="", file=ref, group=key[0])
+            yield (
+                lab
+                if isinstance(lab, Skip)
+                else RawItem(source=ref.source, label=lab, split="", file=ref, group=key[0])
+            )

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -73,13 +73,17 @@ class Reader(RawReader):
             if len(ip) < 2:
                 from grefel.errors import DatasetError
 
-                raise DatasetError(f"{self.pixel_file} has no 'pixels' and 'Usage' columns (header: {','.join(hp)[:80]}): "
-                                   "pass the original fer2013.csv")
+                raise DatasetError(
+                    f"{self.pixel_file} has no 'pixels' and 'Usage' columns (header: {','.join(hp)[:80]}): "
+                    "pass the original fer2013.csv"
+                )
             if not all(c in hv for c in VOTE_COLUMNS):
                 from grefel.errors import DatasetError
 
-                raise DatasetError(f"{self.vote_file} lacks the vote columns {','.join(VOTE_COLUMNS)}: "
-                                   "pass fer2013new.csv from the FERPlus repository")
+                raise DatasetError(
+                    f"{self.vote_file} lacks the vote columns {','.join(VOTE_COLUMNS)}: "
+                    "pass fer2013new.csv from the FERPlus repository"
+                )
             iv_usage = hv.index("Usage") if "Usage" in hv else None
             iv_name = hv.index("Image name") if "Image name" in hv else None
             iv_votes = [hv.index(c) for c in VOTE_COLUMNS]
@@ -98,7 +102,9 @@ class Reader(RawReader):
             return Skip(src, f"malformed row in {VOTE_FILE}: {len(v)} fields")
         usage = p[ip["Usage"]].strip()
         if iv_usage is not None and v[iv_usage].strip() != usage:
-            return Skip(src, f"Usage differs between the files ({usage!r} vs {v[iv_usage].strip()!r}): rows out of step")
+            return Skip(
+                src, f"Usage differs between the files ({usage!r} vs {v[iv_usage].strip()!r}): rows out of step"
+            )
         if iv_name is not None and not v[iv_name].strip():
             return Skip(src, "ferplus: empty Image name (not a face)")
         split = self.definition.split(usage)

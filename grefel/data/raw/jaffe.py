@@ -10,7 +10,7 @@ official split (subject-independent folds come from ``grefel refine``).
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from grefel.data.raw import RawItem, RawReader, Skip
 
@@ -39,4 +39,8 @@ class Reader(RawReader):
             seen[ref.name] = ref.source
             subject, code = m.group(1), m.group(2)
             lab = self.label_or_skip(ref.source, code)
-            yield lab if isinstance(lab, Skip) else RawItem(source=ref.source, label=lab, split="", file=ref, group=subject)
+            yield (
+                lab
+                if isinstance(lab, Skip)
+                else RawItem(source=ref.source, label=lab, split="", file=ref, group=subject)
+            )

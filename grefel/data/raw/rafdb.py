@@ -15,9 +15,9 @@ the manual annotation when it is there. Split from the file-name prefix.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -90,8 +90,14 @@ class Reader(RawReader):
         kind = "aligned" if self.align == "none" else "original"
         if kind not in self.images:
             want = f"Image/{kind}/ (or {kind}.zip)"
-            other = "--align landmarks or a detector with Image/original" if kind == "aligned" else "--align none with Image/aligned"
-            raise DatasetError(f"RAF-DB images not found: --align {self.align} needs {want} under {self.base}; or use {other}")
+            other = (
+                "--align landmarks or a detector with Image/original"
+                if kind == "aligned"
+                else "--align none with Image/aligned"
+            )
+            raise DatasetError(
+                f"RAF-DB images not found: --align {self.align} needs {want} under {self.base}; or use {other}"
+            )
         label_rel = self._rel(self.label_file)
         with open(self.label_file, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
@@ -119,7 +125,9 @@ class Reader(RawReader):
     def _repackaged(self) -> Iterator[RawItem | Skip]:
         for split in ("train", "test"):
             sdir = self.base / split
-            for cdir in sorted((d for d in sdir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name):
+            for cdir in sorted(
+                (d for d in sdir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name
+            ):
                 for ref in self.tree.files(self._rel(cdir), zips=False):
                     lab = self.label_or_skip(ref.source, cdir.name)
                     yield lab if isinstance(lab, Skip) else RawItem(source=ref.source, label=lab, split=split, file=ref)
