@@ -21,7 +21,9 @@ def predict(
         "or none for already-cropped faces.",
     ),
     weights_dir: Path | None = typer.Option(
-        None, "--weights-dir", help="Folder holding facexlib's detection_*.pth files (never downloaded)."
+        None,
+        "--weights-dir",
+        help="Folder holding facexlib's detection_*.pth files \\[default: those of `grefel weights add`].",
     ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Write all results as JSON to this file ('-' for standard output)."

@@ -32,7 +32,9 @@ def prepare(
         "\\[default: per dataset, see docs/prepare.md].",
     ),
     weights_dir: Path | None = typer.Option(
-        None, "--weights-dir", help="Folder holding facexlib's detection_*.pth files (never downloaded)."
+        None,
+        "--weights-dir",
+        help="Folder holding facexlib's detection_*.pth files \\[default: those of `grefel weights add`].",
     ),
     size: int = typer.Option(128, "--size", help="Stored face size in pixels (the 112 template scaled by size/112)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes for decoding and alignment."),

@@ -12,7 +12,8 @@ scaled to the stored size (``size / 112``). The five points come from
                            (onnxruntime). Works right after ``pip install``; the default.
   ``facexlib-resnet50``    facexlib's RetinaFace ResNet-50, weights ``detection_Resnet50_Final.pth``
   ``facexlib-mobile0.25``  facexlib's RetinaFace mobile0.25, ``detection_mobilenet0.25_Final.pth``
-                           (both user-supplied in ``weights_dir``; never downloaded).
+                           (both user-supplied, never downloaded: in ``weights_dir`` when given, else
+                           the file registered in the data root's weights store, ``grefel weights add``).
 
 Pre-aligned sources skip all of this: :func:`resize_square` only scales them to the stored size.
 Every function returns an :class:`AlignedFace` whose ``transform`` maps source pixels to stored
@@ -285,19 +286,55 @@ class _OnnxRetinaFace:
         return xyxy.astype(np.float32), s[nms].astype(np.float32), lms[nms].astype(np.float32)
 
 
+def facexlib_weights(
+    method: str, weights_dir: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None
+) -> tuple[Path, str | None]:
+    """The weight file of facexlib detector ``method`` and its registered sha256 (``None`` if not registered).
+
+    In ``weights_dir`` under facexlib's file name when a folder is given, else the file registered
+    in the weights store of ``data_root`` (``grefel weights add``). A one-line error when neither
+    holds it: nothing is downloaded.
+    """
+    filename = FACEXLIB_WEIGHTS[method][1]
+    if weights_dir:
+        path = Path(weights_dir).expanduser() / filename
+        if not path.is_file():
+            raise CheckpointError(
+                f"facexlib RetinaFace weights {filename} not found: put the file in {path.parent} "
+                f"(published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
+            )
+        return path, None
+    from grefel.weights_store import registered_entry, store_dir
+
+    entry = registered_entry(method, data_root)
+    if entry is None:
+        raise CheckpointError(
+            f"facexlib RetinaFace weights {filename} not found in the weights store {store_dir(data_root)}: "
+            f"register the file with `grefel weights add FILE`, or give the folder holding it as the weights "
+            f"folder (published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
+        )
+    return entry.path, entry.sha256
+
+
 class _FacexlibRetinaFace:
     """facexlib's RetinaFace with a user-supplied weight file, loaded with ``weights_only=True``."""
 
-    def __init__(self, method: str, weights_dir: str | os.PathLike | None, device: str = "cpu"):
+    def __init__(
+        self,
+        method: str,
+        weights_dir: str | os.PathLike | None,
+        device: str = "cpu",
+        data_root: str | os.PathLike | None = None,
+    ):
         import torch
 
         network, filename = FACEXLIB_WEIGHTS[method]
-        path = Path(weights_dir or ".").expanduser() / filename
-        if not path.is_file():
-            where = f"in {path.parent}" if weights_dir else "in a folder and pass it with --weights-dir"
+        path, registered_sha = facexlib_weights(method, weights_dir, data_root)
+        self.model_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        if registered_sha is not None and self.model_sha256 != registered_sha:
             raise CheckpointError(
-                f"facexlib RetinaFace weights {filename} not found: put the file {where} "
-                f"(published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
+                f"{path} changed since it was registered (sha256 {self.model_sha256[:12]}, registered "
+                f"{registered_sha[:12]}): add the original file again with `grefel weights add FILE`"
             )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -321,7 +358,6 @@ class _FacexlibRetinaFace:
                 f"use {filename} from {FACEXLIB_RELEASE}"
             ) from None
         self._model = model.eval()
-        self.model_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         self.weights = str(path)
 
     def __call__(self, rgb: np.ndarray, score_threshold: float, nms_threshold: float):
@@ -339,7 +375,9 @@ class FaceAligner:
 
     ``align(rgb_uint8)`` returns a list of :class:`AlignedFace`, largest face first (score breaks
     ties). Images whose longer side exceeds ``max_side`` are detected on a reduced copy; boxes and
-    landmarks are given in the original image's pixels and the warp reads the original.
+    landmarks are given in the original image's pixels and the warp reads the original. facexlib
+    detectors read their weights from ``weights_dir``, else from the weights store of ``data_root``
+    (:func:`facexlib_weights`).
 
     Example::
 
@@ -358,6 +396,7 @@ class FaceAligner:
         nms_threshold: float = 0.4,
         max_side: int = 640,
         threads: int | None = None,
+        data_root: str | os.PathLike | None = None,
     ):
         if method not in DETECTORS:
             raise GrefelError(f"unknown face detector '{method}': choose one of {', '.join(DETECTORS)}")
@@ -370,7 +409,7 @@ class FaceAligner:
                 import torch
 
                 torch.set_num_threads(threads)
-            self._detector = _FacexlibRetinaFace(method, weights_dir, device)
+            self._detector = _FacexlibRetinaFace(method, weights_dir, device, data_root)
 
     def describe(self) -> dict:
         """What produced the faces (for provenance)."""

@@ -64,12 +64,18 @@ class ItemWork:
     weights_dir: str | None = None
     device: str = "cpu"
     threads: int | None = None
+    data_root: str | None = None  # whose weights store holds facexlib's detectors when weights_dir is None
     _aligner: FaceAligner | None = None
 
     def aligner(self) -> FaceAligner:
         if self._aligner is None:
             self._aligner = FaceAligner(
-                self.align, weights_dir=self.weights_dir, size=self.size, device=self.device, threads=self.threads
+                self.align,
+                weights_dir=self.weights_dir,
+                size=self.size,
+                device=self.device,
+                threads=self.threads,
+                data_root=self.data_root,
             )
         return self._aligner
 
@@ -228,6 +234,7 @@ def prepare(
         str(weights_dir) if weights_dir else None,
         device,
         threads=threads if threads else (1 if workers > 1 or lanes > 1 else None),
+        data_root=str(data_root) if data_root else None,
     )
     aligner_info = _describe_align(work)  # builds a detector now: a missing weight file fails before any work
     sources = _source_checksums(reader)

@@ -19,6 +19,12 @@ Anything missing, unexpected or mismatched refuses the load with a one-line erro
 ``allow_partial=True``: never a silent drop (POSTER++'s own loader silently keeps only keys whose
 name and shape match, which loads nothing but the stem from a face.evoLVe file).
 
+Two more kinds are facexlib's RetinaFace detectors (``facexlib-resnet50``: ``detection_Resnet50_Final.pth``,
+``facexlib-mobile0.25``: ``detection_mobilenet0.25_Final.pth``), matched against facexlib's own network by
+:func:`match_detector`. :func:`identify` tells the five kinds apart by their keys alone (whatever the
+file is called) and :func:`check_weight_file` identifies and verifies a file in one call (what
+``grefel weights add`` runs, :mod:`grefel.weights_store`).
+
 Files are read with ``torch.load(..., weights_only=True)``. Trained POSTER++ checkpoints also pickle
 the authors' ``RecorderMeter`` objects, which ``weights_only`` refuses; such non-tensor objects are
 replaced by an inert placeholder (nothing of theirs is imported or run) and listed in the report.
@@ -29,12 +35,16 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from grefel.data.align import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS
 from grefel.errors import CheckpointError, torch_load_failure
 
 IR50_LAYOUT = (3, 4, 14, 3)  # units per stage of face.evoLVe's IR-50
@@ -56,6 +66,18 @@ _HOW_TO_GET = {
     "mobilefacenet": "POSTER++'s mobilefacenet_model_best.pth.tar",
     "poster": "a trained POSTER++ checkpoint (RAF-DB / AffectNet)",
 }
+FACE_EVOLVE_URL = "https://github.com/ZhaoJ9014/face.evoLVe"
+POSTER_URL = "https://github.com/Talented-Q/POSTER_V2"
+ENCODER_KINDS = ("ir50", "mobilefacenet", "poster")
+DETECTOR_KINDS = {kind: network for kind, (network, _) in FACEXLIB_WEIGHTS.items()}  # kind -> facexlib network
+WEIGHT_KINDS = ENCODER_KINDS + tuple(DETECTOR_KINDS)
+# kind -> (the file as published, where it is published): for messages that say where to get a file
+PUBLISHED = {
+    "ir50": ("backbone_ir50_ms1m_epoch120.pth (or POSTER++'s ir50.pth)", f"face.evoLVe, {FACE_EVOLVE_URL}"),
+    "mobilefacenet": ("mobilefacenet_model_best.pth.tar", f"POSTER++, {POSTER_URL} (models/pretrain)"),
+    "poster": ("a trained POSTER++ checkpoint (RAF-DB / AffectNet)", f"POSTER++, {POSTER_URL}"),
+    **{kind: (name, f"facexlib, {FACEXLIB_RELEASE}{name}") for kind, (_, name) in FACEXLIB_WEIGHTS.items()},
+}
 
 
 @dataclass
@@ -71,10 +93,40 @@ class SourceReport:
     mismatched: dict[str, str] = field(default_factory=dict)  # file key -> "file shape vs model shape"
     ignored_objects: list[str] = field(default_factory=list)  # non-tensor pickled classes replaced by a placeholder
     loaded: bool = False
+    format: str = ""  # what the file was recognised as (identify), e.g. "face.evoLVe IR-50"
 
     @property
     def complete(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def total(self) -> int:
+        """Keys of the model part this file fills (matched + missing + mismatched)."""
+        return len(self.matched) + len(self.missing) + len(self.mismatched)
+
+    @property
+    def coverage(self) -> str:
+        """``matched/total`` keys of the model part this file fills, e.g. ``292/292`` (IR-50)."""
+        return f"{len(self.matched)}/{self.total}"
+
+    def problems(self) -> str:
+        """Why the file does not fit, in a few words ('' when complete)."""
+        out = []
+        if self.mismatched:
+            k, why = next(iter(self.mismatched.items()))
+            out.append(f"{len(self.mismatched)} shape mismatches (e.g. {k}: {why})")
+        if self.missing:
+            part = "detector" if self.kind in DETECTOR_KINDS else "encoder"
+            out.append(f"{len(self.missing)} {part} keys missing (e.g. {self.missing[0]})")
+        if self.unexpected:
+            out.append(f"{len(self.unexpected)} unexpected keys (e.g. {self.unexpected[0]})")
+        return "; ".join(out)
+
+    def line(self) -> str:
+        """One line for logs: what the file is and its coverage, e.g. for each source ``train`` loads."""
+        what = f" ({self.format})" if self.format else ""
+        unused = f", {len(self.unused)} file keys unused (never run)" if self.unused else ""
+        return f"{self.kind}: {Path(self.path).name}{what}, {self.coverage} keys matched{unused}"
 
     def summary(self) -> str:
         s = (
@@ -213,11 +265,20 @@ def _encoder_of(model: nn.Module) -> nn.Module:
 
 
 def match_weights(
-    encoder: nn.Module, kind: str, path: str | os.PathLike
+    encoder: nn.Module,
+    kind: str,
+    path: str | os.PathLike,
+    state: tuple[dict[str, torch.Tensor], list[str]] | None = None,
 ) -> tuple[SourceReport, dict[str, torch.Tensor]]:
-    """Map one file's keys onto ``encoder``'s state dict; return the report and the tensors to load."""
-    sd, ignored = read_state_dict(path)
-    rep = SourceReport(kind=kind, path=str(path), ignored_objects=ignored)
+    """Map one file's keys onto ``encoder``'s state dict; return the report and the tensors to load.
+
+    ``state``: the file's :func:`read_state_dict` result when the caller has already read it.
+    """
+    sd, ignored = state if state is not None else read_state_dict(path)
+    found = identify(sd)
+    rep = SourceReport(
+        kind=kind, path=str(path), ignored_objects=ignored, format=found[1] if found and found[0] == kind else ""
+    )
     evolve = kind == "ir50" and any(k.startswith("body.") for k in sd)
     if kind == "poster" and not any(k.startswith(("VIT.", "attn1.", "face_landback.")) for k in sd):
         raise CheckpointError(
@@ -255,6 +316,97 @@ def match_weights(
     return rep, to_load
 
 
+def identify(sd: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+    """Which kind of weight file a (flattened, ``module.``-free) state dict is, by its keys alone.
+
+    Returns ``(kind, format)``, e.g. ``("ir50", "face.evoLVe IR-50")``, or ``None`` when the keys are
+    none of :data:`WEIGHT_KINDS`. Only the key names are looked at: :func:`check_weight_file` then
+    verifies every key and shape against the model.
+    """
+    keys = set(sd)
+
+    def has(*prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in keys)
+
+    if has("ClassHead.") and has("BboxHead.") and has("LandmarkHead."):
+        if has("body.layer1."):
+            return "facexlib-resnet50", "facexlib RetinaFace ResNet-50"
+        if has("body.stage1."):
+            return "facexlib-mobile0.25", "facexlib RetinaFace mobile0.25"
+        return None
+    if has("VIT.") and has("ir_back.", "face_landback."):
+        return "poster", "POSTER++ checkpoint"
+    if "input_layer.0.weight" in keys and any(re.match(r"body\.\d+\.", k) for k in keys):
+        return "ir50", "face.evoLVe IR-50"
+    if "input_layer.0.weight" in keys and has("body1."):
+        return "ir50", "POSTER++ split IR-50"
+    if {"conv1.conv.weight", "conv2_dw.conv.weight"} <= keys and has("conv_6_sep."):
+        return "mobilefacenet", "MobileFaceNet 68-point landmarks"
+    return None
+
+
+@lru_cache(maxsize=2)
+def _detector_shapes(network: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of facexlib's RetinaFace ``network`` (built once, random weights, nothing downloaded)."""
+    from facexlib.detection.retinaface import RetinaFace
+
+    with warnings.catch_warnings():  # torchvision's deprecation notice for resnet50(pretrained=False)
+        warnings.simplefilter("ignore", UserWarning)
+        net = RetinaFace(network_name=network, half=False, device="cpu")
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def match_detector(kind: str, sd: dict[str, torch.Tensor], path: str | os.PathLike) -> SourceReport:
+    """Key accounting of a facexlib RetinaFace file (``kind`` of :data:`DETECTOR_KINDS`) against facexlib's net."""
+    own = _detector_shapes(DETECTOR_KINDS[kind])
+    rep = SourceReport(kind=kind, path=str(path), format=(identify(sd) or ("", ""))[1])
+    for key, value in sd.items():
+        if key not in own:
+            rep.unexpected.append(key)
+        elif tuple(value.shape) != own[key]:
+            rep.mismatched[key] = f"file {tuple(value.shape)} vs model {own[key]}"
+        else:
+            rep.matched.append(key)
+    rep.missing = [k for k in own if k not in sd]
+    return rep
+
+
+def check_weight_file(
+    path: str | os.PathLike, encoder: Callable[[], nn.Module] | nn.Module | None = None
+) -> SourceReport:
+    """Identify a weight file by its content and verify every key against the model it is for.
+
+    ``encoder``: the full preset's encoder, or a function building it (called only for IR-50,
+    MobileFaceNet and POSTER++ files; default: ``create_model("full").encoder``). Returns the
+    complete :class:`SourceReport`; raises :class:`CheckpointError` (one line) when the file is
+    unreadable, of no known kind, or does not fit (missing, unexpected or mismatched keys).
+    """
+    sd, ignored = read_state_dict(path)
+    found = identify(sd)
+    name = Path(path).name
+    if found is None:
+        if any(k.startswith("encoder.") for k in sd):
+            raise CheckpointError(f"{name} is a grefel run checkpoint, not a pretrained weight file")
+        known = "face.evoLVe or POSTER++ IR-50, MobileFaceNet, a POSTER++ checkpoint, facexlib RetinaFace"
+        raise CheckpointError(f"{name} is no known weight file (keys such as {next(iter(sd))}; known: {known})")
+    kind, fmt = found
+    if kind in DETECTOR_KINDS:
+        rep = match_detector(kind, sd, path)
+    else:
+        if encoder is None:
+            from grefel.models import create_model
+
+            encoder = lambda: create_model("full", 7).encoder  # noqa: E731
+        enc = encoder() if callable(encoder) and not isinstance(encoder, nn.Module) else encoder
+        try:
+            rep, _ = match_weights(enc, kind, path, state=(sd, ignored))
+        except CheckpointError as e:  # none of its keys fit
+            raise CheckpointError(f"{name} looks like a {fmt} file but does not fit the model: {e}") from None
+    if not rep.complete:
+        raise CheckpointError(f"{name} looks like a {fmt} file but does not fit the model: {rep.problems()}")
+    return rep
+
+
 def load_pretrained(
     model: nn.Module,
     ir50: str | os.PathLike | None = None,
@@ -278,16 +430,8 @@ def load_pretrained(
         rep, tensors = match_weights(encoder, kind, path)
         report.sources.append(rep)
         if not rep.complete and not allow_partial:
-            problems = []
-            if rep.mismatched:
-                k, why = next(iter(rep.mismatched.items()))
-                problems.append(f"{len(rep.mismatched)} shape mismatches (e.g. {k}: {why})")
-            if rep.missing:
-                problems.append(f"{len(rep.missing)} encoder keys missing (e.g. {rep.missing[0]})")
-            if rep.unexpected:
-                problems.append(f"{len(rep.unexpected)} unexpected keys (e.g. {rep.unexpected[0]})")
             raise CheckpointError(
-                f"{Path(path).name} does not fit the {kind} part of this model: {'; '.join(problems)}. "
+                f"{Path(path).name} does not fit the {kind} part of this model: {rep.problems()}. "
                 f"Use the full preset with {_HOW_TO_GET[kind]}, or pass --allow-partial to load what matches"
             )
         staged.append((rep, tensors))

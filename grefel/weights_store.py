@@ -1,0 +1,388 @@
+"""The pretrained-weights store: ``<data root>/weights/``, files identified by content, with a registry.
+
+``grefel weights add FILE...`` (:func:`add_weights`) identifies each file by its keys
+(:func:`grefel.models.weights.identify`: face.evoLVe or POSTER++ IR-50, MobileFaceNet, a POSTER++
+checkpoint, facexlib's RetinaFace detectors), verifies every key and shape against the model it is
+for, records its sha256, size and coverage, and copies it (or links it) to
+``<data root>/weights/<kind>/<file name>``. ``registry.json`` beside the files says what is there;
+it is written atomically under a lock, so concurrent adds never lose an entry.
+
+One file per kind. Re-adding a registered file (same sha256) changes nothing; another file of a
+kind already held replaces it only with ``force``. Commands look files up here: ``train`` for the
+full preset's sources (:func:`plan_pretrained`), ``prepare`` and ``predict`` for facexlib's
+detectors (:func:`registered_file`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+
+from grefel.data.align import FACEXLIB_WEIGHTS
+from grefel.errors import CheckpointError, GrefelError
+from grefel.io import atomic_path, read_json, sha256_file, write_json
+from grefel.models.weights import PUBLISHED, WEIGHT_KINDS, check_weight_file
+from grefel.paths import data_root as resolve_data_root
+
+STORE_FOLDER = "weights"
+REGISTRY = "registry.json"
+REGISTRY_VERSION = 1
+# preset -> alternative sets of kinds that initialise its whole encoder, the paper's first
+PRETRAINED_SOURCES: dict[str, tuple[tuple[str, ...], ...]] = {"full": (("ir50", "mobilefacenet"), ("poster",))}
+
+
+@dataclass
+class WeightEntry:
+    """One registered file (a row of ``registry.json``)."""
+
+    kind: str
+    file: str  # path relative to the store folder
+    format: str  # what identify() recognised, e.g. "face.evoLVe IR-50"
+    sha256: str
+    size: int
+    mode: str  # "copy" or "link"
+    source: str  # the path it was added from
+    matched: int  # keys of the model part the file fills ...
+    total: int  # ... out of this many
+    unused: int  # file keys known never to run
+    added: str  # local time, ISO 8601
+    store: Path | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def path(self) -> Path:
+        return (self.store or Path(".")) / self.file
+
+    @property
+    def coverage(self) -> str:
+        return f"{self.matched}/{self.total}"
+
+    def state(self) -> str:
+        """``ok``, ``missing`` or ``size changed``: a stat, no hashing (:func:`verify_weights` hashes)."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return "missing"
+        return "ok" if size == self.size else "size changed"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("store")
+        return d
+
+
+@dataclass
+class AddResult:
+    """What :func:`add_weights` did with one file: status ``added``, ``replaced``, ``unchanged``,
+    ``exists`` (another file of that kind is registered; ``force`` replaces it) or ``failed``."""
+
+    source: str
+    status: str
+    message: str
+    entry: WeightEntry | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("added", "replaced", "unchanged")
+
+
+class MissingWeightsError(CheckpointError):
+    """A preset's pretrained weights are not registered; ``missing`` names the kinds."""
+
+    def __init__(self, message: str, missing: list[str], store: Path):
+        super().__init__(message)
+        self.missing, self.store = missing, store
+
+
+# -- the registry ----------------------------------------------------------------------------------
+def store_dir(data_root: str | os.PathLike | None = None) -> Path:
+    """``<data root>/weights`` (data root as in :mod:`grefel.paths`)."""
+    return resolve_data_root(data_root) / STORE_FOLDER
+
+
+def read_registry(data_root: str | os.PathLike | None = None) -> dict[str, WeightEntry]:
+    """Registered files by kind ({} when nothing was added yet)."""
+    return _read(store_dir(data_root))
+
+
+def _read(store: Path) -> dict[str, WeightEntry]:
+    path = store / REGISTRY
+    if not path.is_file():
+        return {}
+    try:
+        raw = read_json(path)
+        entries = {k: WeightEntry(**v, store=store) for k, v in raw["weights"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"weights registry {path} is unreadable ({type(e).__name__}): delete it and add the files again"
+        ) from None
+    return {k: entries[k] for k in WEIGHT_KINDS if k in entries}
+
+
+def _write(store: Path, entries: dict[str, WeightEntry]) -> None:
+    write_json(store / REGISTRY, {"version": REGISTRY_VERSION, "weights": {k: e.as_dict() for k, e in entries.items()}})
+
+
+@contextlib.contextmanager
+def _locked(store: Path) -> Iterator[None]:
+    """Hold the store's lock (concurrent adds wait for each other)."""
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        f = open(store / ".lock", "a")  # noqa: SIM115 (held for the block)
+    except OSError as e:
+        raise GrefelError(f"cannot write the weights store {store} ({e.strerror}): choose another data root") from None
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+# -- adding files ----------------------------------------------------------------------------------
+def add_weights(
+    files: Iterable[str | os.PathLike],
+    data_root: str | os.PathLike | None = None,
+    *,
+    link: bool = False,
+    force: bool = False,
+    on_result=None,
+) -> list[AddResult]:
+    """Identify, verify and store each of ``files``; return one :class:`AddResult` per file.
+
+    A file that cannot be read, is of no known kind or does not fit the model gets a ``failed``
+    result with a one-line message, and the others still go in. ``link``: a symbolic link to the
+    file instead of a copy. ``force``: replace a different file already registered for that kind.
+    ``on_result(result)`` is called as each file is done (for printing as they go).
+    """
+    store = store_dir(data_root)
+    encoder = cache(_full_encoder)  # built once, only if an encoder file comes along
+    results = []
+    with _locked(store):
+        entries = _read(store)
+        for src in files:
+            try:
+                res = _add_one(Path(src).expanduser(), store, entries, link, force, encoder)
+            except GrefelError as e:
+                res = AddResult(str(src), "failed", str(e))
+            except OSError as e:  # unreadable source, full disk ...
+                res = AddResult(str(src), "failed", f"{src}: {e.strerror or e}")
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
+    return results
+
+
+def _full_encoder():
+    from grefel.models import create_model
+
+    return create_model("full", 7).encoder
+
+
+def _add_one(src: Path, store: Path, entries: dict[str, WeightEntry], link: bool, force: bool, encoder) -> AddResult:
+    if not src.is_file():
+        raise GrefelError(f"{src}: no such file")
+    if src.stat().st_size == 0:
+        raise CheckpointError(f"{src} is empty (0 bytes): download or copy it again")
+    sha = sha256_file(src)
+    for e in entries.values():
+        if e.sha256 == sha and e.state() == "ok" and not force:  # force re-installs (a damaged copy)
+            return AddResult(str(src), "unchanged", f"{src.name}: already registered as {e.kind} ({e.file})", e)
+    rep = check_weight_file(src, encoder)
+    old = entries.get(rep.kind)
+    if old is not None and old.sha256 != sha and not force and old.state() == "ok":
+        msg = f"{src.name}: the store already holds another {rep.kind} file ({old.file}, sha256 {old.sha256[:12]})"
+        return AddResult(str(src), "exists", msg, old)
+    # detectors under facexlib's own file name (the folder then also works as a weights folder)
+    dest = store / rep.kind / (FACEXLIB_WEIGHTS[rep.kind][1] if rep.kind in FACEXLIB_WEIGHTS else src.name)
+    _install(src, dest, link, sha)
+    entry = WeightEntry(
+        kind=rep.kind,
+        file=str(dest.relative_to(store)),
+        format=rep.format,
+        sha256=sha,
+        size=src.stat().st_size,
+        mode="link" if link else "copy",
+        source=str(src.resolve()),
+        matched=len(rep.matched),
+        total=rep.total,
+        unused=len(rep.unused),
+        added=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        store=store,
+    )
+    entries[rep.kind] = entry
+    _write(store, entries)
+    if old is not None and old.path != dest:  # only now: a crash before the write keeps the old entry whole
+        with contextlib.suppress(OSError):
+            old.path.unlink()
+    verb = "linked" if link else "copied"
+    status = "added" if old is None else "replaced"
+    return AddResult(str(src), status, f"{rep.line()}; sha256 {sha[:12]}; {verb} to {dest}", entry)
+
+
+def _install(src: Path, dest: Path, link: bool, sha: str) -> None:
+    """Copy ``src`` to ``dest`` (hashing what is written) or link it there, atomically either way."""
+    if link:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(src.resolve())
+        os.replace(tmp, dest)
+        return
+    with atomic_path(dest) as tmp:
+        h = hashlib.sha256()
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while block := fin.read(1 << 20):
+                h.update(block)
+                fout.write(block)
+        if h.hexdigest() != sha:
+            raise GrefelError(f"{src} changed while it was being added: add it again")
+
+
+# -- what is there ---------------------------------------------------------------------------------
+@dataclass
+class WeightsListing:
+    """The registered files; prints as a rich table (``grefel weights list``)."""
+
+    store: Path
+    entries: list[WeightEntry]
+    hashed: dict[str, str] | None = None  # kind -> verify_weights' state, when hashed
+
+    def state(self, e: WeightEntry) -> str:
+        return self.hashed[e.kind] if self.hashed is not None else e.state()
+
+    @property
+    def ok(self) -> bool:
+        return all(self.state(e) == "ok" for e in self.entries)
+
+    def __rich__(self):
+        """A table that fits 80 columns (long file names fold); link targets listed under it."""
+        from rich import box
+        from rich.console import Group
+        from rich.table import Table
+
+        if not self.entries:
+            return f"no weights registered in {self.store}: add files with `grefel weights add FILE...`"
+        t = Table(
+            title=f"Weights in {self.store}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            collapse_padding=True,
+            pad_edge=False,
+        )
+        t.add_column("kind", no_wrap=True)
+        t.add_column("file", overflow="fold")
+        t.add_column("sha256", no_wrap=True)
+        t.add_column("keys", justify="right", no_wrap=True)
+        t.add_column("MiB", justify="right", no_wrap=True)
+        t.add_column("state", no_wrap=True)
+        links = []
+        for e in self.entries:
+            state = self.state(e)
+            t.add_row(
+                e.kind,
+                Path(e.file).name,
+                e.sha256[:8],
+                e.coverage,
+                f"{e.size / 2**20:.1f}",
+                e.mode if state == "ok" else f"[bold red]{state}[/]",
+            )
+            if e.mode == "link":
+                links.append(f"{e.kind}: link to {e.source}")
+        return Group(t, *links)
+
+
+def list_weights(data_root: str | os.PathLike | None = None, verify: bool = False) -> WeightsListing:
+    """What the store holds; ``verify`` re-hashes every file (state ``ok``, ``missing``, ``changed``)."""
+    store = store_dir(data_root)
+    entries = list(_read(store).values())
+    hashed = None
+    if verify:
+        hashed = {}
+        for e in entries:
+            state = e.state()
+            if state == "ok" and sha256_file(e.path) != e.sha256:
+                state = "changed"
+            hashed[e.kind] = state
+    return WeightsListing(store, entries, hashed)
+
+
+def registered_weights(data_root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Kind -> path of every registered file, as registered (:func:`registered_file` checks one)."""
+    return {k: e.path for k, e in read_registry(data_root).items()}
+
+
+def registered_entry(kind: str, data_root: str | os.PathLike | None = None) -> WeightEntry | None:
+    """The registered file of ``kind``, or ``None``; a one-line error when it vanished or changed size."""
+    e = read_registry(data_root).get(kind)
+    if e is None:
+        return None
+    state = e.state()
+    if state != "ok":
+        what = f"a link to {e.source}" if e.mode == "link" else "a copy"
+        how = "is missing" if state == "missing" else "has changed (another size)"
+        raise CheckpointError(
+            f"the registered {kind} file {e.path} ({what}) {how}: add it again with `grefel weights add FILE`"
+        )
+    return e
+
+
+def registered_file(kind: str, data_root: str | os.PathLike | None = None) -> Path | None:
+    """Path of the registered file of ``kind`` (checked to exist with its size), or ``None``."""
+    e = registered_entry(kind, data_root)
+    return None if e is None else e.path
+
+
+# -- what a preset needs ---------------------------------------------------------------------------
+def pretrained_sources(preset: str) -> tuple[tuple[str, ...], ...]:
+    """Alternative sets of kinds that initialise the preset's whole encoder, the paper's first.
+
+    ``full``: IR-50 + MobileFaceNet (the paper, sections 3 and 4.1), or a trained POSTER++
+    checkpoint. ``()`` for presets no published weights fit (``tiny``).
+    """
+    return PRETRAINED_SOURCES.get(preset, ())
+
+
+def plan_pretrained(
+    preset: str,
+    data_root: str | os.PathLike | None = None,
+    *,
+    ir50: str | os.PathLike | None = None,
+    mobilefacenet: str | os.PathLike | None = None,
+    poster: str | os.PathLike | None = None,
+    scratch_hint: str = "or train from random weights on purpose (from_scratch)",
+) -> dict[str, Path]:
+    """The files to start ``preset`` from: kind -> path, in load order (keyword arguments of
+    :func:`grefel.models.weights.load_pretrained`).
+
+    Files given as arguments come first; the store fills in the rest of the first set of
+    :func:`pretrained_sources` that holds every given kind. Presets that take no pretrained weights
+    get the given files only. Raises :class:`MissingWeightsError` (one line: the missing files,
+    where they are published, how to register them, then ``scratch_hint``) when no set is complete.
+    """
+    given = {
+        k: Path(v).expanduser() for k, v in (("ir50", ir50), ("mobilefacenet", mobilefacenet), ("poster", poster)) if v
+    }
+    options = [o for o in pretrained_sources(preset) if set(given) <= set(o)]
+    if not pretrained_sources(preset) or (given and not options):
+        return given
+    for option in options:
+        found = {k: given.get(k) or registered_file(k, data_root) for k in option}
+        if all(found.values()):
+            return found
+    first = options[0]
+    missing = [k for k in first if k not in given and registered_file(k, data_root) is None]
+    store = store_dir(data_root)
+    files = " and ".join(f"{PUBLISHED[k][0]} ({PUBLISHED[k][1]})" for k in missing)
+    alt = "" if given else "; a trained POSTER++ checkpoint also serves"
+    raise MissingWeightsError(
+        f"the {preset} preset starts from pretrained {' + '.join(first)} weights, and {store} has no "
+        f"{' / '.join(missing)} file: get {files}, register with `grefel weights add FILE...`{alt}; {scratch_hint}",
+        missing,
+        store,
+    )
