@@ -78,7 +78,7 @@ def run_demo(
     from grefel.data.synth import generate
     from grefel.distributed import usable_cores
     from grefel.evaluate import evaluate
-    from grefel.report.build import build_report
+    from grefel.pipeline import evaluate_and_report
 
     s = settings or (QUICK if quick else DEFAULT)
     console = console or make_console()
@@ -137,7 +137,7 @@ def run_demo(
         )
     report = step(
         "report",
-        lambda: build_report(
+        lambda: evaluate_and_report(
             list(ckpts.values()), out=work / "report", split="test", label_set=label_set, dataset=str(ds_path)
         ),
     )

@@ -28,7 +28,7 @@ from grefel.checkpoint import load_checkpoint
 from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.data.transforms import MODEL_INPUT, eval_batch
 from grefel.errors import CheckpointError, DatasetError, GrefelError
-from grefel.io import atomic_path, read_json, sha256_file, write_json
+from grefel.io import atomic_path, read_json, sha256_file, writable_dir, write_json
 from grefel.paths import resolve_dataset
 from grefel.report.predictions import CONFIDENCES, DISTRIBUTIONS, read_predictions_meta, write_predictions
 
@@ -106,7 +106,7 @@ def checkpoint_dataset(
         else:
             dataset = info.get("name")
             if not dataset:
-                raise DatasetError(f"{path} does not record its dataset: pass --dataset NAME")
+                raise DatasetError(f"{path} does not record its dataset: name the prepared dataset to evaluate on")
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
     check_compatible(payload, ds, path)
     return ds
@@ -119,19 +119,19 @@ def check_compatible(payload: dict, ds: PreparedDataset, path="checkpoint") -> N
     if classes is not None and list(classes) != ds.classes:
         raise CheckpointError(
             f"{path} was trained on classes {list(classes)} but dataset '{ds.name}' has {ds.classes}: "
-            f"evaluate it on the dataset it was trained on (--dataset {info.get('name') or 'NAME'})"
+            f"evaluate it on the dataset it was trained on ({info.get('name') or 'see its training run'})"
         )
     protocol = info.get("protocol")
     if protocol and ds.protocol and protocol != ds.protocol:
         raise CheckpointError(
             f"{path} was trained with protocol '{protocol}' but dataset '{ds.name}' is prepared as '{ds.protocol}': "
-            f"prepare the dataset with protocol '{protocol}' or pass the matching --dataset"
+            f"prepare the dataset with protocol '{protocol}' or evaluate on one prepared that way"
         )
     num_classes = (payload.get("model_config") or {}).get("num_classes")
     if num_classes is not None and int(num_classes) != ds.num_classes:
         raise CheckpointError(
             f"{path} has a {num_classes}-class head but dataset '{ds.name}' has {ds.num_classes} classes: "
-            "pass the matching --dataset"
+            "evaluate it on a dataset with the same classes"
         )
 
 
@@ -224,66 +224,98 @@ def evaluate(
     checkpoint bytes, split and label set) is reused unless ``force``. ``amp``: bf16 autocast
     (default: on for CUDA, off on CPU); ``amp=False`` evaluates in float32 everywhere.
     """
+    check_batch_size(batch_size)
     ckpt = Path(ckpt)
     payload = payload if payload is not None else load_checkpoint(ckpt)
-    given_out, asked_labels = out, label_set
-    if label_set is None:
-        label_set = payload.get("label_set") or None
-    label_set = None if label_set in ("", "clean") else label_set
-    out = Path(out) if out is not None else default_predictions_path(ckpt, split, label_set)
     ckpt_sha = sha256_file(ckpt)
-    wanted = None if amp is None else ("bf16" if amp else "fp32")
-    if not force and predictions_are_current(out, ckpt_sha, split, label_set, wanted):
-        return out
+    wanted = None if amp is None else ("bf16" if amp else "fp32")  # a reused file must match an asked precision
+    labels = _label_set_to_use(payload, label_set)
+    path = Path(out) if out is not None else default_predictions_path(ckpt, split, labels)
+    if not force and predictions_are_current(path, ckpt_sha, split, labels, wanted):
+        return path
 
     ds = checkpoint_dataset(payload, dataset, data_root, ckpt)
+    if labels and label_set is None and labels not in ds.label_sets():
+        # the run's own label set is gone (dataset copied without labels/): clean labels only
+        labels = None
+        path = Path(out) if out is not None else default_predictions_path(ckpt, split, None)
+        if not force and predictions_are_current(path, ckpt_sha, split, None, wanted):
+            return path
+    split_set = _trained_split_set(payload, ds, split_set)
+    indices = _split_indices(ds, split, split_set)
+    noisy = ds.labels(labels)[indices] if labels else None
+    _check_output(path)
+
+    dev = torch.device(device) if device is not None else default_device()
+    model = model_from_checkpoint(payload, dev, ckpt)
+    crop = eval_crop(payload)
+    facts = {"checkpoint_sha256": ckpt_sha, "split": split, "split_set": split_set, "crop": crop}
+    outputs = _run_chunks(model, ds, indices, dev, batch_size, amp, path, facts, show_progress)
+
+    attributes = _attribute_names(ds)
+    columns = _prediction_columns(ds, indices, split, noisy, attributes, outputs)
+    precision = "bf16" if ((dev.type == "cuda") if amp is None else amp) else "fp32"
+    facts.update(label_set=labels, device=str(dev), precision=precision, attributes=attributes)
+    write_predictions(path, columns, _predictions_meta(ds, payload, model, ckpt, facts))
+    shutil.rmtree(_parts_dir(path), ignore_errors=True)
+    return path
+
+
+def check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise GrefelError(f"batch_size must be a whole number of at least 1 (got {batch_size!r})")
+
+
+def _label_set_to_use(payload: dict, label_set: str | None) -> str | None:
+    """The asked label set, else the one the run trained on; None for clean labels only."""
+    if label_set is None:
+        label_set = payload.get("label_set") or None
+    return None if label_set in ("", "clean") else label_set
+
+
+def _trained_split_set(payload: dict, ds: PreparedDataset, split_set: str | None) -> str | None:
+    """The asked split set, else the one the run was trained and validated with (if this copy has it)."""
     recorded = payload.get("split_set")
     if split_set is None and (recorded == "official" or recorded in ds.split_sets()):
-        split_set = recorded  # the split the run was trained and validated with
-    if label_set and asked_labels is None and label_set not in ds.label_sets():
-        # the run's own label set is gone (dataset copied without labels/): clean labels only
-        label_set = None
-        out = Path(given_out) if given_out is not None else default_predictions_path(ckpt, split, None)
-        if not force and predictions_are_current(out, ckpt_sha, split, None, wanted):
-            return out
-    noisy = ds.labels(label_set) if label_set else None
+        return recorded
+    return split_set
+
+
+def _split_indices(ds: PreparedDataset, split: str, split_set: str | None) -> np.ndarray:
     indices = ds.indices(split, split_set)
     if len(indices) == 0:
         counts = {s: int(n) for s, n in zip(*np.unique(ds.splits(split_set), return_counts=True)) if s}
         raise DatasetError(
-            f"split '{split}' of {ds.name} is empty (splits: {counts or 'none'}): pass --split with one of those"
+            f"split '{split}' of {ds.name} is empty (splits: {counts or 'none'}): evaluate one of those splits"
         )
+    return indices
 
-    dev = torch.device(device) if device is not None else default_device()
-    model = model_from_checkpoint(payload, dev, ckpt)
 
-    fingerprint = {
-        "checkpoint_sha256": ckpt_sha,
-        "manifest_sha256": ds.manifest_sha256,
-        "split": split,
-        "split_set": split_set,
-        "n": int(len(indices)),
-        "chunk": CHUNK,
-    }
-    parts_dir = out.parent / f".{out.name}.parts"
-    crop = eval_crop(payload)
-    fingerprint["crop"] = crop
-    outputs = _run_chunks(
-        model,
-        ds,
-        indices,
-        dev,
-        batch_size,
-        amp,
-        crop,
-        parts_dir,
-        fingerprint,
-        show_progress,
-        f"evaluate {ds.name}/{split}",
-    )
+def _check_output(path: Path) -> None:
+    """A one-line error for a predictions path that cannot be written, before the model runs."""
+    if path.is_dir():
+        raise GrefelError(
+            f"the predictions output {path} is a folder: give a file path, e.g. {path / 'predictions.parquet'}"
+        )
+    writable_dir(path.parent, "predictions folder")
 
+
+def _attribute_names(ds: PreparedDataset) -> list[str]:
+    """Per-image attribute columns of the dataset (RAF-DB gender, race, age ...)."""
+    fixed = ("index", "label", "split", "group", "source", "shard", "row")
+    return [c for c in ds.meta.columns if c not in fixed]
+
+
+def _prediction_columns(
+    ds: PreparedDataset,
+    indices: np.ndarray,
+    split: str,
+    noisy: np.ndarray | None,
+    attributes: list[str],
+    outputs: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The columns of the predictions file (schema: :mod:`grefel.report.predictions`), in order."""
     meta_df = ds.meta.loc[indices]
-    attr_names = [c for c in meta_df.columns if c not in ("index", "label", "split", "group", "source", "shard", "row")]
     columns: dict[str, np.ndarray] = {
         "index": indices.astype(np.int64),
         "source": meta_df["source"].to_numpy(),
@@ -292,17 +324,26 @@ def evaluate(
         "label": meta_df["label"].to_numpy().astype(np.int64),
     }
     if noisy is not None:
-        columns["label_noisy"] = noisy[indices].astype(np.int64)
-    for a in attr_names:
+        columns["label_noisy"] = noisy.astype(np.int64)
+    for a in attributes:
         columns[a] = meta_df[a].to_numpy().astype(np.int64)
-    columns["pred_primary"] = outputs["primary"].argmax(1).astype(np.int64)
-    columns["pred_corrected"] = outputs["corrected"].argmax(1).astype(np.int64)
+    columns["pred_primary"] = outputs["primary"].argmax(1).astype(np.int64)  # eq. 9
+    columns["pred_corrected"] = outputs["corrected"].argmax(1).astype(np.int64)  # eq. 19
     for k in CONFIDENCES:
         columns[k] = outputs[k].astype(np.float32)
     for k in (*DISTRIBUTIONS, "embedding"):
         columns[k] = outputs[k]
+    return columns
 
-    meta = {
+
+def _predictions_meta(ds: PreparedDataset, payload: dict, model: torch.nn.Module, ckpt: Path, facts: dict) -> dict:
+    """The file's metadata: classes, dataset, what was evaluated how, and the run's configuration.
+
+    ``facts`` of this evaluation: checkpoint_sha256, split, split_set, label_set, device,
+    precision, crop and attributes.
+    """
+    label_set, attributes = facts["label_set"], facts["attributes"]
+    return {
         "classes": ds.classes,
         "dataset": {
             "name": ds.name,
@@ -311,43 +352,48 @@ def evaluate(
             "manifest_sha256": ds.manifest_sha256,
             "synthetic": ds.synthetic is not None,
         },
-        "split": split,
-        "split_set": split_set,
+        "split": facts["split"],
+        "split_set": facts["split_set"],
         "label_set": label_set or "clean",
         "label_set_info": label_set_info(ds, label_set),
         "checkpoint": str(ckpt.resolve()),
-        "checkpoint_sha256": ckpt_sha,
+        "checkpoint_sha256": facts["checkpoint_sha256"],
         "epoch": payload.get("epoch"),
-        "device": str(dev),
-        "precision": "bf16" if ((dev.type == "cuda") if amp is None else amp) else "fp32",
-        "crop": crop,
+        "device": facts["device"],
+        "precision": facts["precision"],
+        "crop": facts["crop"],
         "model": model_settings(model),
         "model_config": payload.get("model_config"),
         "config": payload.get("config"),
         "train_label_set": payload.get("label_set"),
         "train_label_set_info": _train_label_set_info(ds, payload.get("label_set")),
-        "attributes": attr_names,
-        "attribute_codes": attribute_codes(ds, attr_names),
+        "attributes": attributes,
+        "attribute_codes": attribute_codes(ds, attributes),
     }
-    write_predictions(out, columns, meta)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return out
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.parts"
 
 
 def _run_chunks(
-    model,
-    ds,
-    indices,
-    device,
-    batch_size,
-    amp,
-    crop,
-    parts_dir: Path,
-    fingerprint: dict,
-    show_progress: bool,
-    label: str,
+    model, ds, indices, device, batch_size: int, amp, out: Path, facts: dict, show_progress: bool
 ) -> dict[str, np.ndarray]:
-    """Predict ``indices`` chunk by chunk, keeping each finished chunk on disk so a rerun resumes."""
+    """Predict ``indices`` chunk by chunk, keeping each finished chunk on disk so a rerun resumes.
+
+    Chunks live in ``.<out name>.parts/`` beside ``out``, with a fingerprint (checkpoint, dataset,
+    split, samples, chunk size, crop: ``facts``) that a rerun must match to reuse them.
+    """
+    parts_dir = _parts_dir(out)
+    fingerprint = {
+        "checkpoint_sha256": facts["checkpoint_sha256"],
+        "manifest_sha256": ds.manifest_sha256,
+        "split": facts["split"],
+        "split_set": facts["split_set"],
+        "n": int(len(indices)),
+        "chunk": CHUNK,
+        "crop": facts["crop"],
+    }
     fp_file = parts_dir / "fingerprint.json"
     if parts_dir.is_dir() and (not fp_file.is_file() or read_json(fp_file) != fingerprint):
         shutil.rmtree(parts_dir)  # left by another checkpoint or split: not ours to resume
@@ -366,20 +412,20 @@ def _run_chunks(
         disable=not show_progress,
     )
     with progress:
-        task = progress.add_task(label, total=len(indices))
+        task = progress.add_task(f"evaluate {ds.name}/{facts['split']}", total=len(indices))
         for k, idx in enumerate(chunks):
             if done[k].is_file():
                 progress.advance(task, len(idx))
                 continue
-            res = _predict_indices(model, ds, idx, device, batch_size, amp, crop, progress, task)
+            res = _predict_indices(model, ds, idx, device, batch_size, amp, facts["crop"], progress, task)
             with atomic_path(done[k]) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **res)
-    out: dict[str, list] = {}
+    merged: dict[str, list] = {}
     for p in done:
         with np.load(p) as z:
             for name in z.files:
-                out.setdefault(name, []).append(z[name])
-    return {k: np.concatenate(v) for k, v in out.items()}
+                merged.setdefault(name, []).append(z[name])
+    return {k: np.concatenate(v) for k, v in merged.items()}
 
 
 def model_settings(model: torch.nn.Module) -> dict:

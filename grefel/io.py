@@ -74,3 +74,34 @@ def json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create folder ``path`` (with its parents) and check that a file can be written in it.
+
+    Run before long work, so that an unusable output fails at the start in one line (a
+    :class:`~grefel.errors.GrefelError`) rather than as a traceback once the work is done. ``what``
+    names the folder in the message ("report folder", "predictions folder").
+    """
+    from grefel.errors import GrefelError
+
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == path:
+        raise GrefelError(f"cannot use {path} as the {what}: it is a file, not a folder; choose a folder path")
+    if blocker is not None:
+        raise GrefelError(f"cannot create the {what} {path}: {blocker} is a file, not a folder; choose another path")
+    missing = [p for p in (path, *path.parents) if not p.exists()]  # innermost first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".grefel-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        for p in missing:  # leave nothing behind
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise GrefelError(
+            f"cannot write to the {what} {path} ({e.strerror or e}): choose a folder you can write to"
+        ) from None
+    return path

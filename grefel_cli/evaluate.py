@@ -25,9 +25,9 @@ def evaluate(
         None, "--split-set", help="splits/<set>.h5 from `grefel refine` \\[default: the run's]."
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Predictions file \\[default: <run>/predictions/<ckpt>-<split>-<labels>.parquet]."
+        None, "--out", "-o", help="Predictions file \\[default: <ckpt>-<split>-<labels>.parquet in <run>/predictions]."
     ),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Images per forward pass."),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", min=1, metavar="<int>", help="Images per forward pass."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... \\[default: cuda when available]."),
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Data root \\[default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel]."

@@ -24,13 +24,17 @@ def report(
         [], "--sample", help="Global sample index to show in the Fig. 9 panel; repeat \\[default: one per class]."
     ),
     most_changed: int = typer.Option(
-        6, "--most-changed", help="How many of the samples reliability balancing changed most to show."
+        6,
+        "--most-changed",
+        min=0,
+        metavar="<int>",
+        help="How many of the samples reliability balancing changed most to show.",
     ),
     tsne_points: int = typer.Option(
-        2000, "--tsne-points", help="Embeddings in the t-SNE (stratified sample); 0 skips it."
+        2000, "--tsne-points", min=0, metavar="<int>", help="Embeddings in the t-SNE (stratified sample); 0 skips it."
     ),
     batch_size: int = typer.Option(
-        128, "--batch-size", "-b", help="Images per forward pass when evaluation is needed."
+        128, "--batch-size", "-b", min=1, metavar="<int>", help="Images per forward pass when evaluation is needed."
     ),
     device: str | None = typer.Option(None, "--device", help="Device for evaluation \\[default: cuda when available]."),
     data_root: Path | None = typer.Option(
@@ -59,10 +63,10 @@ def report(
       grefel report --ckpt runs/a/predictions/best-test-clean.parquet
     """
     from grefel.console import make_console
-    from grefel.report.build import build_report
+    from grefel.pipeline import evaluate_and_report
 
     console = make_console(stderr=True)
-    html = build_report(
+    html = evaluate_and_report(
         ckpt,
         out,
         split=split,

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import grefel.evaluate as E
 from grefel.checkpoint import save_checkpoint
 from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
-from grefel.errors import CheckpointError, DatasetError
+from grefel.errors import CheckpointError, DatasetError, GrefelError
 from grefel.io import write_json
 from grefel.report.predictions import read_predictions
 
@@ -190,7 +190,9 @@ def test_reuse_and_resume(tmp_path, monkeypatch):
 def test_mismatched_checkpoint_fails_cleanly(tmp_path):
     make_dataset(tmp_path / "toyraf")
     other = make_checkpoint(tmp_path, name="other", record={"classes": ["a", "b", "c", "d"]})
-    with pytest.raises(CheckpointError, match=r"trained on classes \['a', 'b', 'c', 'd'\].*--dataset"):
+    with pytest.raises(
+        CheckpointError, match=r"trained on classes \['a', 'b', 'c', 'd'\].*dataset it was trained on \(toyraf\)"
+    ):
         E.evaluate(other, show_progress=False)
     proto = make_checkpoint(tmp_path, name="proto", record={"protocol": "8cls"})
     with pytest.raises(CheckpointError, match="protocol '8cls'"):
@@ -273,3 +275,82 @@ def error_line(result) -> str:
     assert "Traceback" not in text
     lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
     return lines[-1] if lines else str(result.exception)
+
+
+def test_batch_size_out_of_range(tmp_path):
+    """0 or a negative batch size: the library names the argument, the CLI refuses the flag's value."""
+    from grefel_cli.main import app
+
+    ckpt = make_checkpoint(tmp_path)
+    for b in (0, -3):
+        with pytest.raises(GrefelError, match="batch_size must be a whole number of at least 1") as e:
+            E.evaluate(ckpt, batch_size=b, show_progress=False)
+        assert "--" not in str(e.value)  # Python callers see the argument, not a flag
+    for cmd in (["evaluate", "--ckpt", str(ckpt)], ["report", "--ckpt", str(ckpt), "--tsne-points", "0"]):
+        for b in ("0", "-3"):
+            r = CliRunner().invoke(app, [*cmd, "-b", b, "--out", str(tmp_path / "out")])
+            assert r.exit_code == 2, r.output + str(r.exception)  # a usage error, nothing evaluated
+            assert "Invalid value for '--batch-size'" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists() and not (ckpt.parent / "predictions").exists()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path, monkeypatch):
+    """A read-only folder. Where this process may write there anyway (root ignores the mode), creating
+    a file in it is made to fail with EACCES, as the kernel does for everyone else."""
+    import errno
+    import os
+    import tempfile
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        real = tempfile.mkstemp
+
+        def mkstemp(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
+                raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    yield folder
+    folder.chmod(0o755)
+
+
+def test_unwritable_predictions_output(tmp_path, read_only_dir):
+    """An output under a file, a folder given as the file, a read-only folder: one line each, before any work."""
+    from grefel_cli.main import app
+
+    ckpt = make_checkpoint(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    cases = (
+        (tmp_path / "a-file" / "p.parquet", "a-file as the predictions folder: it is a file"),
+        (tmp_path / "a-file" / "sub" / "p.parquet", "a-file is a file, not a folder"),
+        (tmp_path / "a-folder", "is a folder: give a file path"),
+        (read_only_dir / "p.parquet", "cannot write to the predictions folder"),
+        (read_only_dir / "sub" / "p.parquet", "cannot write to the predictions folder"),
+    )
+    for out, words in cases:
+        with pytest.raises(GrefelError, match=words):
+            E.evaluate(ckpt, out=out, show_progress=False)
+        r = CliRunner().invoke(app, ["evaluate", "--ckpt", str(ckpt), "--out", str(out)])
+        assert r.exit_code == 1 and words in error_line(r)
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_unwritable_report_folder(tmp_path, read_only_dir):
+    """`report --out` that is a file or a read-only folder: one line, before any checkpoint is evaluated."""
+    from grefel_cli.main import app
+
+    ckpt = make_checkpoint(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    for out, words in (
+        (tmp_path / "a-file", "a-file as the report folder: it is a file"),
+        (read_only_dir, "cannot write to the report folder"),
+        (read_only_dir / "rep", "cannot write to the report folder"),
+    ):
+        r = CliRunner().invoke(app, ["report", "--ckpt", str(ckpt), "--tsne-points", "0", "--out", str(out)])
+        assert r.exit_code == 1 and words in error_line(r)
+    assert not (ckpt.parent / "predictions").exists()  # refused before evaluating

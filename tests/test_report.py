@@ -81,7 +81,7 @@ def test_class_colours_are_stable():
 
 def test_report_numbers_equal_sklearn(tmp_path):
     src = fake_predictions(tmp_path / "run.parquet", n=300, seed=2)
-    html = build_report([src], out=tmp_path / "rep", tsne_points=120, show_progress=False)
+    html = build_report([src], out=tmp_path / "rep", tsne_points=120)
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     pred = read_predictions(src)
     y = pred.table["label"].to_numpy()
@@ -141,7 +141,7 @@ def test_report_numbers_equal_sklearn(tmp_path):
 
 def test_chosen_samples_and_unknown_dataset(tmp_path):
     src = fake_predictions(tmp_path / "syn.parquet", n=120, seed=3, dataset="synthetic", attributes=False)
-    build_report([src], out=tmp_path / "rep", samples=[1, 4, 999999], n_changed=3, tsne_points=0, show_progress=False)
+    build_report([src], out=tmp_path / "rep", samples=[1, 4, 999999], n_changed=3, tsne_points=0)
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     run = rep["runs"][0]
     assert run["samples"]["chosen"] == [1, 4] and run["samples"]["missing"] == [999999]
@@ -241,7 +241,7 @@ def test_synthetic_runs_get_their_own_table1_column(tmp_path):
     """The demo's faces go through `prepare ferg`, yet their accuracy must never sit under FERG-DB's column."""
     syn = fake_predictions(tmp_path / "syn.parquet", n=120, seed=4, dataset="ferg", synthetic=True, attributes=False)
     real = fake_predictions(tmp_path / "real.parquet", n=120, seed=5, dataset="ferg", attributes=False)
-    build_report([syn, real], out=tmp_path / "rep", tsne_points=0, show_progress=False)
+    build_report([syn, real], out=tmp_path / "rep", tsne_points=0)
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     a, b = rep["paper"]["this_runs"]
     assert a["column"] == "synthetic faces" and a["values"]["FERG"] is None
@@ -252,3 +252,103 @@ def test_synthetic_runs_get_their_own_table1_column(tmp_path):
     )
     assert rep["paper"]["synthetic"] == ["ferg"] and rep["paper"]["unmatched"] == []
     assert "drawn by <code>grefel synth</code>" in (tmp_path / "rep" / "report.html").read_text()
+
+
+FORBIDDEN = ("grefel.evaluate", "grefel.checkpoint", "grefel.train", "grefel.models", "grefel.pipeline", "torch")
+
+
+def _imported_names(path) -> list[str]:
+    """Every module an ``import`` statement in ``path`` names (top-level and inside functions)."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from .x / from ..x inside grefel/report
+                base = ".".join(["grefel", "report"][: 3 - node.level] + ([base] if base else []))
+            names += [base] + [f"{base}.{a.name}" for a in node.names]
+    return names
+
+
+def test_report_reads_predictions_only():
+    """grefel.report never evaluates, loads a checkpoint, trains or builds a model: no import of those, anywhere."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import grefel.report
+
+    def bad(name: str) -> bool:
+        return any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+
+    folder = Path(grefel.report.__file__).parent
+    found = [f"{p.name}: {n}" for p in sorted(folder.glob("*.py")) for n in _imported_names(p) if bad(n)]
+    assert found == []
+    code = (
+        "import importlib, pkgutil, sys, grefel.report as R\n"
+        "for m in pkgutil.iter_modules(R.__path__): importlib.import_module('grefel.report.' + m.name)\n"
+        "print('\\n'.join(sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "grefel.report.build" in loaded and [m for m in loaded if bad(m)] == []
+
+
+def test_sections_added_to_the_page(tmp_path):
+    """A caller (a study) adds tables, a figure, trusted HTML and numbers to the same single page."""
+    from matplotlib.figure import Figure
+
+    from grefel.report.page import Section, SectionFigure, Table
+
+    src = fake_predictions(tmp_path / "run.parquet", n=80, seed=6, attributes=False)
+    fig = Figure(figsize=(3, 2))
+    fig.subplots().errorbar([0.5, 1.2], [0, 1], xerr=[0.3, 0.4], fmt="o")
+    section = Section(
+        "Study: reliability balancing",
+        text="5 seeds <b>escaped</b>",
+        tables=[
+            Table(
+                ["setting", "n", "accuracy"], [["rb on", 5, "71.2 ± 0.8"], ["rb off", 5, 69.94]], title="Mean", digits=1
+            )
+        ],
+        figures=[SectionFigure("forest", fig, caption="Paired differences")],
+        html="<p class='trusted'>as given</p>",
+        data={"seeds": 5},
+    )
+    html = build_report([src], out=tmp_path / "rep", tsne_points=0, sections=[section], title="GReFEL study: rb")
+    text = html.read_text()
+    assert "<title>GReFEL study: rb</title>" in text
+    assert text.index('id="section-Study-reliability-balancing"') < text.index('id="table1"')
+    assert 'href="#section-Study-reliability-balancing"' in text
+    assert "5 seeds &lt;b&gt;escaped&lt;/b&gt;" in text and "<p class='trusted'>as given</p>" in text
+    assert "<td>71.2 ± 0.8</td>" in text and "<td>69.9</td>" in text and "<td>5</td>" in text
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    (sec,) = rep["sections"]
+    assert sec["data"] == {"seeds": 5} and sec["tables"][0]["rows"][1] == ["rb off", 5, 69.94] and "html" not in sec
+    (f,) = sec["figures"]
+    assert f["png"] == "figures/section-Study-reliability-balancing/forest.png" and "data_uri" not in f
+    assert (tmp_path / "rep" / f["png"]).stat().st_size > 1000 and (tmp_path / "rep" / f["svg"]).is_file()
+    assert text.count("<img ") == len(rep["runs"][0]["figures"]) + 1
+
+    only = build_report([], out=tmp_path / "only", sections=[Section("Summary", text="no runs")], title="t")
+    assert "no runs" in only.read_text() and json.loads((tmp_path / "only" / "report.json").read_text())["runs"] == []
+
+
+def test_build_report_takes_predictions_not_checkpoints(tmp_path):
+    from test_evaluate import make_checkpoint
+
+    from grefel.errors import GrefelError
+
+    ckpt = make_checkpoint(tmp_path)
+    with pytest.raises(GrefelError, match="not a predictions file"):
+        build_report([ckpt], out=tmp_path / "rep")
+    with pytest.raises(GrefelError, match="not found"):
+        build_report([tmp_path / "gone.parquet"], out=tmp_path / "rep")
+    with pytest.raises(GrefelError, match="no report written"):
+        build_report([], out=tmp_path / "rep", problems=["a.pt: truncated"])
+    for bad in ({"tsne_points": -1}, {"n_changed": -2}):
+        with pytest.raises(GrefelError, match=f"{next(iter(bad))} must be a whole number of at least 0"):
+            build_report([tmp_path / "x.parquet"], out=tmp_path / "rep", **bad)
+    assert not (tmp_path / "rep").exists() and not (ckpt.parent / "predictions").exists()

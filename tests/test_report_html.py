@@ -124,16 +124,30 @@ IMAGES_JS = """
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs Debian's chromium package)")
 def test_report_opens_in_chromium_without_errors(tmp_path, monkeypatch):
-    from grefel.report.build import build_report
+    from matplotlib.figure import Figure
+
+    from grefel.pipeline import evaluate_and_report
+    from grefel.report.page import Section, SectionFigure, Table
 
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)  # DevTools is on localhost: no proxy in between
 
     a = fake_predictions(tmp_path / "k10-noise10.parquet", n=300, seed=0, num_anchors=10, noise=0.1)
     b = fake_predictions(tmp_path / "k0-noise10.parquet", n=300, seed=1, num_anchors=0, noise=0.1)
-    html = build_report([a, b, tmp_path / "missing.pt"], out=tmp_path / "report", tsne_points=150, show_progress=False)
+    fig = Figure(figsize=(3, 2))
+    fig.subplots().errorbar([0.5, 1.2], [0, 1], xerr=[0.3, 0.4], fmt="o")
+    extra = Section(
+        "Summary over seeds",
+        text="A section a caller adds.",
+        tables=[Table(["setting", "accuracy"], [["k10", "71.2 ± 0.8"], ["k0", 69.94]])],
+        figures=[SectionFigure("forest", fig, caption="Paired differences")],
+    )
+    html = evaluate_and_report(
+        [a, b, tmp_path / "missing.pt"], out=tmp_path / "report", tsne_points=150, show_progress=False, sections=[extra]
+    )
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     n_figures = sum(len(r["figures"]) for r in report["runs"]) + (1 if report["comparison"].get("figure") else 0)
+    n_figures += sum(len(s["figures"]) for s in report["sections"])
 
     (tmp_path / "profile").mkdir()
     dt = DevTools(tmp_path / "profile")
@@ -152,7 +166,7 @@ def test_report_opens_in_chromium_without_errors(tmp_path, monkeypatch):
     assert errors == []
     assert page["title"].startswith("GReFEL report")
     assert page["external"] == []  # opens offline: nothing outside the file
-    assert len(page["images"]) == n_figures >= 2 * 7
+    assert len(page["images"]) == n_figures >= 2 * 7 + 1
     broken = [i["alt"] for i in page["images"] if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
     assert broken == []
     assert page["thisRun"] == 2  # both runs placed beside Table 1

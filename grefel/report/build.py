@@ -1,190 +1,208 @@
 """`grefel report`: one self-contained HTML page (plus PNG/SVG figures and a JSON of every number).
 
-Reads top to bottom:
+The report reads predictions files (:mod:`grefel.report.predictions`, written by `grefel
+evaluate`) and nothing else: it never loads a checkpoint or runs a model. Turning checkpoints into
+predictions first is :func:`grefel.pipeline.evaluate_and_report`'s job. Reads top to bottom:
 
-1. each ``--ckpt`` becomes a predictions table (evaluated now unless an up-to-date one sits beside
-   the checkpoint; a ``.parquet`` predictions file is also accepted directly);
+1. each run is a predictions table and the name it is shown under (:class:`ReportRun`);
 2. :func:`analyze` computes the numbers of one run (scikit-learn metrics, calibration, t-SNE ...);
 3. :func:`draw` turns them into figures (PNG and SVG on disk, PNG embedded in the page);
 4. several runs add a comparison in the layout of Tables 6-8, and every run is placed beside the
    paper's Table 1;
-5. the Jinja2 template ``report.html.j2`` (package ``grefel.report_assets``) renders the page.
-
-A checkpoint that cannot be used (missing, truncated, for another class set) becomes one line in
-the page and on the console; the other runs are still reported.
+5. sections the caller adds (:class:`~grefel.report.page.Section`: tables, figures, numbers) and
+   the runs are rendered by the Jinja2 template ``report.html.j2`` (package
+   ``grefel.report_assets``) into one page (:mod:`grefel.report.page`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from grefel.errors import GrefelError
-from grefel.io import atomic_path, write_json
+from grefel.io import writable_dir
 from grefel.report import figures as F
 from grefel.report import metrics as M
 from grefel.report.compare import SETTING_LABELS, compare_runs, run_settings
+from grefel.report.page import Section, section_contexts, unique_slugs, write_page
 from grefel.report.paper import dataset_column, table1
 from grefel.report.predictions import Predictions, read_predictions
 
 GAP_MIN_COUNT = 10  # a group needs this many samples to decide the largest accuracy gap
 
 
-# -- 1. predictions ------------------------------------------------------------------------------------
-def load_run(
-    source: str | os.PathLike,
-    *,
-    split: str = "test",
-    label_set: str | None = None,
-    dataset: str | None = None,
-    data_root: str | os.PathLike | None = None,
-    batch_size: int = 128,
-    device: str | None = None,
-    amp: bool | None = None,
-    show_progress: bool = True,
-) -> Predictions:
-    """Predictions of one checkpoint (evaluating it when needed) or of a predictions file."""
-    source = Path(source)
-    if source.suffix == ".parquet":
-        if not source.is_file():
-            raise GrefelError(f"predictions file {source} not found: write it with `grefel evaluate`")
-        return read_predictions(source)
-    from grefel.evaluate import evaluate
+# -- 1. runs ------------------------------------------------------------------------------------------
+@dataclass
+class ReportRun:
+    """One run on the page: its predictions and the name it is shown under.
 
-    path = evaluate(
-        source,
-        dataset=dataset,
-        split=split,
-        label_set=label_set,
-        batch_size=batch_size,
-        device=device,
-        data_root=data_root,
-        amp=amp,
-        show_progress=show_progress,
-    )
-    return read_predictions(path)
+    ``source``: what the user named for it (a checkpoint or a predictions file), shown on the page;
+    default: the predictions file.
+    """
+
+    predictions: Predictions
+    name: str
+    source: str = ""
 
 
-def run_name(source: str | os.PathLike) -> str:
-    """``<run folder>/<checkpoint stem>`` for ``runs/k10/best.pt``; the stem for a predictions file."""
-    p = Path(source)
-    if p.suffix == ".parquet":
-        return p.stem
-    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+def as_report_run(run: ReportRun | Predictions | str | os.PathLike) -> ReportRun:
+    """A :class:`ReportRun` from itself, from loaded predictions or from a predictions file (named by its stem)."""
+    if isinstance(run, ReportRun):
+        return run
+    if isinstance(run, Predictions):
+        return ReportRun(run, Path(run.path).stem if run.path else "run", str(run.path or ""))
+    path = Path(run)
+    if path.suffix != ".parquet":
+        raise GrefelError(
+            f"{path} is not a predictions file (.parquet): the report reads predictions; evaluate the checkpoint "
+            "first (grefel.evaluate.evaluate) or report it with grefel.pipeline.evaluate_and_report"
+        )
+    if not path.is_file():
+        raise GrefelError(f"predictions file {path} not found: write it with `grefel evaluate`")
+    return ReportRun(read_predictions(path), path.stem, str(path))
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+def check_report_options(*, samples: Sequence[int] = (), n_changed: int = 6, tsne_points: int = 2000, **_) -> None:
+    """One-line errors for analysis settings out of range (before any work is done)."""
+    for name, v in (("n_changed", n_changed), ("tsne_points", tsne_points)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise GrefelError(f"{name} must be a whole number of at least 0 (got {v!r})")
+    bad = [s for s in samples if isinstance(s, bool) or not isinstance(s, (int, np.integer))]
+    if bad:
+        raise GrefelError(f"samples must be global sample indices (whole numbers), got {bad[0]!r}")
 
 
 # -- 2. numbers ---------------------------------------------------------------------------------------
+@dataclass
+class _Labelled:
+    """The labelled samples of one run (label in 0..C-1), the arrays every number is computed from."""
+
+    y: np.ndarray  # clean labels
+    primary: np.ndarray  # (N, C) eq. 9
+    corrected: np.ndarray  # (N, C) eq. 19
+    pp: np.ndarray  # argmax of primary
+    pc: np.ndarray  # argmax of corrected
+    index: np.ndarray  # global sample indices
+    ok: np.ndarray  # mask of these rows in the file
+
+
+def _labelled(pred: Predictions) -> _Labelled:
+    t = pred.table
+    y_all = t["label"].to_numpy().astype(np.int64)
+    ok = (y_all >= 0) & (y_all < len(pred.classes))
+    return _Labelled(
+        y=y_all[ok],
+        primary=pred.arrays["primary"][ok],
+        corrected=pred.arrays["corrected"][ok],
+        pp=t["pred_primary"].to_numpy()[ok],
+        pc=t["pred_corrected"].to_numpy()[ok],
+        index=t["index"].to_numpy()[ok],
+        ok=ok,
+    )
+
+
 def analyze(
     pred: Predictions, *, samples: Sequence[int] = (), n_changed: int = 6, tsne_points: int = 2000, seed: int = 0
 ) -> dict:
     """Every number of one run's section; also the data the figures need (under ``"_plot"``)."""
-    classes = pred.classes
-    c = len(classes)
-    t = pred.table
-    y_all = t["label"].to_numpy().astype(np.int64)
-    ok = (y_all >= 0) & (y_all < c)
-    y = y_all[ok]
-    primary, corrected = pred.arrays["primary"][ok], pred.arrays["corrected"][ok]
-    pp, pc = t["pred_primary"].to_numpy()[ok], t["pred_corrected"].to_numpy()[ok]
-    index = t["index"].to_numpy()[ok]
+    v = _labelled(pred)
+    res = {"n": int(v.ok.sum()), "n_unlabelled": int((~v.ok).sum()), **_scores(v, len(pred.classes))}
+    if "label_noisy" in pred.table:
+        res["noisy"] = _noisy_labels(v, pred.table["label_noisy"].to_numpy()[v.ok])
+    res["groups"] = _groups(pred, v)
+    chosen, changed, res["samples"] = _fig9_samples(v, len(pred.classes), samples, n_changed, seed)
+    plot = {"y": v.y, "primary": v.primary, "corrected": v.corrected, "index": v.index}
+    plot.update(chosen=chosen, changed=changed)
+    if tsne_points and len(v.y) >= 5 and "embedding" in pred.arrays:
+        res["clusters"], xy, y_sub = _clusters(pred.arrays["embedding"][v.ok], v.y, tsne_points, seed)
+        plot.update(tsne_xy=xy, tsne_y=y_sub)
+    res["_plot"] = plot
+    return res
 
-    res: dict = {
-        "n": int(ok.sum()),
-        "n_unlabelled": int((~ok).sum()),
-        "metrics": {"primary": M.classification_metrics(y, pp, c), "corrected": M.classification_metrics(y, pc, c)},
-        "correction": M.correction_effect(y, pp, pc),
-        "calibration": {
-            "primary": M.expected_calibration_error(primary, y),
-            "corrected": M.expected_calibration_error(corrected, y),
-        },
-        "wrong_shares": {
-            "primary": M.wrong_prediction_shares(y, pp, c),
-            "corrected": M.wrong_prediction_shares(y, pc, c),
-        },
-        "distribution_stats": {"primary": M.distribution_stats(primary), "corrected": M.distribution_stats(corrected)},
+
+def _scores(v: _Labelled, c: int) -> dict:
+    """Scores without (primary) and with (corrected) reliability balancing, and what RB changed."""
+    both = (("primary", v.pp, v.primary), ("corrected", v.pc, v.corrected))
+    return {
+        "metrics": {k: M.classification_metrics(v.y, p, c) for k, p, _ in both},
+        "correction": M.correction_effect(v.y, v.pp, v.pc),
+        "calibration": {k: M.expected_calibration_error(d, v.y) for k, _, d in both},
+        "wrong_shares": {k: M.wrong_prediction_shares(v.y, p, c) for k, p, _ in both},
+        "distribution_stats": {k: M.distribution_stats(d) for k, _, d in both},
     }
 
-    # reliability balancing on label noise: flipped labels, and whether predictions recover the clean one
-    if "label_noisy" in t:
-        yn = t["label_noisy"].to_numpy()[ok]
-        flipped = yn != y
-        res["noisy"] = {
-            "n_flipped": int(flipped.sum()),
-            "accuracy_vs_noisy": {
-                "primary": float((pp == yn).mean()) if len(y) else None,
-                "corrected": float((pc == yn).mean()) if len(y) else None,
-            },
-            "recovered_clean_on_flipped": {
-                "primary": float((pp[flipped] == y[flipped]).mean()) if flipped.any() else None,
-                "corrected": float((pc[flipped] == y[flipped]).mean()) if flipped.any() else None,
-            },
-        }
 
-    # per-group accuracy (RAF-DB gender / race / age)
+def _noisy_labels(v: _Labelled, yn: np.ndarray) -> dict:
+    """Reliability balancing on label noise: flipped labels, and whether predictions recover the clean one."""
+    flipped = yn != v.y
+    pairs = (("primary", v.pp), ("corrected", v.pc))
+    return {
+        "n_flipped": int(flipped.sum()),
+        "accuracy_vs_noisy": {k: float((p == yn).mean()) if len(v.y) else None for k, p in pairs},
+        "recovered_clean_on_flipped": {
+            k: float((p[flipped] == v.y[flipped]).mean()) if flipped.any() else None for k, p in pairs
+        },
+    }
+
+
+def _groups(pred: Predictions, v: _Labelled) -> dict:
+    """Per-group accuracy (RAF-DB gender / race / age) of every attribute with known values."""
     groups = {}
     for a in pred.attributes:
-        if a not in t:
+        if a not in pred.table:
             continue
-        codes = t[a].to_numpy()[ok]
+        codes = pred.table[a].to_numpy()[v.ok]
         if not (codes >= 0).any():
             continue
-        names = {int(k): v for k, v in (pred.meta.get("attribute_codes", {}).get(a) or {}).items()}
+        names = {int(k): n for k, n in (pred.meta.get("attribute_codes", {}).get(a) or {}).items()}
         groups[a] = {
-            kind: M.group_accuracy(y, pr, codes, names, GAP_MIN_COUNT)
-            for kind, pr in (("primary", pp), ("corrected", pc))
+            kind: M.group_accuracy(v.y, p, codes, names, GAP_MIN_COUNT)
+            for kind, p in (("primary", v.pp), ("corrected", v.pc))
         }
-    res["groups"] = groups
+    return groups
 
-    # Fig. 9 samples: chosen ones (given, else one per class, preferring ones RB fixed) and most changed
-    tv = M.total_variation(primary, corrected)
-    pos = {int(g): i for i, g in enumerate(index)}
+
+def _fig9_samples(v: _Labelled, c: int, samples: Sequence[int], n_changed: int, seed: int):
+    """Fig. 9 rows: chosen ones (given, else one per class preferring ones RB fixed) and the most changed.
+
+    Returns (chosen rows, changed rows, the JSON summary with global indices).
+    """
+    tv = M.total_variation(v.primary, v.corrected)
+    pos = {int(g): i for i, g in enumerate(v.index)}
     chosen = [pos[int(s)] for s in samples if int(s) in pos]
     if not samples:
         rng = np.random.default_rng(seed)
-        fixed = (pp != y) & (pc == y)
+        fixed = (v.pp != v.y) & (v.pc == v.y)
         for k in range(c):
-            cand = np.flatnonzero((y == k) & fixed)
-            cand = cand if len(cand) else np.flatnonzero(y == k)
+            cand = np.flatnonzero((v.y == k) & fixed)
+            cand = cand if len(cand) else np.flatnonzero(v.y == k)
             if len(cand):
                 chosen.append(int(rng.choice(cand)))
     changed = [int(i) for i in np.argsort(-tv, kind="stable")[:n_changed]]
-    res["samples"] = {
-        "chosen": [int(index[i]) for i in chosen],
-        "most_changed": [int(index[i]) for i in changed],
+    summary = {
+        "chosen": [int(v.index[i]) for i in chosen],
+        "most_changed": [int(v.index[i]) for i in changed],
         "missing": [int(s) for s in samples if int(s) not in pos],
         "mean_change": float(tv.mean()) if len(tv) else None,
     }
+    return chosen, changed, summary
 
-    # Fig. 5: t-SNE of (at most tsne_points, stratified) embeddings, with cluster scores
-    plot: dict = {
-        "y": y,
-        "primary": primary,
-        "corrected": corrected,
-        "index": index,
-        "chosen": chosen,
-        "changed": changed,
+
+def _clusters(emb: np.ndarray, y: np.ndarray, tsne_points: int, seed: int):
+    """Fig. 5: t-SNE of at most ``tsne_points`` (stratified) embeddings, with cluster scores."""
+    sub = M.subsample(len(y), tsne_points, y, seed)
+    xy = M.tsne_2d(emb[sub], seed=seed)
+    scores = {
+        "n_points": int(len(sub)),
+        "embedding": M.cluster_scores(emb[sub], y[sub]),
+        "tsne": M.cluster_scores(xy, y[sub]),
     }
-    if tsne_points and len(y) >= 5 and "embedding" in pred.arrays:
-        sub = M.subsample(len(y), tsne_points, y, seed)
-        emb = pred.arrays["embedding"][ok][sub]
-        xy = M.tsne_2d(emb, seed=seed)
-        res["clusters"] = {
-            "n_points": int(len(sub)),
-            "embedding": M.cluster_scores(emb, y[sub]),
-            "tsne": M.cluster_scores(xy, y[sub]),
-        }
-        plot.update(tsne_xy=xy, tsne_y=y[sub])
-    res["_plot"] = plot
-    return res
+    return scores, xy, y[sub]
 
 
 # -- 3. figures ---------------------------------------------------------------------------------------
@@ -265,180 +283,129 @@ def draw(pred: Predictions, res: dict, fig_dir: Path, with_faces: bool = True) -
 
 # -- 4 + 5. the page ----------------------------------------------------------------------------------
 def build_report(
-    ckpts: Sequence[str | os.PathLike],
+    runs: Sequence[ReportRun | Predictions | str | os.PathLike],
     out: str | os.PathLike | None = None,
     *,
-    split: str = "test",
-    label_set: str | None = None,
-    dataset: str | None = None,
-    data_root: str | os.PathLike | None = None,
+    sections: Sequence[Section] = (),
+    problems: Sequence[str] = (),
+    title: str | None = None,
     samples: Sequence[int] = (),
     n_changed: int = 6,
     tsne_points: int = 2000,
-    batch_size: int = 128,
-    device: str | None = None,
     seed: int = 0,
-    amp: bool | None = None,
-    show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Build ``<out>/report.html`` (+ ``figures/``, ``report.json``) for one or more checkpoints.
+    """Build ``<out>/report.html`` (+ ``figures/``, ``report.json``) from predictions; return the HTML path.
 
-    ``out`` defaults to ``<folder of the first checkpoint>/report``. Returns the HTML path.
+    ``runs``: predictions files, loaded :class:`~grefel.report.predictions.Predictions` or
+    :class:`ReportRun` (to name them). ``out`` defaults to ``<folder of the first predictions
+    file>/report``. ``sections`` come first on the page (:mod:`grefel.report.page`);
+    ``problems``: one line per run the caller could not produce, listed at the top.
     """
-    if not ckpts:
-        raise GrefelError("no checkpoint given: pass --ckpt runs/<run>/best.pt (repeat --ckpt to compare runs)")
+    check_report_options(samples=samples, n_changed=n_changed, tsne_points=tsne_points)
+    runs = [as_report_run(r) for r in runs]
+    if not runs and not sections:
+        why = f"every run failed ({'; '.join(problems)[:400]})" if problems else "no predictions given"
+        raise GrefelError(f"no report written: {why}")
+    out = writable_dir(_report_folder(runs, out), "report folder")
     log = log or (lambda s: None)
-    out = Path(out) if out is not None else Path(ckpts[0]).parent / "report"
     fig_root = out / "figures"
-    runs, problems, used = [], [], set()
-    for src in ckpts:
-        name = run_name(src)
-        try:
-            pred = load_run(
-                src,
-                split=split,
-                label_set=label_set,
-                dataset=dataset,
-                data_root=data_root,
-                batch_size=batch_size,
-                device=device,
-                amp=amp,
-                show_progress=show_progress,
-            )
-        except GrefelError as e:
-            problems.append(f"{src}: {e}")
-            log(f"skipped {src}: {e}")
-            continue
-        slug = _slug(name)
-        while slug in used:
-            slug += "-1"
-        used.add(slug)
-        log(
-            f"analysing {name}: {len(pred)} samples"
-            + (f", t-SNE of up to {tsne_points} embeddings" if tsne_points else "")
-        )
-        res = analyze(pred, samples=samples, n_changed=n_changed, tsne_points=tsne_points, seed=seed)
-        log(f"drawing {name}: figures in {fig_root / slug}")
-        res["figures"] = draw(pred, res, fig_root / slug)
-        res.pop("_plot")
-        meta = pred.meta
-        ds_meta = meta.get("dataset") or {}
-        runs.append(
+    options = {"samples": samples, "n_changed": n_changed, "tsne_points": tsne_points, "seed": seed}
+    slugs = unique_slugs([r.name for r in runs])
+    contexts = [_run_context(r, s, fig_root, options, log) for r, s in zip(runs, slugs)]
+
+    from grefel import __version__
+
+    context = {
+        "title": title or "GReFEL report: " + ", ".join(r["name"] for r in contexts),
+        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "version": __version__,
+        "problems": list(problems),
+        "sections": section_contexts(sections, fig_root),
+        "comparison": _comparison(contexts, fig_root),
+        "paper": _paper_table(contexts),
+        "runs": contexts,
+        "setting_labels": SETTING_LABELS,
+        "gap_min_count": GAP_MIN_COUNT,
+    }
+    return write_page(out, context)
+
+
+def _report_folder(runs: list[ReportRun], out) -> Path:
+    if out is not None:
+        return Path(out)
+    first = runs[0].predictions.path if runs else None
+    if first is None:
+        raise GrefelError("no report folder given and no predictions file to put it beside: give the output folder")
+    return Path(first).parent / "report"
+
+
+def _run_context(run: ReportRun, slug: str, fig_root: Path, options: dict, log: Callable[[str], None]) -> dict:
+    """Numbers, figures and recorded facts of one run: what the template shows in the run's section."""
+    pred, name = run.predictions, run.name
+    tsne = options["tsne_points"]
+    log(f"analysing {name}: {len(pred)} samples" + (f", t-SNE of up to {tsne} embeddings" if tsne else ""))
+    res = analyze(pred, **options)
+    log(f"drawing {name}: figures in {fig_root / slug}")
+    res["figures"] = draw(pred, res, fig_root / slug)
+    res.pop("_plot")
+    meta = pred.meta
+    ds_meta = meta.get("dataset") or {}
+    return {
+        "name": name,
+        "slug": slug,
+        "source": run.source or str(pred.path),
+        "predictions": str(pred.path),
+        "classes": pred.classes,
+        "dataset": ds_meta.get("name"),
+        "synthetic": bool(ds_meta.get("synthetic")),
+        "protocol": ds_meta.get("protocol"),
+        "split": meta.get("split"),
+        "label_set": meta.get("label_set"),
+        "train_label_set": meta.get("train_label_set"),
+        "epoch": meta.get("epoch"),
+        "checkpoint": meta.get("checkpoint"),
+        "settings": run_settings(meta),
+        **res,
+    }
+
+
+def _comparison(runs: list[dict], fig_root: Path) -> dict | None:
+    """Several runs: tables and curves in the layout of Tables 6-8 (None for one run)."""
+    if len(runs) < 2:
+        return None
+    comparison = compare_runs(
+        [
             {
-                "name": name,
-                "slug": slug,
-                "source": str(src),
-                "predictions": str(pred.path),
-                "classes": pred.classes,
-                "dataset": ds_meta.get("name"),
-                "synthetic": bool(ds_meta.get("synthetic")),
-                "protocol": ds_meta.get("protocol"),
-                "split": meta.get("split"),
-                "label_set": meta.get("label_set"),
-                "train_label_set": meta.get("train_label_set"),
-                "epoch": meta.get("epoch"),
-                "checkpoint": meta.get("checkpoint"),
-                "settings": run_settings(meta),
-                **res,
+                "name": r["name"],
+                "settings": r["settings"],
+                "n": r["n"],
+                "accuracy_primary": r["metrics"]["primary"]["accuracy"],
+                "accuracy_corrected": r["metrics"]["corrected"]["accuracy"],
+                "macro_f1": r["metrics"]["corrected"]["macro_f1"],
             }
-        )
-    if not runs:
-        raise GrefelError("no report written: every checkpoint failed (" + "; ".join(problems)[:400] + ")")
+            for r in runs
+        ]
+    )
+    if comparison["curves"] and any(c["lines"] for c in comparison["curves"]):
+        comparison["figure"] = F.save_figure(F.comparison_figure(comparison["curves"]), fig_root / "comparison")
+    return comparison
 
-    comparison = None
-    if len(runs) > 1:
-        comparison = compare_runs(
-            [
-                {
-                    "name": r["name"],
-                    "settings": r["settings"],
-                    "n": r["n"],
-                    "accuracy_primary": r["metrics"]["primary"]["accuracy"],
-                    "accuracy_corrected": r["metrics"]["corrected"]["accuracy"],
-                    "macro_f1": r["metrics"]["corrected"]["macro_f1"],
-                }
-                for r in runs
-            ]
-        )
-        if comparison["curves"] and any(c["lines"] for c in comparison["curves"]):
-            comparison["figure"] = F.save_figure(F.comparison_figure(comparison["curves"]), fig_root / "comparison")
 
-    t1_columns, t1_rows = table1(synthetic=any(r["synthetic"] for r in runs))
+def _paper_table(runs: list[dict]) -> dict:
+    """The paper's Table 1 with one row per run under the column of its dataset."""
+    columns, rows = table1(synthetic=any(r["synthetic"] for r in runs))
     this_rows, unmatched = [], []
     for r in runs:
         col = dataset_column(r["dataset"], r["synthetic"])
         if col is None:
             unmatched.append(r["dataset"] or "unknown")
-        this_rows.append(
-            {
-                "model": r["name"],
-                "column": col,
-                "values": {c: (100 * r["metrics"]["corrected"]["accuracy"] if c == col else None) for c in t1_columns},
-            }
-        )
-    paper = {
-        "columns": t1_columns,
-        "rows": t1_rows,
+        acc = 100 * r["metrics"]["corrected"]["accuracy"]
+        this_rows.append({"model": r["name"], "column": col, "values": {c: acc if c == col else None for c in columns}})
+    return {
+        "columns": columns,
+        "rows": rows,
         "this_runs": this_rows,
         "unmatched": sorted(set(unmatched)),
         "synthetic": sorted({r["dataset"] for r in runs if r["synthetic"]}),
     }
-
-    from grefel import __version__
-
-    context = {
-        "title": "GReFEL report: " + ", ".join(r["name"] for r in runs),
-        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "version": __version__,
-        "runs": runs,
-        "problems": problems,
-        "comparison": comparison,
-        "paper": paper,
-        "setting_labels": SETTING_LABELS,
-        "gap_min_count": GAP_MIN_COUNT,
-    }
-    html_path = out / "report.html"
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(render_html(context), encoding="utf-8")
-    write_json(out / "report.json", _jsonable({k: v for k, v in context.items() if k != "setting_labels"}, out))
-    return html_path
-
-
-def render_html(context: dict) -> str:
-    """Render ``report.html.j2`` (with ``report.css`` inlined) from the package's report assets."""
-    from importlib.resources import files
-
-    import jinja2
-
-    assets = files("grefel.report_assets")
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: assets.joinpath(name).read_text(encoding="utf-8")),
-        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["pct"] = lambda v, d=2: (
-        "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.{d}f}"
-    )
-    env.filters["num"] = lambda v, d=3: (
-        "–"
-        if v is None or (isinstance(v, float) and np.isnan(v))
-        else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-    )
-    env.filters["signed"] = lambda v, d=2: "–" if v is None else f"{v:+.{d}f}"
-    return env.get_template("report.html.j2").render(**context)
-
-
-def _jsonable(o, base: Path):
-    """Figures lose their embedded data URIs (the PNG files sit beside the JSON, paths relative to it)."""
-    if isinstance(o, dict):
-        return {k: _jsonable(v, base) for k, v in o.items() if k != "data_uri"}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v, base) for v in o]
-    if isinstance(o, Path):
-        return os.path.relpath(o, base)
-    if isinstance(o, float) and np.isnan(o):
-        return None
-    return o

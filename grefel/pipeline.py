@@ -1,0 +1,99 @@
+"""Library stages run one after another as one command: evaluate checkpoints, then report on them.
+
+:mod:`grefel.report` reads predictions files only; whether a checkpoint must be evaluated first is
+decided here (by :func:`grefel.evaluate.evaluate`, which reuses an up-to-date predictions file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from grefel.errors import GrefelError
+from grefel.io import writable_dir
+
+
+def run_name(source: str | os.PathLike) -> str:
+    """``<run folder>/<checkpoint stem>`` for ``runs/k10/best.pt``; the stem for a predictions file."""
+    p = Path(source)
+    if p.suffix == ".parquet":
+        return p.stem
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+
+
+def predictions_for(source: str | os.PathLike, **evaluate_options) -> Path:
+    """The predictions file of ``source``: itself for a ``.parquet`` file, else the checkpoint's,
+    evaluated now when it is missing or stale (``evaluate_options``: see :func:`grefel.evaluate.evaluate`)."""
+    source = Path(source)
+    if source.suffix == ".parquet":
+        if not source.is_file():
+            raise GrefelError(f"predictions file {source} not found: write it with `grefel evaluate`")
+        return source
+    from grefel.evaluate import evaluate
+
+    return evaluate(source, **evaluate_options)
+
+
+def evaluate_and_report(
+    sources: Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    *,
+    split: str = "test",
+    label_set: str | None = None,
+    dataset: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    device: str | None = None,
+    amp: bool | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    **report_options,
+) -> Path:
+    """Report on checkpoints and predictions files; return the path of ``report.html``.
+
+    Each checkpoint is evaluated first when the predictions beside it are missing or stale. A
+    source that cannot be used (missing, truncated, for another class set) becomes one line on the
+    page and in ``log``; the others are reported. ``out`` defaults to ``<folder of the first
+    source>/report``. ``report_options`` (samples, n_changed, tsne_points, seed, sections, title)
+    go to :func:`grefel.report.build.build_report`.
+    """
+    from grefel.evaluate import check_batch_size
+    from grefel.report.build import build_report, check_report_options
+
+    if not sources:
+        raise GrefelError("no run given: name one or more checkpoints or predictions files")
+    check_batch_size(batch_size)
+    check_report_options(**report_options)
+    out = Path(out) if out is not None else Path(sources[0]).parent / "report"
+    fresh = not out.exists()
+    writable_dir(out, "report folder")  # before any evaluation: an unusable folder fails now, in one line
+    log = log or (lambda s: None)
+    options = {"split": split, "label_set": label_set, "dataset": dataset, "data_root": data_root}
+    options.update(batch_size=batch_size, device=device, amp=amp, show_progress=show_progress)
+    try:
+        runs, problems = _load_runs(sources, options, log)
+        return build_report(runs, out, problems=problems, log=log, **report_options)
+    except BaseException:
+        if fresh:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # no report: leave no empty folder behind
+        raise
+
+
+def _load_runs(sources, evaluate_options: dict, log: Callable[[str], None]):
+    """Predictions of every source that can be used, and one line for each that cannot."""
+    from grefel.report.build import ReportRun
+    from grefel.report.predictions import read_predictions
+
+    runs, problems = [], []
+    for src in sources:
+        try:
+            pred = read_predictions(predictions_for(src, **evaluate_options))
+        except GrefelError as e:
+            problems.append(f"{src}: {e}")
+            log(f"skipped {src}: {e}")
+            continue
+        runs.append(ReportRun(pred, run_name(src), str(src)))
+    return runs, problems
