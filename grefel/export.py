@@ -13,8 +13,9 @@ lists as JSON):
     outputs, grefel_version, checkpoint_sha256, dataset, model_config
 
 The export uses torch.onnx's dynamo exporter at its default opset (20 with torch 2.14; the tiny
-preset's antialiased resize needs 18 or later) and checks the file with ONNX Runtime against PyTorch on random inputs before it is
-renamed into place. :class:`grefel.classifier.OnnxClassifier` runs the result without torch.
+preset's antialiased resize needs 18 or later) and checks the file with ONNX Runtime against
+PyTorch on random inputs before it is renamed into place.
+:class:`grefel.classifier.OnnxClassifier` runs the result without torch.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def predict(
     Faces are detected and aligned exactly as `grefel prepare` does, then classified; each row shows the corrected
     prediction (after reliability balancing, eq. 19) and the primary one (eq. 9). Videos are read frame by frame
     (sampled with --fps), each face keeps a track id across frames, and --smooth averages a track's predictions over
-    time; the table shows one summary line per video, the files one row per frame and face. Unreadable files and
+    time; the table shows one summary line per video, --csv / --parquet one row per frame and face. Unreadable files and
     images without a face are reported one line each; the rest go on. Exit status 1 when no face at all was classified.
 
     [bold]Examples:[/bold]
