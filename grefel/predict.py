@@ -211,7 +211,7 @@ class Predictor:
             faces = self.faces(rgb, max_faces)
             if not faces:
                 raise GrefelError(
-                    f"no face found (detector {self.align}); try another --align, or --align none for pre-cropped faces"
+                    f"no face found (detector {self.align}): try another align setting, 'none' for pre-cropped faces"
                 )
         except GrefelError as e:
             return [FacePrediction(file=str(f), error=str(e))]
