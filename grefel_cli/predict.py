@@ -1,4 +1,4 @@
-"""`grefel predict --ckpt CKPT IMAGE_OR_DIR...`: detect, align and classify faces in photographs."""
+"""`grefel predict --ckpt CKPT INPUT...`: detect, align and classify faces in photographs and videos."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from grefel_cli.app import app
 
 @app.command(no_args_is_help=True)
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint of a `grefel train` run."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="Image and video files (mp4, avi, mov, mkv ...) and/or folders (searched recursively)."
+    ),
+    ckpt: Path | None = typer.Option(None, "--ckpt", help="Checkpoint of a `grefel train` run."),
+    onnx: Path | None = typer.Option(
+        None, "--onnx", help="A model written by `grefel export`, run by ONNX Runtime (instead of --ckpt)."
+    ),
     align: str = typer.Option(
         "retinaface-onnx",
         "--align",
@@ -25,26 +30,35 @@ def predict(
         "--weights-dir",
         help="Folder holding facexlib's detection_*.pth files \\[default: those of `grefel weights add`].",
     ),
+    fps: float | None = typer.Option(
+        None, "--fps", min=0.001, help="Videos: sample this many frames per second \\[default: every frame]."
+    ),
+    smooth: int = typer.Option(
+        1, "--smooth", min=1, help="Videos: average each face's corrected distribution over its last N frames."
+    ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Write all results as JSON to this file ('-' for standard output)."
     ),
     csv_out: Path | None = typer.Option(
-        None, "--csv", help="Write one row per face as CSV to this file ('-' for standard output)."
+        None, "--csv", help="Write one row per face (per frame) as CSV to this file ('-' for standard output)."
     ),
+    parquet_out: Path | None = typer.Option(None, "--parquet", help="Write the same rows as Parquet to this file."),
     save_annotated: Path | None = typer.Option(
-        None, "--save-annotated", help="Folder for copies of the images with boxes and labels drawn."
+        None, "--save-annotated", help="Folder for copies with boxes and labels drawn (PNG per image, MP4 per video)."
     ),
     max_faces: int | None = typer.Option(
-        None, "--max-faces", help="Classify at most this many faces per image (largest first)."
+        None, "--max-faces", min=1, help="Classify at most this many faces per image or frame (largest first)."
     ),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Faces per forward pass."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Faces per forward pass."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda ... \\[default: cuda when available]."),
 ):
-    """Classify every face in the given photographs and print a table.
+    """Classify every face in the given photographs and videos and print a table.
 
     Faces are detected and aligned exactly as `grefel prepare` does, then classified; each row shows the corrected
-    prediction (after reliability balancing, eq. 19) and the primary one (eq. 9). Unreadable images and images without a
-    face are reported one line each; the rest go on. Exit status 1 when no face at all was classified.
+    prediction (after reliability balancing, eq. 19) and the primary one (eq. 9). Videos are read frame by frame
+    (sampled with --fps), each face keeps a track id across frames, and --smooth averages a track's predictions over
+    time; the table shows one summary line per video, --csv / --parquet one row per frame and face. Unreadable files and
+    images without a face are reported one line each; the rest go on. Exit status 1 when no face at all was classified.
 
     [bold]Examples:[/bold]
 
@@ -54,75 +68,84 @@ def predict(
         --save-annotated annotated/
 
       grefel predict --ckpt best.pt crops/ --align none --csv - > results.csv
+
+      grefel predict --onnx model.onnx clip.mp4 --fps 5 --smooth 5 \\
+        --csv clip.csv --save-annotated out/
     """
-    import csv
-    import json
-
-    from rich.table import Table
-
     from grefel.console import make_console
     from grefel.predict import predict as run
-    from grefel.predict import records_table
 
-    to_stdout = "-" in (str(json_out), str(csv_out))
-    console = make_console(stderr=to_stdout)
-    results, classes = run(
-        ckpt,
-        inputs,
-        align=align,
-        weights_dir=weights_dir,
-        device=device,
-        batch_size=batch_size,
-        max_faces=max_faces,
-        save_annotated=save_annotated,
-    )
-    faces = [r for r in results if r.error is None]
-    table = Table(title=f"{len(faces)} face(s) in {len({r.file for r in results})} file(s)")
-    # conf: the corrected distribution's top probability; primary: the MLP head's top class (without RB)
-    for col in ("file", "face", "top class", "conf", "primary", "changed"):
-        table.add_column(
-            col, justify="right" if col in ("face", "conf") else "left", overflow="fold", no_wrap=col != "file"
-        )
-    for r in faces:
-        table.add_row(
-            _shown(r.file),
-            str(r.face),
-            r.top_class,
-            f"{r.confidence:.3f}",
-            f"{r.primary_class} {r.primary_confidence:.3f}",
-            "yes" if r.changed else "",
-        )
-    console.print(table)
+    if (ckpt is None) == (onnx is None):
+        raise typer.BadParameter("pass the model as --ckpt best.pt or --onnx model.onnx (one of them)")
+    model = ckpt if ckpt is not None else onnx
+    console = make_console(stderr="-" in (str(json_out), str(csv_out)))
+    options = dict(fps=fps, smooth=smooth, batch_size=batch_size, max_faces=max_faces, save_annotated=save_annotated)
+    results, classes = run(model, inputs, align=align, weights_dir=weights_dir, device=device, **options)
+    _print_results(console, results, classes)
+    _write_outputs(results, classes, model, align, json_out, csv_out, parquet_out)
+    if save_annotated is not None:
+        console.print(f"annotated copies: {save_annotated}")
+    if not any(r.top_class is not None for r in results):
+        raise typer.Exit(1)
+
+
+def _print_results(console, results, classes) -> None:
+    """One row per image face, one summary row per video, then each error on one line."""
+    from rich.table import Table
+
+    from grefel.video import video_summary
+
+    faces = [r for r in results if r.top_class is not None and r.frame is None]
+    videos = video_summary(results)
+    if faces or not videos:
+        table = Table(title=f"{len(faces)} face(s) in {len({r.file for r in results if r.frame is None})} file(s)")
+        # conf: the corrected distribution's top probability; primary: the MLP head's top class (without RB)
+        for col in ("file", "face", "top class", "conf", "primary", "changed"):
+            just = "right" if col in ("face", "conf") else "left"
+            table.add_column(col, justify=just, overflow="fold", no_wrap=col != "file")
+        for r in faces:
+            primary = f"{r.primary_class} {r.primary_confidence:.3f}"
+            table.add_row(
+                _shown(r.file), str(r.face), r.top_class, f"{r.confidence:.3f}", primary, "yes" if r.changed else ""
+            )
+        console.print(table)
+    if videos:
+        table = Table(title=f"{len(videos)} video(s)")
+        for col in ("file", "frames", "with face", "faces", "tracks", "most frequent"):
+            table.add_column(col, justify="left" if col in ("file", "most frequent") else "right", overflow="fold")
+        for v in videos:
+            top = f"{v['top_class']} {v['top_share']:.0%}" if v["top_class"] else ""
+            cells = (v["frames"], v["frames_with_face"], v["faces"], v["tracks"])
+            table.add_row(_shown(v["file"]), *map(str, cells), top)
+        console.print(table)
     for r in results:
         if r.error is not None:
-            console.print(f"[red]{r.file}[/red]: {r.error}", highlight=False)
+            console.print(f"[red]{_shown(r.file)}[/red]: {r.error}", highlight=False)
+
+
+def _write_outputs(results, classes, model, align, json_out, csv_out, parquet_out) -> None:
+    import json
+
+    from grefel.predict import records_frame
 
     if json_out is not None:
         text = json.dumps(
             {
-                "checkpoint": str(ckpt),
+                "model": str(model),
                 "classes": classes,
                 "align": align,
-                "faces": [r.as_dict() for r in faces],
+                "faces": [r.as_dict() for r in results if r.error is None],
                 "errors": [{"file": r.file, "error": r.error} for r in results if r.error is not None],
             },
             indent=2,
         )
         _write(json_out, text + "\n")
-    if csv_out is not None:
-        import io
-
-        rows = records_table(results)
-        buf = io.StringIO()
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        w = csv.DictWriter(buf, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-        _write(csv_out, buf.getvalue())
-    if save_annotated is not None:
-        console.print(f"annotated images: {save_annotated}")
-    if not faces:
-        raise typer.Exit(1)
+    if csv_out is not None or parquet_out is not None:
+        df = records_frame(results, classes)
+        if csv_out is not None:
+            _write(csv_out, df.to_csv(index=False))
+        if parquet_out is not None:
+            _write(parquet_out, df)
 
 
 def _shown(path: str) -> str:
@@ -133,11 +156,16 @@ def _shown(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, data) -> None:
+    """Text (or a DataFrame, as Parquet) to ``path`` atomically, or to standard output for '-'."""
     if str(path) == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(data)
         return
+    from grefel.errors import GrefelError
     from grefel.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(data) if isinstance(data, str) else data.to_parquet(tmp, index=False)
+    except OSError as e:
+        raise GrefelError(f"cannot write {path} ({e.strerror or type(e).__name__}): choose a writable path") from None

@@ -124,3 +124,13 @@ def test_unusable_checkpoint_fails_cleanly(photos, ckpt, tmp_path):
     save_checkpoint(tmp_path / "odd.pt", payload)
     r = CliRunner().invoke(app, ["predict", "--ckpt", str(tmp_path / "odd.pt"), str(photos / "astronaut.png")])
     assert r.exit_code == 1 and "4-class head" in error_line(r)
+
+
+def test_unwritable_annotation_folder_is_one_line(photos, ckpt, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for target in (blocker, blocker / "sub"):
+        r = CliRunner().invoke(
+            app, ["predict", "--ckpt", str(ckpt), str(photos / "astronaut.png"), "--save-annotated", str(target)]
+        )
+        assert r.exit_code == 1 and error_line(r).startswith("Error: cannot write annotated copies to"), r.output
