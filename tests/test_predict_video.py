@@ -89,7 +89,7 @@ def test_rows_per_frame_and_face_with_tracks(clips, ckpt, tmp_path):
     p = df[[c for c in df if c.startswith("p_")]].to_numpy()
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
     assert "smoothed_class" not in df  # no smoothing asked for
-    assert "2 video" not in r.output and "two.avi" in r.output
+    assert "1 video(s)" in r.output  # one table row; the file name itself may be folded at 80 columns
 
 
 def test_fps_samples_frames_and_mp4_reads_the_same(clips, ckpt, tmp_path):
