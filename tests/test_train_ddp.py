@@ -26,8 +26,8 @@ from grefel.checkpoint import load_checkpoint
 from grefel.models import create_model
 from grefel.train import TrainConfig, train
 
-# lr 1e-9: Adam's first step moves a weight by at most lr (lr * g / (|g| + eps)); 1e-9 is a few fp32
-# ulps of a weight of 1e-2 and none of one above 0.03, so the second step's gradient and the
+# lr 1e-9: Adam's first step moves a weight by at most lr (lr * g / (|g| + eps)); 1e-9 is about one
+# fp32 ulp of a weight of 1e-2 and none of one above 0.03, so the second step's gradient and the
 # validation after the step see the initial weights up to rounding in both runs.
 LR = 1e-9
 ARGS = dict(
@@ -39,8 +39,8 @@ U = 2.0**-24  # fp32 unit roundoff
 # two halves. A weight-gradient element of the tiny preset is a sum of up to N = 8 x 48 x 48 =
 # 18432 products (the stem convolution), each from a backward pass through ~20 layers. Rounding
 # errors of such sums grow like sqrt(N) u per layer (about 8e-6 here), ~20 layers deep: ~2e-4.
-# Any DDP fault moves whole gradients by O(1) instead: a rank's half of the batch missing or
-# counted twice (>= 10 % on every tensor), gradients summed rather than averaged (100 %).
+# Any DDP fault moves gradients by their own order of magnitude instead: a rank's half of the batch
+# missing or counted twice, or the halves summed rather than averaged (x2).
 RTOL = 1e-3
 # Plus an absolute floor of 16 u of the typical gradient element (RMS over the model): a tensor
 # whose own gradient nearly cancels still carries the rounding of terms on the network's scale.
