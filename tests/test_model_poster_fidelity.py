@@ -218,6 +218,15 @@ def random_poster_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
+# Float64 (unit roundoff 1.1e-16): the ~60 layers of sums of <= 2304 products (3 x 3 x 256
+# convolutions) bound the two paths' difference far below 1e-9 (even worst case, 60 x 2304 x 6 x
+# 1.1e-16 = 1e-10 at values up to ~6), while any wrong detail moves values by > 1e-3.
+TOL64 = dict(atol=1e-9, rtol=0)
+# Float32 against the float64 reference: rounding grows like sqrt(n) u per layer (sqrt(2304) x
+# 2^-24 = 2.9e-6 relative to a layer's scale), over ~60 layers ~1.7e-4, at values up to ~6: 1e-3.
+TOL32 = dict(atol=1e-3, rtol=0)
+
+
 def test_encoder_matches_poster_reference(tmp_path):
     torch.manual_seed(0)
     sd = random_poster_state_dict()
@@ -229,15 +238,21 @@ def test_encoder_matches_poster_reference(tmp_path):
     assert "VIT.head.linear.weight" in report.sources[0].unused
     model.eval()
     x = torch.randn(2, 3, 224, 224)  # 224 input: both streams resize to 112 with nearest
+    sd64 = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
     with torch.no_grad():
-        ref_tokens, ref_e = poster_reference(sd, x)
+        ref_tokens, ref_e = poster_reference(sd64, x.double())
         e, tokens = model.encoder(x)
+        e64, tokens64 = model.double().encoder(x.double())
+        # channels_last gives the same function
+        model = model.to(memory_format=torch.channels_last)
+        e64_cl, tokens64_cl = model.encoder(x.double().contiguous(memory_format=torch.channels_last))
+        e_cl, tokens_cl = model.float().encoder(x.contiguous(memory_format=torch.channels_last))
     assert ref_tokens.shape == tokens.shape == (2, 148, 768)
     assert ref_e.abs().mean() > 0.05 and ref_tokens.std() > 0.5  # nothing degenerate
-    torch.testing.assert_close(tokens, ref_tokens, atol=1e-4, rtol=0)
-    torch.testing.assert_close(e, ref_e, atol=1e-4, rtol=0)
-    # channels_last gives the same function
-    model = model.to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        e_cl, tokens_cl = model.encoder(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(tokens_cl, ref_tokens, atol=1e-4, rtol=0)
+    assert ref_tokens.abs().max() < 8 and ref_e.abs().max() < 8  # the scale the tolerances assume
+    for ours_e, ours_tokens, tol in ((e64, tokens64, TOL64), (e64_cl, tokens64_cl, TOL64)):
+        torch.testing.assert_close(ours_tokens, ref_tokens, **tol)
+        torch.testing.assert_close(ours_e, ref_e, **tol)
+    for ours_e, ours_tokens in ((e, tokens), (e_cl, tokens_cl)):
+        torch.testing.assert_close(ours_tokens.double(), ref_tokens, **TOL32)
+        torch.testing.assert_close(ours_e.double(), ref_e, **TOL32)

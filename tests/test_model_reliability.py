@@ -11,6 +11,10 @@ from hypothesis import strategies as st
 
 from grefel.models.reliability import AttentiveCorrection, GeometricCorrection, confidence, fusion_weights, mix
 
+# Tolerances: u = 2^-24 (float32). assert_close's float32 defaults (rtol 1.3e-6 ~ 11 u, atol 1e-5)
+# hold for the hand-computed values below, each a few float32 roundings from the exact value.
+U = 2.0**-24
+
 # ------------------------------------------------------------------ eq. (10)-(11): confidence
 
 
@@ -18,6 +22,7 @@ def test_confidence_by_hand():
     p = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0], [0.7, 0.1, 0.1, 0.1]])
     h_last = -(0.7 * math.log(0.7) + 3 * 0.1 * math.log(0.1))
     expected = torch.tensor([1 - math.log(2) / math.log(4), 0.0, 1.0, 1 - h_last / math.log(4)])
+    # C_f = 1 - H / log 4 with H <= log 4 a sum of 4 terms of a few roundings each: <= ~10 u = 6e-7
     torch.testing.assert_close(confidence(p), expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(confidence(log_p=p.log()), expected, atol=1e-6, rtol=0)  # log 0 = -inf is fine
     assert confidence(torch.tensor([[0.0, 1.0, 0.0]])).item() == 1.0  # exactly 1, no NaN from 0 log 0
@@ -30,8 +35,11 @@ def test_confidence_properties(n, scale, seed):
     c = confidence(log_p=torch.log_softmax(logits, -1))
     c2 = confidence(torch.softmax(logits, -1))
     assert torch.isfinite(c).all() and ((c >= 0) & (c <= 1)).all()
+    # two float32 paths to H (log_softmax vs softmax + xlogy): each term p log p off by ~3 u p (|log p| + 1),
+    # so H by <= 3 u (H + 1) + n u: ~2e-6 for n <= 12; terms of underflowed p are 0 on both paths
     torch.testing.assert_close(c, c2, atol=1e-5, rtol=0)
-    assert confidence(torch.full((1, n), 1.0 / n)).item() == pytest.approx(0.0, abs=1e-6)
+    # uniform: p = fl(1/n), H a sum of n equal terms: |H - log n| <= (n + 2) u log n, C_f off by (n + 4) u
+    assert confidence(torch.full((1, n), 1.0 / n)).item() == pytest.approx(0.0, abs=(n + 4) * U)
     assert confidence(torch.nn.functional.one_hot(torch.tensor([n - 1]), n).float()).item() == 1.0
 
 
@@ -109,4 +117,4 @@ def test_mixture_is_a_distribution(n, scale, seed):
     wa, wb = fusion_weights(ca, cb)
     out = mix(wa, la, wb, lb)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.exp().sum(-1), torch.ones(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(4), atol=1e-5, rtol=0)  # <= 9 terms: ~(9 + 3) u

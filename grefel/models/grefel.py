@@ -141,13 +141,15 @@ class GReFEL(nn.Module):
 
     def forward_head(self, e: torch.Tensor, tokens: torch.Tensor) -> GReFELOutput:
         """Embedding and tokens -> every distribution and confidence of eq. (9)-(19)."""
-        e32, tokens32 = e.float(), tokens.float()  # reliability balancing in float32 even under autocast
+        # reliability balancing in float32 even under autocast (float64 stays float64: tests use it)
+        dtype = torch.promote_types(e.dtype, torch.float32)
+        e32, tokens32 = e.to(dtype), tokens.to(dtype)
         B, C = e.shape[0], self.num_classes
         with torch.autocast(device_type=e.device.type, enabled=False):
             logits = self.head(e32)
             log_l = F.log_softmax(logits, dim=-1)  # eq. (9)
-            log_uniform = torch.full((B, C), -math.log(C), device=e.device)
-            zero = torch.zeros(B, device=e.device)
+            log_uniform = torch.full((B, C), -math.log(C), device=e.device, dtype=dtype)
+            zero = torch.zeros(B, device=e.device, dtype=dtype)
             if self.geometric is not None:
                 log_tg, log_s = self.geometric(e32)  # eq. (13)-(15)
                 c_g = confidence(log_p=log_tg)
