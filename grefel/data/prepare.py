@@ -9,12 +9,15 @@ The run, top to bottom:
 3. per item (in ``workers`` processes): read the annotation, decode the image, align the face
    (``none`` / ``landmarks`` / a detector, see :mod:`grefel.data.align`), and return a
    :class:`~grefel.data.shards.Sample` or a :class:`~grefel.data.raw.Skip`;
-4. at the end, gather ``skipped.csv``, ``provenance.json`` and, last, ``manifest.json``.
+4. at the end, gather ``skipped.csv``, ``provenance.json`` and, last, ``manifest.json`` (a run that
+   wrote no face stops with an error instead).
 
 Nothing finished is lost: a shard is written under a temporary name and renamed when whole, and a
-rerun with the same options resumes after the last whole shard (checking that the raw items of the
-finished chunks have not changed). Memory stays flat: items stream, at most a few batches are in
-flight, and shards are written sample by sample.
+rerun resumes after the last whole shard. Nothing is mixed: a rerun resumes (or finds the folder
+complete) only when its fingerprint matches, which covers the options, the raw folder's path,
+every item's name, label, split and file size and mtime, and the label files' sha256; one
+process at a time writes a folder (``flock`` on a lock file in it). Memory stays flat: items
+stream, at most a few batches are in flight, and shards are written sample by sample.
 """
 
 from __future__ import annotations

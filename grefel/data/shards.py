@@ -72,7 +72,14 @@ SPLITS_DIR = "splits"
 SPLITS = ("train", "val", "test")
 _STR = h5py.string_dtype("utf-8")
 VERIFIED = "verified.json"
-_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError)  # what h5py raises on a damaged file
+_READ_ERRORS = (
+    OSError,
+    KeyError,
+    ValueError,
+    RuntimeError,
+    TypeError,
+    IndexError,
+)  # what h5py raises on a damaged file
 
 
 def storable(text: str) -> str:
@@ -509,7 +516,7 @@ class PreparedDataset:
             raise DatasetError(
                 f"label set '{label_set}' has {len(lab)} labels but {self.name} has {len(self)} samples: {redo}"
             )
-        if classes is not None and json.loads(classes) != self.classes or made_from not in (None, self.manifest_sha256):
+        if _as_list(classes) not in (None, self.classes) or made_from not in (None, self.manifest_sha256):
             raise DatasetError(
                 f"label set '{label_set}' was made for another preparation of {self.name} (classes or manifest "
                 f"differ): {redo}"
@@ -595,6 +602,18 @@ class PreparedDataset:
 def _attr(f: h5py.File, name: str):
     v = f.attrs.get(name)
     return v.decode() if isinstance(v, bytes) else v
+
+
+def _as_list(v) -> list | None:
+    """A ``classes`` attribute (a JSON string, or an array of names) as a list; None when absent."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return [v]
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
 
 
 def _first_line(e: BaseException) -> str:
