@@ -115,6 +115,20 @@ def test_finished_dataset_from_another_raw_tree_is_not_kept_silently(tmp_path):
     _one_line_error(r, "another raw folder", "--force")
 
 
+@pytest.mark.parametrize("layout", ["affectnet-npy", "rafdb-manual"])
+def test_a_changed_per_image_annotation_file_is_noticed(tmp_path, layout):
+    if layout == "affectnet-npy":
+        fx.make_affectnet_npy(tmp_path / "raw")
+        dataset, ann = "affectnet", tmp_path / "raw" / "train_set" / "annotations" / "3_exp.npy"
+    else:
+        fx.make_rafdb(tmp_path / "raw", aligned="none")
+        dataset, ann = "rafdb", tmp_path / "raw" / "basic" / "Annotation" / "manual" / "train_00003_manu_attri.txt"
+    out = prepare(dataset, tmp_path / "raw", out=tmp_path / "out", progress=False)
+    os.utime(ann, ns=(0, 10**9))  # rewritten since (the label or the points may differ)
+    with pytest.raises(GrefelError, match="raw items that changed since"):
+        prepare(dataset, tmp_path / "raw", out=out, progress=False)
+
+
 SLOW_PREPARE = textwrap.dedent("""
     import sys, time
     from grefel.data import prepare as prep

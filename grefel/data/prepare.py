@@ -282,7 +282,7 @@ class _Listing:
 def _list_items(reader: RawReader, shard_items: int) -> _Listing:
     chunks, total = [], 0
     for chunk in _batched(reader.items(), shard_items):
-        chunks.append(_chunk_digest(reader.tree, chunk))
+        chunks.append(_chunk_digest(reader, chunk))
         total += len(chunk)
     if total == 0:
         raise DatasetError(f"no images found in {reader.tree.root} for {reader.definition.title}: check the folder")
@@ -315,7 +315,7 @@ def _write_shards(out, reader, work, done, shard_items, compression, workers, la
 
     def todo() -> Iterator[tuple[int, RawItem | Skip]]:
         for c, chunk in enumerate(_batched(reader.items(), shard_items)):
-            digest = _chunk_digest(reader.tree, chunk)
+            digest = _chunk_digest(reader, chunk)
             if c < len(done):
                 if (done[c]["chunk_sha256"], done[c]["chunk_items"]) != (digest, len(chunk)):
                     raise DatasetError(
@@ -395,16 +395,16 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
-def _chunk_digest(tree, chunk: list) -> str:
-    """sha256 over a chunk's items: name, label, split and the file's size and mtime (a skipped
-    item: name and reason), so another copy of the raw tree with the same names differs."""
+def _chunk_digest(reader: RawReader, chunk: list) -> str:
+    """sha256 over a chunk's items: name, label, split and the size and mtime of its files (image,
+    per-image annotations; a skipped item: name and reason), so another copy of the raw tree with
+    the same names differs."""
     h = hashlib.sha256()
     for it in chunk:
         if isinstance(it, Skip):
             line = f"{it.source}\tskip\t{it.reason}"
         else:
-            stamp = tree.stamp(it.file) if it.file is not None else ""
-            line = f"{it.source}\t{it.label}\t{it.split}\t{stamp}"
+            line = f"{it.source}\t{it.label}\t{it.split}\t{reader.stamp(it)}"
         h.update(line.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
 

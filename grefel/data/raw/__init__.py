@@ -293,6 +293,11 @@ class RawReader:
         """Finish an item in the worker (annotations that are costly to read); default: as is."""
         return item
 
+    def stamp(self, item: RawItem) -> str:
+        """What identifies this copy of ``item``'s files (:meth:`RawTree.stamp`): its image, and the
+        per-image annotation files :meth:`resolve` reads, where a reader has them."""
+        return self.tree.stamp(item.file) if item.file is not None else ""
+
     def load_image(self, item: RawItem) -> tuple[np.ndarray, str]:
         """RGB uint8 image of ``item`` and the sha256 of its bytes (raises ImageError)."""
         data = self.tree.read(item.file)

@@ -149,6 +149,12 @@ class Reader(RawReader):
                 src = f"{ref_dir}/{n}"
                 yield RawItem(source=src, label=-1, split=split, file=FileRef(src))
 
+    def stamp(self, item: RawItem) -> str:
+        if self.layout != "npy":
+            return super().stamp(item)
+        ann = item.source.rsplit("/images/", 1)[0] + "/annotations/" + item.file.name.rsplit(".", 1)[0]
+        return " ".join(self.tree.stamp(FileRef(f)) for f in (item.source, f"{ann}_exp.npy", f"{ann}_lnd.npy"))
+
     def resolve(self, item: RawItem) -> RawItem | Skip:
         """npy layout: read ``<id>_exp.npy`` (label, possibly stored as a string) and ``<id>_lnd.npy``."""
         if self.layout != "npy":

@@ -139,12 +139,21 @@ class Reader(RawReader):
                     lab = self.label_or_skip(ref.source, cdir.name)
                     yield lab if isinstance(lab, Skip) else RawItem(source=ref.source, label=lab, split=split, file=ref)
 
+    def stamp(self, item: RawItem) -> str:
+        if not self.has_landmarks:
+            return super().stamp(item)
+        manual = self._rel(self._manual(item))
+        return f"{super().stamp(item)} {self.tree.stamp(FileRef(manual))}"
+
+    def _manual(self, item: RawItem) -> Path:
+        stem = item.file.name.rsplit(".", 1)[0].removesuffix("_aligned")
+        return self.base / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+
     def resolve(self, item: RawItem) -> RawItem | Skip:
         """Read the manual annotation: five landmarks (original-image pixels), gender, race, age."""
         if not self.has_landmarks:
             return item
-        stem = item.file.name.rsplit(".", 1)[0].removesuffix("_aligned")
-        path = self.base / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+        path = self._manual(item)
         try:
             rows = [r.split() for r in path.read_text(errors="replace").splitlines() if r.strip()]
             lm = np.array([[float(v) for v in r[:2]] for r in rows[:5]], np.float32).reshape(5, 2)
