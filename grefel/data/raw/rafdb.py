@@ -142,18 +142,22 @@ class Reader(RawReader):
     def stamp(self, item: RawItem) -> str:
         if not self.has_landmarks:
             return super().stamp(item)
-        manual = self._rel(self._manual(item))
+        manual = f"{self._manual_rel}/{self._manual_name(item)}"  # strings: pathlib costs ~10x the stat here
         return f"{super().stamp(item)} {self.tree.stamp(FileRef(manual))}"
 
-    def _manual(self, item: RawItem) -> Path:
-        stem = item.file.name.rsplit(".", 1)[0].removesuffix("_aligned")
-        return self.base / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+    @cached_property
+    def _manual_rel(self) -> str:
+        return self._rel(self.base / "Annotation" / "manual")
+
+    @staticmethod
+    def _manual_name(item: RawItem) -> str:
+        return f"{item.file.name.rsplit('.', 1)[0].removesuffix('_aligned')}_manu_attri.txt"
 
     def resolve(self, item: RawItem) -> RawItem | Skip:
         """Read the manual annotation: five landmarks (original-image pixels), gender, race, age."""
         if not self.has_landmarks:
             return item
-        path = self._manual(item)
+        path = self.base / "Annotation" / "manual" / self._manual_name(item)
         try:
             rows = [r.split() for r in path.read_text(errors="replace").splitlines() if r.strip()]
             lm = np.array([[float(v) for v in r[:2]] for r in rows[:5]], np.float32).reshape(5, 2)
