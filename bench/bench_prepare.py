@@ -6,6 +6,7 @@ Prints figures (medians of several runs; ratios measured in the same run), asser
     python bench/bench_prepare.py --part throughput --n 1000 --repeats 3
     python bench/bench_prepare.py --part memory --memory-sizes 10000,50000
     python bench/bench_prepare.py --part size
+    python bench/bench_prepare.py --part listing --n 20000
 
 Parts:
 
@@ -17,6 +18,9 @@ throughput  RAF-DB-layout tree of ``n`` 100 x 100 (``--image-sizes``) JPEG faces
             reference). The target: prepare with the detector keeps >= 80 % of that rate.
 memory      Peak resident memory of ``prepare --align none`` (in a child process) on 10k and 50k images:
             it must not grow with the dataset (items stream, shards are written sample by sample).
+listing     What identifying the input costs before a run: the listing pass (every item's name, label, split
+            and its files' size and mtime, hashed per chunk; what a rerun compares) against merely counting
+            the items, on a RAF-DB tree with the manual annotation, per item and as a ratio.
 size        For stored sizes S in 112..256: bytes per image (raw and gzip), random batch read speed,
             and how faithful the network's 112 x 112 evaluation view is (PSNR against a view
             rendered directly from the source at 4x and area-reduced), with the paper's
@@ -199,6 +203,29 @@ def part_memory(work: Path, sizes: list[int], workers: int) -> None:
         shutil.rmtree(raw), shutil.rmtree(out)
 
 
+def part_listing(work: Path, n: int, repeats: int) -> None:
+    from grefel.data.prepare import _list_items
+    from grefel.data.raw import open_reader
+
+    raw = make_rafdb_tree(work / "raw", n, distinct=200, original=False)
+    (raw / "Annotation" / "manual").mkdir(parents=True)
+    for i in range(n):
+        (raw / "Annotation" / "manual" / f"train_{i + 1:05d}_manu_attri.txt").write_text("1 2\n" * 5 + "0\n0\n0\n")
+    reader = open_reader("rafdb", raw, align="none")
+    count, listing = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sum(1 for _ in reader.items())
+        count.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        _list_items(reader, 1024)
+        listing.append(time.perf_counter() - t)
+    c, li = statistics.median(count), statistics.median(listing)
+    print(f"\nlisting {n:,} items (median of {repeats}): counting {c * 1e6 / n:.1f} us/item, listing with stamps")
+    print(f"  {li * 1e6 / n:.1f} us/item ({li:.2f} s), {li / c:.1f}x the count")
+    shutil.rmtree(raw)
+
+
 def part_size(work: Path, n: int) -> None:
     import cv2
     import h5py
@@ -287,7 +314,7 @@ def part_size(work: Path, n: int) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["all", "throughput", "memory", "size"], default="all")
+    ap.add_argument("--part", choices=["all", "throughput", "memory", "size", "listing"], default="all")
     ap.add_argument("--n", type=int, default=1000, help="images for the throughput and size parts")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
@@ -308,6 +335,8 @@ def main():
             part_memory(work / "mem", [int(x) for x in a.memory_sizes.split(",")], a.memory_workers)
         if a.part in ("all", "size"):
             part_size(work / "size", min(a.n, 512))
+        if a.part in ("all", "listing"):
+            part_listing(work / "listing", a.n, a.repeats)
     finally:
         if a.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -11,7 +11,9 @@ from grefel_cli.app import app
 
 @app.command()
 def corrupt(
-    noise: float = typer.Option(..., "--noise", help="Fraction of labels to flip, e.g. 0.2 for 20 %."),
+    noise: float = typer.Option(
+        ..., "--noise", min=0.0, max=1.0, metavar="<float>", help="Fraction of labels to flip, e.g. 0.2 for 20 %."
+    ),
     dataset: str | None = typer.Option(
         None, "--dataset", "-d", help="Prepared dataset name or folder \\[default: the only one]."
     ),

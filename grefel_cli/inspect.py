@@ -20,17 +20,20 @@ def inspect(
     sheet: Path | None = typer.Option(
         None, "--sheet", help="Contact-sheet PNG to write \\[default: <prepared>/contact-sheet.png]."
     ),
-    per_class: int = typer.Option(8, "--per-class", help="Faces per class on the contact sheet."),
+    per_class: int = typer.Option(8, "--per-class", min=1, help="Faces per class on the contact sheet."),
     labels: str | None = typer.Option(None, "--labels", help="Label set from `grefel corrupt` \\[default: clean]."),
     splits: str | None = typer.Option(
         None, "--splits", help="Split set from `grefel refine` \\[default: refined 'default' if any, else official]."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the faces picked for the contact sheet."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Check every shard's sha256 against the manifest (reads all the images)."
+    ),
 ):
     """Show what a prepared dataset holds and write a contact sheet of aligned faces per class.
 
     Prints counts per split x class, groups, attributes, skipped items by reason and the
-    provenance.
+    provenance. Shard sizes are always checked; --verify checks their sha256 too.
 
     [bold]Examples:[/bold]
 
@@ -40,8 +43,17 @@ def inspect(
 
       grefel inspect ferplus --labels sym20
 
-      grefel inspect /scratch/grefel/jaffe
+      grefel inspect /scratch/grefel/jaffe --verify
     """
     from grefel.data.inspect import inspect as run
 
-    run(prepared, data_root=data_root, sheet=sheet, per_class=per_class, label_set=labels, split_set=splits, seed=seed)
+    run(
+        prepared,
+        data_root=data_root,
+        sheet=sheet,
+        per_class=per_class,
+        label_set=labels,
+        split_set=splits,
+        seed=seed,
+        verify=verify,
+    )

@@ -36,26 +36,40 @@ def prepare(
         "--weights-dir",
         help="Folder holding facexlib's detection_*.pth files \\[default: those of `grefel weights add`].",
     ),
-    size: int = typer.Option(128, "--size", help="Stored face size in pixels (the 112 template scaled by size/112)."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes for decoding and alignment."),
+    size: int = typer.Option(
+        128,
+        "--size",
+        min=16,
+        max=1024,
+        metavar="<int>",
+        help="Stored face size in pixels (the 112 template scaled by size/112).",
+    ),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes for decoding and alignment."),
     threads: int | None = typer.Option(
         None,
         "--threads",
+        min=1,
         help="Detector CPU threads per worker, in one lane (default: one worker runs one lane per core, at most 4, "
         "each detector run on 1 thread; several workers use 1 thread each).",
     ),
-    shard_items: int = typer.Option(1024, "--shard-items", help="Raw items per shard (bounds the shard size)."),
+    shard_items: int = typer.Option(1024, "--shard-items", min=1, help="Raw items per shard (bounds the shard size)."),
     compression: str = typer.Option("none", "--compression", help="none or gzip (gzip: ~2x smaller, slower reads)."),
     device: str = typer.Option("cpu", "--device", help="Device of the facexlib detectors (cpu, cuda)."),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace an existing prepared folder instead of resuming it."
+    force: bool = typer.Option(
+        False,
+        "--force",
+        "--overwrite",
+        help="Prepare again from scratch, replacing the folder's shards, instead of resuming them or "
+        "refusing a folder prepared from another raw folder or with other options.",
     ),
 ):
     """Read a raw dataset exactly as distributed, align its faces and write HDF5 shards.
 
     Official splits, group ids (subject / video / character) and RAF-DB's gender, race and age are
-    kept per image; unusable items are listed with their reason in skipped.csv. An interrupted run
-    resumes where it stopped when run again. Layouts, defaults and the schema: docs/prepare.md.
+    kept per image; unusable items are listed with their reason in skipped.csv (a label line that
+    repeats an image: the first is kept). An interrupted run resumes where it stopped when run
+    again from the same raw folder with the same options; anything else is refused unless --force.
+    Layouts, defaults and the schema: docs/prepare.md.
 
     [bold]Examples:[/bold]
 
@@ -68,7 +82,7 @@ def prepare(
       grefel prepare jaffe ~/Downloads/jaffe.zip --align facexlib-resnet50 \\
         --weights-dir ~/weights
 
-      grefel prepare ferg ~/data/FERG_DB_256 --out /tmp/ferg --overwrite
+      grefel prepare ferg ~/data/FERG_DB_256 --out /tmp/ferg --force
     """
     from grefel.data.prepare import prepare as run
 
@@ -86,5 +100,5 @@ def prepare(
         shard_items=shard_items,
         compression=compression,
         threads=threads,
-        overwrite=overwrite,
+        force=force,
     )

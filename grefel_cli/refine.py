@@ -19,19 +19,29 @@ def refine(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and of the previewed refined epoch."),
     val_fraction: float = typer.Option(
-        0.1, "--val-fraction", help="Share of the training images held out for validation."
+        0.1,
+        "--val-fraction",
+        min=0.0,
+        max=1.0,
+        metavar="<float>",
+        help="Share of the training images held out for validation.",
     ),
     test_fraction: float = typer.Option(
-        0.1, "--test-fraction", help="Share held out for testing (datasets with no split at all)."
+        0.1,
+        "--test-fraction",
+        min=0.0,
+        max=1.0,
+        metavar="<float>",
+        help="Share held out for testing (datasets with no split at all).",
     ),
     n_pg: int = typer.Option(
-        512, "--n-pg", help="N_pg: at most this many images per video / face group per epoch (0: no cap)."
+        512, "--n-pg", min=0, help="N_pg: at most this many images per video / face group per epoch (0: no cap)."
     ),
     per_class: int = typer.Option(
-        500, "--per-class", help="B: images per class per epoch (with replacement where a class is short)."
+        500, "--per-class", min=1, help="B: images per class per epoch (with replacement where a class is short)."
     ),
     epoch: int = typer.Option(
-        0, "--epoch", help="Which epoch's refined draw to preview (training draws epoch 0, 1, ...)."
+        0, "--epoch", min=0, help="Which epoch's refined draw to preview (training draws epoch 0, 1, ...)."
     ),
     split_set: str | None = typer.Option(
         None, "--split-set", help="Split set to preview \\[default: default, fold0 for JAFFE, else official]."

@@ -12,14 +12,21 @@ from grefel_cli.app import app
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="Folder to write (new or empty; rerun the same command to resume)."),
-    characters: int = typer.Option(6, "--characters", help="Number of characters (the groups; FERG-DB has 6)."),
+    characters: int = typer.Option(6, "--characters", min=1, help="Number of characters (the groups; FERG-DB has 6)."),
     per_class: int = typer.Option(
-        100, "--per-class", help="Images per character of the most frequent expression (joy)."
+        100, "--per-class", min=1, help="Images per character of the most frequent expression (joy)."
     ),
-    imbalance: float = typer.Option(3.0, "--imbalance", help="Most / least frequent expression ratio; 1 = balanced."),
-    size: int = typer.Option(128, "--size", help="Image side in pixels."),
+    imbalance: float = typer.Option(
+        3.0,
+        "--imbalance",
+        min=1.0,
+        max=1000.0,
+        metavar="<float>",
+        help="Most / least frequent expression ratio; 1 = balanced.",
+    ),
+    size: int = typer.Option(128, "--size", min=32, max=1024, metavar="<int>", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives byte-identical files."),
-    workers: int = typer.Option(1, "--workers", help="Drawing processes."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Drawing processes."),
 ):
     """Draw synthetic faces showing the seven basic expressions, in the FERG-DB raw layout.
 

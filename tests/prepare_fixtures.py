@@ -83,11 +83,13 @@ def make_rafdb(
     lines += [
         "train_00099.jpg 4",
         "this line is malformed",
+        "test_0004.jpg 9",
         "test_0003.jpg 9",
-    ]  # missing image, malformed, unknown code
-    # test_0003 exists with code 1 above; the duplicate line with code 9 is an unknown code
+        "train_00002.jpg 2",
+    ]  # missing image, malformed, unknown code, two duplicates
+    # test_0003 has code 1 above: this line contradicts it (the first is kept); train_00002 repeats its line
     write(base / "EmoLabel" / label_name, ("\n".join(lines) + "\n").encode())
-    return {"expect": expect, "skipped": 3}
+    return {"expect": expect, "skipped": 5}
 
 
 def make_rafdb_repackaged(root: Path) -> dict:

@@ -105,7 +105,9 @@ def test_cli_default_dataset_and_candidates():
     r = CliRunner().invoke(app, ["corrupt", "--noise", "0.2"])
     assert r.exit_code == 1 and "one, two" in _text(r) and "--dataset" in _text(r)
     r = CliRunner().invoke(app, ["corrupt", "--noise", "20", "--dataset", "one"])
-    assert r.exit_code == 1 and "[0, 1)" in _text(r)
+    assert r.exit_code == 2 and "--noise" in _text(r)  # the CLI's range check
+    with pytest.raises(DatasetError, match=r"noise must be a fraction in \[0, 1\)"):  # the library's own
+        corrupt("one", 1.0)
 
 
 def test_label_set_attrs_are_json():

@@ -36,7 +36,13 @@ def test_summary_of_rafdb_with_attributes(tmp_path, capsys):
         "neutral": 2,
     }
     assert s["attributes"]["gender"]["train"] == {"male": 2, "female": 2, "unsure": 2}
-    assert s["skipped"] == {"file not found": 1, "malformed label line": 1, "unknown label code '9'": 1}
+    assert s["skipped"] == {
+        "file not found": 1,
+        "malformed label line": 1,
+        "unknown label code": 1,
+        "conflicting duplicate label line": 1,
+        "duplicate label line": 1,
+    }
     assert s["provenance"]["aligner"]["method"] == "none"
     out = capsys.readouterr().out
     assert "surprise" in out and "attribute: gender" in out and "contact sheet" in out

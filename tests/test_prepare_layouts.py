@@ -61,7 +61,12 @@ def test_rafdb_original_aligned(tmp_path, variant):
     assert len(rows) == exp["skipped"] == ds.manifest["skipped"]["total"]
     reasons = " | ".join(r["reason"] for r in rows)
     assert ("image not found in Image/aligned.zip" if variant == "zip" else "file not found") in reasons
-    assert "malformed label line" in reasons and "unknown label code '9'" in reasons
+    assert "malformed label line" in reasons and "unknown label code ('9')" in reasons
+    # duplicated lines: the first kept, every other listed with its reason, conflicts counted apart
+    assert "conflicting duplicate label line (list_pa" in reasons and "'1', this line '9'" in reasons
+    assert "duplicate label line (same image and label as" in reasons
+    assert ds.manifest["skipped"]["duplicates"] == {"lines": 2, "conflicting": 1}
+    assert all(r["source"].rsplit("#", 1)[-1] in ("13", "14") for r in rows if "duplicate" in r["reason"])
     assert (
         ds.manifest["counts"]["splits"]["train"]["surprise"] == 1
         and ds.manifest["counts"]["splits"]["test"]["neutral"] == 2
@@ -88,7 +93,7 @@ def test_rafdb_repackaged(tmp_path):
     exp = fx.make_rafdb_repackaged(tmp_path / "raw")
     ds = run("rafdb", tmp_path / "raw", tmp_path)
     assert written(ds) == exp["expect"]
-    assert [r["reason"] for r in skipped_rows(ds)] == ["unknown label code '9'"]
+    assert [r["reason"] for r in skipped_rows(ds)] == ["unknown label code ('9')"]
 
 
 @pytest.mark.parametrize("protocol", ["8", "7"])
@@ -102,7 +107,7 @@ def test_affectnet_csv_layout(tmp_path, protocol):
     reasons = [r["reason"] for r in skipped_rows(ds)]
     assert len(reasons) == exp["skipped8"] + (2 if protocol == "7" else 0)
     assert sum(r.startswith("excluded: code") and "never a label" in r for r in reasons) == 3
-    assert any(r.startswith("malformed row: 3 fields") for r in reasons) and "file not found" in reasons
+    assert any(r.startswith("malformed row (3 fields") for r in reasons) and "file not found" in reasons
     # landmarks: the 68 shipped points are stored, the five used are derived from them
     with h5py.File(ds.root / ds.shards[0]["file"], "r") as f:
         lm68, lm5 = f["landmarks68"][0], f["landmarks"][0]
@@ -114,7 +119,7 @@ def test_affectnet_csv_box_crop_with_align_none(tmp_path):
     fx.make_affectnet_csv(tmp_path / "raw")
     ds = run("affectnet", tmp_path / "raw", tmp_path, align="none")
     reasons = [r["reason"] for r in skipped_rows(ds)]
-    assert "invalid face box (non-positive width or height)" in reasons  # the negative-width row
+    assert "invalid face box (non-positive or infinite width or height)" in reasons  # the negative-width row
     assert len(ds) == 10  # 11 usable rows minus the negative box
     t = ds.meta.index[0]
     with h5py.File(ds.root / ds.shards[0]["file"], "r") as f:
@@ -127,7 +132,7 @@ def test_affectnet_npy_layout(tmp_path):
     ds = run("affectnet", tmp_path / "raw", tmp_path)
     assert written(ds) == exp["expect"]
     reasons = sorted(r["reason"] for r in skipped_rows(ds))
-    assert reasons == ["excluded: code 8 (none) is never a label", "no annotation 99_exp.npy"]
+    assert reasons == ["excluded: code 8 (none) is never a label", "no annotation file (99_exp.npy)"]
 
 
 @pytest.mark.parametrize("icml", [False, True])
@@ -156,7 +161,7 @@ def test_ferg_duplicate_copies_taken_once(tmp_path):
     fx.make_ferg(tmp_path / "raw")
     fx.make_ferg(tmp_path / "raw" / "copy")  # a second copy of the same tree
     ds = run("ferg", tmp_path / "raw", tmp_path)
-    assert len(ds) == 28 and sum("duplicate of" in r["reason"] for r in skipped_rows(ds)) == 28
+    assert len(ds) == 28 and sum("duplicate image (same as" in r["reason"] for r in skipped_rows(ds)) == 28
 
 
 @pytest.mark.parametrize("as_zip", [False, True])

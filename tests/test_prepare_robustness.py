@@ -197,7 +197,7 @@ def test_refuses_to_write_into_or_delete_a_foreign_folder(tmp_path):
 
 def test_bad_options(tmp_path):
     fx.make_ferg(tmp_path / "raw", per=1)
-    with pytest.raises(GrefelError, match="unknown --align"):
+    with pytest.raises(GrefelError, match="unknown align method"):
         prepare("ferg", tmp_path / "raw", align="mtcnn", progress=False)
     with pytest.raises(GrefelError, match="ships no landmarks"):
         prepare("ferg", tmp_path / "raw", align="landmarks", progress=False)

@@ -71,7 +71,7 @@ def test_character_names_are_letters_and_unique():
     names = character_names(synth.MAX_CHARACTERS)
     assert names[:3] == ["ava", "bo", "cleo"] and len(set(names)) == len(names)
     assert all(n.isalpha() and n.islower() for n in names)  # the FERG reader's <character>_<expression>_<n>.png
-    with pytest.raises(GrefelError, match="--characters"):
+    with pytest.raises(GrefelError, match="characters must be between"):
         generate("unused", characters=synth.MAX_CHARACTERS + 1)
 
 
@@ -134,7 +134,7 @@ def test_rerun_is_a_no_op_or_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(GrefelError, match="is a file"):
         generate(tmp_path / "file", **kw)
-    with pytest.raises(GrefelError, match="--imbalance"):
+    with pytest.raises(GrefelError, match="imbalance"):
         generate(tmp_path / "new", imbalance=0.5)
 
 

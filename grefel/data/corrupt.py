@@ -186,13 +186,13 @@ def corrupt_dataset(
     from grefel.paths import resolve_dataset
 
     if not 0 <= noise < 1:
-        raise DatasetError(f"--noise must be a fraction in [0, 1) (0.2 for 20 %), got {noise}")
+        raise DatasetError(f"noise must be a fraction in [0, 1) (0.2 for 20 %), got {noise}")
     if mode not in MODES:
         raise DatasetError(f"unknown noise mode '{mode}': use symmetric or asymmetric")
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
     name = name or default_name(noise, mode, seed)
     if name in ("", "clean") or "/" in name or name.startswith("."):
-        raise DatasetError(f"'{name}' cannot name a label set: pick another --name")
+        raise DatasetError(f"'{name}' cannot name a label set: pick another name")
     clean = ds.labels()
     official = ds.meta["split"].to_numpy().astype(str)
     eligible = np.flatnonzero((clean >= 0) & (official != "test"))
@@ -227,11 +227,14 @@ def corrupt_dataset(
         if not same:
             raise DatasetError(
                 f"label set '{name}' already exists for {ds.name} with other settings: "
-                "pick another --name or pass --force"
+                "pick another name, or force (--force) to replace it"
             )
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("label", data=noisy.astype(np.int16))
-        f.create_dataset("flipped", data=flipped)
-        for k, v in attrs.items():
-            f.attrs[k] = v
+    try:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("label", data=noisy.astype(np.int16))
+            f.create_dataset("flipped", data=flipped)
+            for k, v in attrs.items():
+                f.attrs[k] = v
+    except OSError as e:
+        raise DatasetError(f"cannot write {path} ({e.strerror or e}): the dataset folder must be writable") from None
     return CorruptResult(name, path, float(noise), realised, int(flipped.sum()), int(len(eligible)), T, ds.classes)

@@ -69,7 +69,7 @@ class Definition:
             return f"excluded: code {code} ({self.dropped[code]}) is never a label"
         if code in self.codes:
             return f"excluded: code {code} ({self.codes[code]}) is not in the {self.protocol(protocol)}-class protocol"
-        return f"unknown label code {code!r}"
+        return f"unknown label code ({code!r})"
 
     def split(self, official: str) -> str | None:
         return self.splits.get(official)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from grefel.data.shards import PreparedDataset
+from grefel.errors import GrefelError
 from grefel.io import atomic_path, read_json
 from grefel.paths import resolve_dataset
 
@@ -58,7 +59,7 @@ def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str 
     skipped: Counter = Counter()
     sk = ds.root / SKIPPED
     if sk.is_file():
-        with open(sk, newline="") as f:
+        with open(sk, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 skipped[reason_kind(row["reason"])] += 1
     prov = ds.root / PROVENANCE
@@ -69,6 +70,7 @@ def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str 
         "classes": ds.classes,
         "image_size": ds.image_size,
         "total": len(ds),
+        "shards": len(ds.shards),
         "label_set": label_set or "clean",
         "split_set": split_set
         or ("default" if "default" in ds.split_sets() else "official"),  # what ds.splits(None) reads
@@ -122,9 +124,15 @@ def contact_sheet(
     )
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    except OSError as e:
+        raise GrefelError(
+            f"cannot write the contact sheet {path} ({e.strerror or e}): give a sheet path you can write to"
+        ) from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -137,13 +145,19 @@ def inspect(
     split_set: str | None = None,
     seed: int = 0,
     show: bool = True,
+    verify: bool = False,
 ) -> dict:
     """Summarize a prepared dataset (name under the data root, or a path), print it, write the contact sheet.
 
-    Returns the summary of :func:`summarize` with ``sheet`` (the PNG's path) added.
+    ``verify`` checks every shard's sha256 against the manifest first (all of them, whatever the
+    cache of earlier checks says). Returns the summary of :func:`summarize` with ``sheet`` (the
+    PNG's path) added, and ``verified`` (shards checked) when ``verify``.
     """
     ds = PreparedDataset(resolve_dataset(prepared, data_root))
+    verified = ds.verify_contents(cache=False) if verify else None
     summary = summarize(ds, label_set, split_set)
+    if verify:
+        summary["verified"] = verified
     sheet = Path(sheet) if sheet else ds.root / SHEET
     summary["sheet"] = str(contact_sheet(ds, sheet, per_class, seed, labels=ds.labels(label_set)))
     if show:
@@ -152,9 +166,11 @@ def inspect(
 
 
 def _print(s: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from grefel.console import make_console
+    from grefel.data.prepare import print_skipped
 
     con = make_console()
     t = Table(
@@ -189,24 +205,26 @@ def _print(s: dict) -> None:
             a.add_row(sp or "(no split)", *(f"{d.get(v, 0):,}" for v in values))
         con.print(a)
     if s["skipped"]:
-        con.print(f"skipped raw items ({sum(s['skipped'].values()):,}; see skipped.csv):")
-        for r, n in s["skipped"].items():
-            con.print(f"  {n:>8,}  {r}")
+        print_skipped(con, s["skipped"], f"skipped raw items ({sum(s['skipped'].values()):,}; see skipped.csv)")
     else:
         con.print("skipped raw items: none")
     p = s["provenance"]
     if p:
         al = p.get("aligner", {})
         con.print(
-            f"prepared by grefel {p.get('grefel_version')} on {p.get('created')} from {p.get('raw')} "
-            f"(layout {p.get('layout')}); aligner: {al.get('method')}"
-            + (f" [{al['package']}]" if al.get("package") else "")
+            escape(
+                f"prepared by grefel {p.get('grefel_version')} on {p.get('created')} from {p.get('raw')} "
+                f"(layout {p.get('layout')}); aligner: {al.get('method')}"
+                + (f" [{al['package']}]" if al.get("package") else "")
+            )
         )
         for f in p.get("source_files", []):
-            con.print(f"  source {f['path']}: sha256 {f['sha256'][:16]}... ({f['bytes']:,} bytes)")
+            con.print(escape(f"  source {f['path']}: sha256 {f['sha256'][:16]}... ({f['bytes']:,} bytes)"))
         if p.get("synthetic"):
             con.print(
                 f"  synthetic faces drawn by {p['synthetic'].get('generator')} "
                 f"({p['synthetic'].get('settings')}), not the real dataset"
             )
-    con.print(f"contact sheet: {s['sheet']}")
+    if "verified" in s:
+        con.print(f"sha256 of every shard checked against the manifest: all {s['shards']} match")
+    con.print(escape(f"contact sheet: {s['sheet']}"))

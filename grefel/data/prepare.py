@@ -9,22 +9,24 @@ The run, top to bottom:
 3. per item (in ``workers`` processes): read the annotation, decode the image, align the face
    (``none`` / ``landmarks`` / a detector, see :mod:`grefel.data.align`), and return a
    :class:`~grefel.data.shards.Sample` or a :class:`~grefel.data.raw.Skip`;
-4. at the end, gather ``skipped.csv``, ``provenance.json`` and, last, ``manifest.json``.
+4. at the end, gather ``skipped.csv``, ``provenance.json`` and, last, ``manifest.json`` (a run that
+   wrote no face stops with an error instead).
 
 Nothing finished is lost: a shard is written under a temporary name and renamed when whole, and a
-rerun with the same options resumes after the last whole shard (checking that the raw items of the
-finished chunks have not changed). Memory stays flat: items stream, at most a few batches are in
-flight, and shards are written sample by sample.
+rerun resumes after the last whole shard. Nothing is mixed: a rerun resumes (or finds the folder
+complete) only when its fingerprint matches, which covers the options, the raw folder's path,
+every item's name, label, split and file size and mtime, and the label files' sha256; one
+process at a time writes a folder (``flock`` on a lock file in it). Memory stays flat: items
+stream, at most a few batches are in flight, and shards are written sample by sample.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
-import json
 import multiprocessing as mp
 import os
-import re
 import shutil
 import sys
 import time
@@ -35,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+from rich.markup import escape
 
 from grefel import __version__
 from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, cv2_threads, resize_square
-from grefel.data.raw import ImageError, RawItem, RawReader, Skip, open_reader
+from grefel.data.raw import CONFLICTING_LINE, DUPLICATE_LINE, ImageError, RawItem, RawReader, Skip, open_reader
 from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
 from grefel.errors import DatasetError, GrefelError
 from grefel.io import atomic_path, read_json, sha256_file, write_json
@@ -50,6 +53,7 @@ DEFAULT_SIZE = 128
 DEFAULT_SHARD_ITEMS = 1024  # raw items per shard: <= 1024 faces, 48 MiB at 128 x 128
 STATE = "prepare-state.json"
 SKIPPED = "skipped.csv"
+LOCK = ".prepare.lock"
 _BATCH = 16  # items per task sent to a worker process
 
 
@@ -192,6 +196,7 @@ def prepare(
     shard_items: int = DEFAULT_SHARD_ITEMS,
     compression: str | None = None,
     threads: int | None = None,
+    force: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -200,36 +205,30 @@ def prepare(
     The folder is ``out`` or ``<data root>/<name>`` (name: the dataset id, or ``affectnet7`` /
     ``affectnet8``). ``align`` is ``none``, ``landmarks`` (points shipped with the dataset) or a
     detector of :data:`grefel.data.align.DETECTORS`; the default depends on the dataset and layout.
-    A rerun resumes an interrupted run, returns at once when the folder is complete, and with
-    ``overwrite`` starts again. ``progress`` shows a progress bar and a summary. ``threads``: CPU
-    threads of the detector in each worker, in one lane (default: one worker runs one lane per
-    core, each running the detector on one thread; 1 with several workers).
+    A rerun resumes an interrupted run and returns at once when the folder is complete, provided
+    the options, the raw folder and its files (names, sizes, modification times, label files'
+    sha256) are the same; ``force`` (or its older name ``overwrite``) starts again instead.
+    ``progress`` shows a progress bar and a summary. ``threads``: CPU threads of the detector in
+    each worker, in one lane (default: one worker runs one lane per core, each running the
+    detector on one thread; 1 with several workers). One run at a time writes a folder (a lock
+    file in it); a second one is refused.
     """
     t_start = time.time()
-    if align is not None and align not in ALIGN_CHOICES:
-        raise GrefelError(f"unknown --align '{align}': choose one of {', '.join(ALIGN_CHOICES)}")
-    if not 16 <= int(size) <= 1024:
-        raise GrefelError(f"--size {size} is out of range: use 16..1024 (128 is what the model's presets expect)")
-    if compression not in (None, "none", "gzip"):
-        raise GrefelError(f"unknown --compression '{compression}': use none or gzip (both readable by any HDF5 tool)")
-    compression = None if compression == "none" else compression
-    if int(shard_items) < 1:
-        raise GrefelError("--shard-items must be at least 1")
+    compression = _check_options(align, size, compression, shard_items)
     workers = max(1, int(workers))
 
-    # 1. the reader: layout, protocol, classes, aligner
+    # 1. the reader (layout, protocol, classes), the aligner, what identifies the input
     reader = open_reader(dataset, raw, protocol=protocol, align=align)
-    align = reader.align
-    if align == "landmarks" and not getattr(reader, "has_landmarks", False):
+    if reader.align == "landmarks" and not getattr(reader, "has_landmarks", False):
         raise DatasetError(
-            f"{reader.definition.title} ({reader.layout} layout) ships no landmarks here: use --align none "
+            f"{reader.definition.title} ({reader.layout} layout) ships no landmarks here: use align 'none' "
             f"or a detector ({', '.join(DETECTORS)})"
         )
     out = Path(out).expanduser() if out else resolve_data_root(data_root) / reader.name
-    lanes = _lanes(align, workers, threads)
+    lanes = _lanes(reader.align, workers, threads)
     work = ItemWork(
         reader,
-        align,
+        reader.align,
         int(size),
         str(weights_dir) if weights_dir else None,
         device,
@@ -238,46 +237,97 @@ def prepare(
     )
     aligner_info = _describe_align(work)  # builds a detector now: a missing weight file fails before any work
     sources = _source_checksums(reader)
-    fingerprint = {
+    listing = _list_items(reader, int(shard_items))
+    fingerprint = _fingerprint(reader, work, int(shard_items), compression, aligner_info, sources, listing)
+    console = _console(progress)
+    if not (force or overwrite) and _already_done(out, fingerprint, console):
+        return out
+
+    # 2. under the lock: resume or start, write the shards in order, then the manifest (last)
+    with _locked(out):
+        done = _start_or_resume(out, fingerprint, force or overwrite, console)
+        if done is None:
+            return out
+        if console:
+            console.print(
+                f"[bold]{escape(reader.definition.title)}[/bold] -> {escape(str(out))}: {listing.total:,} raw items, "
+                f"layout '{reader.layout}', protocol {reader.protocol} ({len(reader.classes)} classes), "
+                f"align '{reader.align}', {workers} worker(s)"
+                + (f" x {lanes} threads" if lanes > 1 else "")
+                + (f"; resuming after {len(done)} finished shard(s)" if done else "")
+            )
+        bar = _Progress(console, listing.total)
+        entries = _write_shards(out, reader, work, done, int(shard_items), compression, workers, lanes, bar)
+        manifest = _finish(out, reader, fingerprint, entries, aligner_info, sources, work, workers, lanes, t_start)
+    if console:
+        _print_summary(console, manifest, out)
+    return out
+
+
+def _check_options(align: str | None, size: int, compression: str | None, shard_items: int) -> str | None:
+    """Validate the settings (before any work); return the compression filter (None: uncompressed)."""
+    if align is not None and align not in ALIGN_CHOICES:
+        raise GrefelError(f"unknown align method '{align}': choose one of {', '.join(ALIGN_CHOICES)}")
+    if not 16 <= int(size) <= 1024:
+        raise GrefelError(f"size {size} is out of range: use 16..1024 (128 is what the model's presets expect)")
+    if compression not in (None, "none", "gzip"):
+        raise GrefelError(f"unknown compression '{compression}': use none or gzip (both readable by any HDF5 tool)")
+    if int(shard_items) < 1:
+        raise GrefelError(f"shard_items must be at least 1, got {shard_items}")
+    return None if compression == "none" else compression
+
+
+@dataclass
+class _Listing:
+    """The raw items as listed once before the run: how many, and digests that identify them."""
+
+    total: int
+    chunks: list[str]  # digest of each chunk of shard_items items
+    digest: str  # over all chunks
+
+
+def _list_items(reader: RawReader, shard_items: int) -> _Listing:
+    chunks, total = [], 0
+    for chunk in _batched(reader.items(), shard_items):
+        chunks.append(_chunk_digest(reader, chunk))
+        total += len(chunk)
+    if total == 0:
+        raise DatasetError(f"no images found in {reader.tree.root} for {reader.definition.title}: check the folder")
+    return _Listing(total, chunks, hashlib.sha256("\n".join(chunks).encode()).hexdigest())
+
+
+def _fingerprint(reader, work, shard_items, compression, aligner_info, sources, listing) -> dict:
+    """What a rerun must match to resume or to find the folder complete: options and input."""
+    return {
         "dataset": reader.dataset,
         "name": reader.name,
         "protocol": reader.protocol,
         "layout": reader.layout,
-        "align": align,
-        "size": int(size),
-        "shard_items": int(shard_items),
+        "align": work.align,
+        "size": work.size,
+        "shard_items": shard_items,
         "compression": compression,
         "schema_version": SCHEMA_VERSION,
         "model_sha256": aligner_info.get("model_sha256", ""),
+        "raw": str(reader.tree.root),
         "sources": {s["path"]: s["sha256"] for s in sources},
+        "items_sha256": listing.digest,
     }
-    console = _console(progress)
-    done = _start_or_resume(out, fingerprint, overwrite, console)
-    if done is None:
-        return out
 
-    # 2. stream the items in chunks; finished chunks are checked and passed over
-    total = sum(1 for _ in reader.items())
-    if total == 0:
-        raise DatasetError(f"no images found in {reader.tree.root} for {reader.definition.title}: check the folder")
-    if console:
-        console.print(
-            f"[bold]{reader.definition.title}[/bold] -> {out}: {total:,} raw items, layout '{reader.layout}', "
-            f"protocol {reader.protocol} ({len(reader.classes)} classes), align '{align}', {workers} worker(s)"
-            + (f" x {lanes} threads" if lanes > 1 else "")
-            + (f"; resuming after {len(done)} finished shard(s)" if done else "")
-        )
-    bar = _Progress(console, total)
+
+def _write_shards(out, reader, work, done, shard_items, compression, workers, lanes, bar) -> dict[int, dict]:
+    """Align the items of the unfinished chunks (in ``workers``) and write one shard per chunk, in
+    order; return every shard's manifest entry. Finished chunks are checked and passed over."""
     chunk_sha: dict[int, str] = {}
 
     def todo() -> Iterator[tuple[int, RawItem | Skip]]:
-        for c, chunk in enumerate(_batched(reader.items(), int(shard_items))):
-            digest = _chunk_digest(chunk)
+        for c, chunk in enumerate(_batched(reader.items(), shard_items)):
+            digest = _chunk_digest(reader, chunk)
             if c < len(done):
                 if (done[c]["chunk_sha256"], done[c]["chunk_items"]) != (digest, len(chunk)):
                     raise DatasetError(
                         f"the raw items of finished shard {c} changed since the interrupted run: "
-                        f"rerun with --overwrite to prepare {out.name} from scratch"
+                        f"rerun with --force (force=True) to prepare {out.name} from scratch"
                     )
                 bar.advance(len(chunk))
                 continue
@@ -285,12 +335,11 @@ def prepare(
             for it in chunk:
                 yield c, it
 
-    # 3. align in workers, write shards in order
     shard_args = dict(
         dataset=reader.name,
         protocol=reader.protocol,
         classes=reader.classes,
-        image_size=int(size),
+        image_size=work.size,
         attribute_names=reader.attribute_names(),
         compression=compression,
         landmarks68=getattr(reader, "has_landmarks68", False),
@@ -322,12 +371,7 @@ def prepare(
         if writer is not None:  # drop the unfinished shard's temporary file; finished shards stay
             writer.__exit__(*sys.exc_info())
         raise
-
-    # 4. skipped.csv, provenance.json, manifest.json (last: its presence means complete)
-    manifest = _finish(out, reader, fingerprint, entries, aligner_info, sources, work, workers, lanes, t_start)
-    if console:
-        _print_summary(console, manifest, out)
-    return out
+    return entries
 
 
 def _lanes(align: str, workers: int, threads: int | None) -> int:
@@ -358,77 +402,158 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
-def _chunk_digest(chunk: list) -> str:
+def _chunk_digest(reader: RawReader, chunk: list) -> str:
+    """sha256 over a chunk's items: name, label, split and the size and mtime of its files (image,
+    per-image annotations; a skipped item: name and reason), so another copy of the raw tree with
+    the same names differs."""
     h = hashlib.sha256()
     for it in chunk:
-        h.update(it.source.encode("utf-8", "surrogateescape") + b"\n")
+        if isinstance(it, Skip):
+            line = f"{it.source}\tskip\t{it.reason}"
+        else:
+            line = f"{it.source}\t{it.label}\t{it.split}\t{reader.stamp(it)}"
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
 
 
-def _start_or_resume(out: Path, fingerprint: dict, overwrite: bool, console) -> list[dict] | None:
-    """Set up ``out``; return the finished shards of an interrupted run ([] for a fresh start), None when complete."""
-    state = out / STATE
-    if out.exists() and overwrite:
-        if not (out / MANIFEST).is_file() and not state.is_file() and any(out.iterdir()):
+# -- the output folder: one writer at a time, resume or start ------------------------------------
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` (``flock`` on a file in it) for the whole run.
+
+    Refuses an output that is a file, a folder that is not grefel's, and a folder that cannot
+    be written; a second run on a locked folder is refused (it would mix or delete the first
+    run's files). The kernel drops the lock when the process ends, even on ``kill -9``.
+    """
+    import fcntl
+
+    fd = _open_lock(out)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise GrefelError(
-                f"{out} exists and is not a grefel prepared dataset: refusing to delete it; choose another --out"
-            )
-        shutil.rmtree(out)
+                f"another grefel prepare (process {pid}) is writing {out}: wait for it to finish, "
+                "or choose another output folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (deleting it would race with a waiting run)
+
+
+def _open_lock(out: Path) -> int:
+    """Create ``out`` if needed and open its lock file; one-line errors for outputs that cannot be."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise GrefelError(f"the output {out} is a file: choose a folder")
+        ours = (out / MANIFEST).is_file() or (out / STATE).is_file() or (out / LOCK).is_file()
+        if out.is_dir() and not ours and any(out.iterdir()):
+            raise GrefelError(f"{out} exists and is not a grefel prepared dataset: choose another output folder")
+        out.mkdir(parents=True, exist_ok=True)
+        return os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise GrefelError(f"cannot write to {out} ({e.strerror}): choose an output folder you can write to") from None
+
+
+def _already_done(out: Path, fingerprint: dict, console) -> bool:
+    """True when ``out`` is complete with this very fingerprint (checked without the lock, so a
+    read-only copy of a prepared dataset is fine); any other case is decided under the lock."""
+    try:
+        done = (out / MANIFEST).is_file() and read_json(out / PROVENANCE).get("fingerprint") == fingerprint
+    except (OSError, ValueError, AttributeError):
+        return False
+    if done and console:
+        console.print(
+            f"{escape(str(out))} is already prepared from this raw folder with these options (--force redoes it)"
+        )
+    return done
+
+
+def _start_or_resume(out: Path, fingerprint: dict, force: bool, console) -> list[dict] | None:
+    """Set up ``out`` (locked); return the finished shards of an interrupted run ([] for a fresh
+    start), None when it is complete with this fingerprint."""
+    state = out / STATE
+    if force:
+        for p in out.iterdir():  # everything but the lock file we hold
+            if p.name != LOCK:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     if (out / MANIFEST).is_file():
-        prov = out / PROVENANCE
-        old = json.loads(prov.read_text()).get("fingerprint") if prov.is_file() else None
+        try:
+            old = read_json(out / PROVENANCE).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            old = None
         if old == fingerprint:
             if console:
-                console.print(f"{out} is already prepared with these options (pass --overwrite to redo it)")
+                console.print(f"{escape(str(out))} is already prepared with these options (--force redoes it)")
             return None
         raise GrefelError(
-            f"{out} already holds a prepared dataset made with other {_differences(old, fingerprint)}: "
-            "pass --overwrite to replace it, or --out to write elsewhere"
+            f"{out} already holds a dataset prepared {_differences(old, fingerprint, 'since')}: rerun with --force "
+            "(force=True) to prepare it again, or choose another output folder"
         )
-    if state.is_file():
-        old = json.loads(state.read_text()).get("fingerprint")
-        if old != fingerprint:
-            raise GrefelError(
-                f"{out} holds an interrupted prepare with other {_differences(old, fingerprint)}: rerun it "
-                "with the same options to resume, or pass --overwrite to start again"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise GrefelError(f"{out} exists and is not empty: choose another --out (or remove it)")
-    write_json(state, {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    previous = _read_state(state)
+    if previous is not None and not previous.get("no_faces") and previous.get("fingerprint") != fingerprint:
+        raise GrefelError(
+            f"{out} holds an interrupted prepare "
+            f"{_differences(previous.get('fingerprint'), fingerprint, 'since the interrupted run')}: rerun it as it "
+            "was to resume, or with --force (force=True) to start again"
+        )
     shard_dir = out / SHARD_DIR
+    if previous is not None and previous.get("no_faces") and shard_dir.is_dir():
+        shutil.rmtree(shard_dir)  # the last attempt wrote no face: nothing to resume
+    write_json(state, {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     shard_dir.mkdir(parents=True, exist_ok=True)
-    for tmp in shard_dir.glob(".*.tmp"):  # left by a killed run
+    for tmp in shard_dir.glob(".*.tmp"):  # left by a killed run (no other run holds the lock)
         tmp.unlink()
+    return _finished_shards(shard_dir)
+
+
+def _read_state(state: Path) -> dict | None:
+    if not state.is_file():
+        return None
+    try:
+        previous = read_json(state)
+    except (OSError, ValueError):
+        previous = None
+    return previous if isinstance(previous, dict) else {"fingerprint": None}
+
+
+def _finished_shards(shard_dir: Path) -> list[dict]:
+    """The whole shards of an interrupted run, in order (shards after a gap are deleted)."""
     done = []
     for c in itertools.count():
         p = shard_dir / shard_name(c)
         if not p.is_file():
             break
-        with h5py.File(p, "r") as f:
-            done.append(
-                {
-                    "chunk_sha256": str(f.attrs["chunk_sha256"]),
-                    "chunk_items": int(f.attrs["chunk_items"]),
-                    "entry": {
-                        "file": f"{SHARD_DIR}/{p.name}",
-                        "n": int(f["label"].shape[0]),
-                        "first_index": int(f["index"][0])
-                        if f["index"].shape[0]
-                        else sum(d["entry"]["n"] for d in done),
-                        "sha256": sha256_file(p),
-                    },
-                }
-            )
+        try:
+            with h5py.File(p, "r") as f:
+                n, first = int(f["label"].shape[0]), (int(f["index"][0]) if f["index"].shape[0] else None)
+                chunk = {"chunk_sha256": str(f.attrs["chunk_sha256"]), "chunk_items": int(f.attrs["chunk_items"])}
+        except (OSError, KeyError, ValueError):
+            break  # damaged (an OS crash): redone with the rest
+        first = sum(d["entry"]["n"] for d in done) if first is None else first
+        entry = {"file": f"{SHARD_DIR}/{p.name}", "n": n, "first_index": first}
+        done.append({**chunk, "entry": {**entry, "bytes": p.stat().st_size, "sha256": sha256_file(p)}})
     for stale in sorted(shard_dir.glob("shard-*.h5"))[len(done) :]:  # after a gap: not trusted
         stale.unlink()
     return done
 
 
-def _differences(old: dict | None, new: dict) -> str:
-    """Which fingerprint entries differ, for the error message (``align (none -> landmarks)``)."""
-    old = old or {}
-    diff = [k if k == "sources" else f"{k} ({old.get(k)} -> {new[k]})" for k in new if old.get(k) != new[k]]
-    return "options: " + ", ".join(diff).replace("sources", "raw annotation files") if diff else "options"
+def _differences(old: dict | None, new: dict, changed: str) -> str:
+    """How the folder's input or options differ, for the error message: ``from another raw folder
+    (/data/A)``, ``with other options: align (none -> landmarks)``..."""
+    if not old or "raw" not in old:
+        return "by an older grefel, which did not record its raw folder and files"
+    if old["raw"] != new["raw"]:
+        return f"from another raw folder ({old['raw']})"
+    options = [k for k in new if k not in ("raw", "sources", "items_sha256") and old.get(k) != new[k]]
+    if options:
+        return "with other options: " + ", ".join(f"{k} ({old.get(k)} -> {new[k]})" for k in options)
+    if old.get("sources") != new["sources"]:
+        return f"from label files that changed {changed}"
+    return f"from raw items that changed {changed} (file names, sizes or modification times differ)"
 
 
 def _describe_align(work: ItemWork) -> dict:
@@ -481,54 +606,83 @@ def _source_checksums(reader: RawReader) -> list[dict]:
 
 
 def reason_kind(reason: str) -> str:
-    """A reason without its trailing details, for counting.
+    """A reason without its details, for counting: the text before the first `` (``.
 
-    ``truncated or corrupt image (...)`` -> ``truncated or corrupt image``.
+    ``truncated or corrupt image (image file is truncated (38 bytes not processed))`` ->
+    ``truncated or corrupt image``. Readers put what varies per item in those parentheses.
     """
-    return re.sub(r"\s*\([^()]*\)$", "", reason).strip()
+    return reason.split(" (", 1)[0].strip()
 
 
-def _finish(
-    out: Path,
-    reader: RawReader,
-    fingerprint: dict,
-    entries: dict,
-    aligner_info: dict,
-    sources: list,
-    work: ItemWork,
-    workers: int,
-    lanes: int,
-    t_start: float,
-) -> dict:
+@dataclass
+class _Tally:
+    """What the finished shards hold, gathered in one pass (which also writes skipped.csv)."""
+
+    counts: dict[str, Counter]  # split -> class name -> faces
+    groups: dict[str, set]  # split -> group ids
+    reasons: Counter  # reason kind -> skipped items
+    images_sha256: str
+    n: int
+
+    @property
+    def split_order(self) -> list[str]:
+        known = [s for s in ("train", "val", "test", "") if s in self.counts]
+        return known + sorted(set(self.counts) - {"train", "val", "test", ""})
+
+
+def _tally(out: Path, shards: list[dict], classes: list[str]) -> _Tally:
     import csv
 
-    classes = reader.classes
-    counts: dict[str, Counter] = {}
-    groups: dict[str, set] = {}
-    reasons: Counter = Counter()
+    t = _Tally({}, {}, Counter(), "", sum(e["n"] for e in shards))
     images_digest = hashlib.sha256()
-    shards = [entries[c] for c in sorted(entries)]
-    with atomic_path(out / SKIPPED) as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_path(out / SKIPPED) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["source", "reason"])
         for e in shards:
             with h5py.File(out / e["file"], "r") as f:
                 labels, splits = f["label"][:], f["split"][:].astype(str)
                 for sp, lab in zip(splits, labels):
-                    counts.setdefault(sp, Counter())[classes[lab]] += 1
+                    t.counts.setdefault(sp, Counter())[classes[lab]] += 1
                 for sp, g in zip(splits, f["group"].asstr()[:]):
                     if g:
-                        groups.setdefault(sp, set()).add(g)
+                        t.groups.setdefault(sp, set()).add(g)
                 for d in f["source_sha256"][:]:
                     images_digest.update(bytes(d))
-                for s, r in zip(f["skipped/source"].asstr()[:], f["skipped/reason"].asstr()[:]):
-                    w.writerow([s, r])
-                    reasons[reason_kind(r)] += 1
-    n = sum(e["n"] for e in shards)
-    split_order = [s for s in ("train", "val", "test", "") if s in counts] + sorted(
-        set(counts) - {"train", "val", "test", ""}
-    )
-    manifest = {
+                for src, r in zip(f["skipped/source"].asstr()[:], f["skipped/reason"].asstr()[:]):
+                    w.writerow([src, r])
+                    t.reasons[reason_kind(r)] += 1
+    t.images_sha256 = images_digest.hexdigest()
+    return t
+
+
+def _finish(out, reader, fingerprint, entries, aligner_info, sources, work, workers, lanes, t_start) -> dict:
+    """skipped.csv, provenance.json and, last, manifest.json (its presence means complete).
+
+    A preparation that wrote no face is an error: its state is marked so that the next run
+    starts afresh, and skipped.csv stays for the user to read.
+    """
+    shards = [entries[c] for c in sorted(entries)]
+    tally = _tally(out, shards, reader.classes)
+    if tally.n == 0:
+        write_json(out / STATE, {**(_read_state(out / STATE) or {}), "no_faces": True})
+        top = tally.reasons.most_common(3)
+        why = "; ".join(f"{n:,} {kind}" for kind, n in top) + ("; ..." if len(tally.reasons) > len(top) else "")
+        raise DatasetError(
+            f"no face was written: all {sum(tally.reasons.values()):,} raw items in {reader.tree.root} were skipped "
+            f"({why}); see {out / SKIPPED}"
+        )
+    manifest = _manifest(reader, work, tally, shards)
+    prov = _provenance(reader, fingerprint, work, workers, lanes, aligner_info, sources, tally, t_start)
+    write_json(out / PROVENANCE, prov)
+    write_json(out / MANIFEST, manifest)
+    (out / STATE).unlink(missing_ok=True)
+    return manifest
+
+
+def _manifest(reader: RawReader, work: ItemWork, tally: _Tally, shards: list[dict]) -> dict:
+    classes, order = reader.classes, tally.split_order
+    conflicting = tally.reasons.get(CONFLICTING_LINE, 0)
+    return {
         "schema_version": SCHEMA_VERSION,
         "dataset": reader.name,
         "source_dataset": reader.dataset,
@@ -537,14 +691,21 @@ def _finish(
         "classes": classes,
         "image_size": work.size,
         "align": work.align,
-        "counts": {"total": n, "splits": {sp: {k: counts[sp].get(k, 0) for k in classes} for sp in split_order}},
-        "skipped": {"total": sum(reasons.values()), "reasons": dict(reasons.most_common())},
-        "groups": {"kind": reader.definition.group, "per_split": {sp: len(groups.get(sp, ())) for sp in split_order}},
+        "counts": {"total": tally.n, "splits": {sp: {k: tally.counts[sp].get(k, 0) for k in classes} for sp in order}},
+        "skipped": {
+            "total": sum(tally.reasons.values()),
+            "reasons": dict(tally.reasons.most_common()),
+            "duplicates": {"lines": tally.reasons.get(DUPLICATE_LINE, 0) + conflicting, "conflicting": conflicting},
+        },
+        "groups": {"kind": reader.definition.group, "per_split": {sp: len(tally.groups.get(sp, ())) for sp in order}},
         "official_splits": reader.definition.splits,
         "evaluation": reader.definition.evaluation,
         "attributes": {a: reader.definition.attributes.get(a, {}) for a in reader.attribute_names()},
         "shards": shards,
     }
+
+
+def _provenance(reader, fingerprint, work, workers, lanes, aligner_info, sources, tally, t_start) -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -554,7 +715,7 @@ def _finish(
         except PackageNotFoundError:
             return None
 
-    provenance = {
+    return {
         "grefel_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.time() - t_start, 1),
@@ -576,7 +737,7 @@ def _finish(
         },
         "aligner": aligner_info,
         "source_files": sources,
-        "images_sha256": images_digest.hexdigest(),
+        "images_sha256": tally.images_sha256,
         "images_sha256_rule": "sha256 over the shards' source_sha256 values in index order",
         "environment": {
             "python": platform.python_version(),
@@ -584,10 +745,6 @@ def _finish(
         },
         "fingerprint": fingerprint,
     }
-    write_json(out / PROVENANCE, provenance)
-    write_json(out / MANIFEST, manifest)
-    (out / STATE).unlink(missing_ok=True)
-    return manifest
 
 
 # -- progress and summary --------------------------------------------------------------------------
@@ -652,15 +809,31 @@ def _print_summary(console, manifest: dict, out: Path) -> None:
 
     classes = manifest["classes"]
     splits = manifest["counts"]["splits"]
-    t = Table(title=f"{manifest['dataset']}: {manifest['counts']['total']:,} faces in {out}")
+    t = Table(title=escape(f"{manifest['dataset']}: {manifest['counts']['total']:,} faces in {out}"))
     t.add_column("class")
     for sp in splits:
         t.add_column(sp or "(no split)", justify="right")
     for k in classes:
         t.add_row(k, *(f"{splits[sp][k]:,}" for sp in splits))
     console.print(t)
-    sk = manifest["skipped"]
-    if sk["total"]:
-        console.print(f"skipped {sk['total']:,} raw items (listed in {out / SKIPPED}):")
-        for r, n in sk["reasons"].items():
-            console.print(f"  {n:>8,}  {r}")
+    print_skipped(
+        console,
+        manifest["skipped"]["reasons"],
+        f"skipped {manifest['skipped']['total']:,} raw items (listed in {out / SKIPPED})",
+    )
+
+
+def print_skipped(console, reasons: dict[str, int], title: str) -> None:
+    """The skipped items by reason: one line per reason kind, whole (no markup, no cut), and what
+    the duplicate label lines were."""
+    if not reasons:
+        return
+    console.print(escape(title) + ":")
+    for r, n in reasons.items():
+        console.print(f"  {n:>8,}  {escape(r)}", soft_wrap=True)
+    dup, conflicting = reasons.get(DUPLICATE_LINE, 0), reasons.get(CONFLICTING_LINE, 0)
+    if dup or conflicting:
+        console.print(
+            f"  duplicate label lines: {dup + conflicting:,}, {conflicting:,} of them with another label "
+            "(the first line naming an image is kept)"
+        )

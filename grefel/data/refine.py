@@ -168,63 +168,101 @@ def make_splits(
 
     Methods: ``carve-val`` (official train/test kept, val carved from train, group-disjoint),
     ``folds`` (leave one group out, one fold per group: JAFFE), ``random`` (seeded, stratified by
-    class and group: FERG), ``group`` (group-disjoint train/val/test), ``none``.
+    class and group: FERG), ``group`` (group-disjoint train/val/test), ``none``. A dataset too
+    small or too odd for the method (no labelled image, a class or a group too few) is a
+    DatasetError.
     """
+    splitters = {"carve-val": _carve_val, "folds": _folds, "random": _random_split, "group": _group_split}
+    if method not in ("auto", "none", *splitters):
+        raise DatasetError(f"unknown split method '{method}': use auto, carve-val, folds, random, group or none")
     official = ds.meta["split"].to_numpy().astype(str)
     labels = ds.labels()
-    codes = group_codes(ds.meta["group"].to_numpy())
     labelled = np.flatnonzero(labels >= 0)
+    if len(labelled) == 0:
+        raise DatasetError(
+            f"{ds.name} holds no labelled face ({len(ds)} samples): prepare it again and check its skipped.csv"
+        )
     if method == "auto":
         method = _method_for(ds, official)
-    n = len(ds)
     if method == "none":
         return method, {}
-    if method == "carve-val":
-        train = np.flatnonzero((official == "train") & (labels >= 0))
-        if len(train) == 0:
-            raise DatasetError(
-                f"{ds.name} has no official train split to carve validation from: use --method group or random"
-            )
-        out = official.copy()
-        out[out == "val"] = "train"  # carve-val replaces any existing val
-        out[_stratified_carve(labels, codes, train, val_fraction, seed)] = "val"
-        return method, {"default": out}
-    if method == "folds":
-        from sklearn.model_selection import LeaveOneGroupOut
+    parts = _Parts(official, labels, group_codes(ds.meta["group"].to_numpy()), labelled, seed)
+    try:
+        return method, splitters[method](ds, parts, val_fraction, test_fraction)
+    except ValueError:  # scikit-learn: too few images in a class or too few groups to split
+        counts = np.bincount(labels[labelled])
+        raise DatasetError(
+            f"{ds.name} is too small for a '{method}' split (labelled images: {len(labelled)}, smallest class: "
+            f"{counts[counts > 0].min()}, groups: {len(np.unique(parts.codes[labelled]))}): prepare more images "
+            "or choose another method"
+        ) from None
 
-        groups = ds.meta["group"].to_numpy().astype(str)[labelled]
-        if (groups == "").any() or len(np.unique(groups)) < 2:
-            raise DatasetError(f"{ds.name}: leave-one-subject-out folds need a subject (group) for every image")
-        sets = {}
-        for k, (rest, held) in enumerate(LeaveOneGroupOut().split(labelled, labels[labelled], groups)):
-            out = np.full(n, "", dtype=object)
-            out[labelled[rest]] = "train"
-            out[labelled[held]] = "test"
-            out[_stratified_carve(labels, codes, labelled[rest], val_fraction, seed + k)] = "val"
-            sets[f"fold{k}"] = out.astype(str)
-        return method, sets
-    if method in ("random", "group"):
-        if method == "random":
-            from sklearn.model_selection import train_test_split
 
-            strat = labels[labelled] * (codes.max() + 1) + codes[labelled]
-            _, cnt = np.unique(strat, return_counts=True)
-            if cnt.min() < 3:
-                strat = labels[labelled]
-            rest, test = train_test_split(labelled, test_size=test_fraction, stratify=strat, random_state=seed)
-            strat_rest = labels[rest] * (codes.max() + 1) + codes[rest] if cnt.min() >= 3 else labels[rest]
-            train, val = train_test_split(
-                rest, test_size=val_fraction / (1 - test_fraction), stratify=strat_rest, random_state=seed + 1
-            )
-        else:
-            test = _stratified_carve(labels, codes, labelled, test_fraction, seed)
-            rest = np.setdiff1d(labelled, test)
-            val = _stratified_carve(labels, codes, rest, val_fraction / (1 - test_fraction), seed + 1)
-            train = np.setdiff1d(rest, val)
-        out = np.full(n, "", dtype=object)
-        out[train], out[val], out[test] = "train", "val", "test"
-        return method, {"default": out.astype(str)}
-    raise DatasetError(f"unknown split method '{method}': use auto, carve-val, folds, random, group or none")
+@dataclass
+class _Parts:
+    official: np.ndarray  # official split per sample
+    labels: np.ndarray
+    codes: np.ndarray  # group code per sample
+    labelled: np.ndarray  # indices of labelled samples
+    seed: int
+
+
+def _carve_val(ds, p: _Parts, val_fraction, test_fraction) -> dict[str, np.ndarray]:
+    train = np.flatnonzero((p.official == "train") & (p.labels >= 0))
+    if len(train) == 0:
+        raise DatasetError(
+            f"{ds.name} has no official train split to carve validation from: use method 'group' or 'random'"
+        )
+    out = p.official.copy()
+    out[out == "val"] = "train"  # carve-val replaces any existing val
+    out[_stratified_carve(p.labels, p.codes, train, val_fraction, p.seed)] = "val"
+    return {"default": out}
+
+
+def _folds(ds, p: _Parts, val_fraction, test_fraction) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    labelled = p.labelled
+    groups = ds.meta["group"].to_numpy().astype(str)[labelled]
+    if (groups == "").any() or len(np.unique(groups)) < 2:
+        raise DatasetError(f"{ds.name}: leave-one-subject-out folds need a subject (group) for every image")
+    sets = {}
+    for k, (rest, held) in enumerate(LeaveOneGroupOut().split(labelled, p.labels[labelled], groups)):
+        out = np.full(len(p.labels), "", dtype=object)
+        out[labelled[rest]] = "train"
+        out[labelled[held]] = "test"
+        out[_stratified_carve(p.labels, p.codes, labelled[rest], val_fraction, p.seed + k)] = "val"
+        sets[f"fold{k}"] = out.astype(str)
+    return sets
+
+
+def _random_split(ds, p: _Parts, val_fraction, test_fraction) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    labels, codes, labelled = p.labels, p.codes, p.labelled
+    strat = labels[labelled] * (codes.max() + 1) + codes[labelled]
+    _, cnt = np.unique(strat, return_counts=True)
+    if cnt.min() < 3:
+        strat = labels[labelled]
+    rest, test = train_test_split(labelled, test_size=test_fraction, stratify=strat, random_state=p.seed)
+    strat_rest = labels[rest] * (codes.max() + 1) + codes[rest] if cnt.min() >= 3 else labels[rest]
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), stratify=strat_rest, random_state=p.seed + 1
+    )
+    return {"default": _assign(len(labels), train, val, test)}
+
+
+def _group_split(ds, p: _Parts, val_fraction, test_fraction) -> dict[str, np.ndarray]:
+    test = _stratified_carve(p.labels, p.codes, p.labelled, test_fraction, p.seed)
+    rest = np.setdiff1d(p.labelled, test)
+    val = _stratified_carve(p.labels, p.codes, rest, val_fraction / (1 - test_fraction), p.seed + 1)
+    return {"default": _assign(len(p.labels), np.setdiff1d(rest, val), val, test)}
+
+
+def _assign(n: int, train, val, test) -> np.ndarray:
+    out = np.full(n, "", dtype=object)
+    out[train], out[val], out[test] = "train", "val", "test"
+    return out.astype(str)
 
 
 def write_split(ds: PreparedDataset, name: str, split: np.ndarray, **attrs) -> Path:
@@ -287,38 +325,26 @@ def refine(
     Existing split files are kept unless ``force``. The preview shows the class histogram of the
     training split before refinement, after the per-group cap and in the refined epoch.
     """
-    from rich.table import Table
-
     from grefel.console import make_console
     from grefel.paths import resolve_dataset
 
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DatasetError("val_fraction and test_fraction must be in (0, 1) and sum below 1")
+    if per_class < 1 or (n_pg is not None and n_pg < 1) or epoch < 0:
+        raise DatasetError(
+            f"per_class (got {per_class}) and n_pg (got {n_pg}) must be at least 1, epoch (got {epoch}) at least 0"
+        )
     console = console or make_console()
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
-    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise DatasetError("--val-fraction and --test-fraction must be in (0, 1) and sum below 1")
     used, sets = make_splits(ds, method=method, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-    written = []
-    for name, split in sets.items():
-        path = ds.root / SPLITS_DIR / f"{name}.h5"
-        if path.is_file() and not force:
-            console.print(f"[yellow]kept[/yellow] existing {path} (use --force to rewrite it)")
-            continue
-        if used != "random":  # FERG's image-level protocol shares characters by design
-            # an official test split is the dataset's own business; what we carve must not leak
-            check_no_group_leak(ds, np.where(split == "test", "", split) if used == "carve-val" else split)
-        written.append(
-            write_split(ds, name, split, method=used, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-        )
-        cnt = {s: int((split == s).sum()) for s in ("train", "val", "test")}
-        console.print(f"wrote {path}  ({used}: train {cnt['train']}, val {cnt['val']}, test {cnt['test']})")
+    settings = dict(method=used, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    written = _write_splits(ds, sets, force, console, settings)
     if used == "none":
         console.print(f"{ds.name} has official train and val splits: no split file needed")
-
     if split_set is None:
         split_set = "fold0" if used == "folds" else None
-    splits = ds.splits(split_set)
     labels = ds.labels(label_set)
-    pool = np.flatnonzero((splits == "train") & (labels >= 0))
+    pool = np.flatnonzero((ds.splits(split_set) == "train") & (labels >= 0))
     before = np.bincount(labels[pool], minlength=ds.num_classes)
     ep = None
     if len(pool):
@@ -332,26 +358,57 @@ def refine(
             n_pg=n_pg,
             per_class=per_class,
         )
-        table = Table(
-            title=f"{ds.name}: training images per class, refined epoch {epoch} (seed {seed})"
-            + (f", split set {split_set}" if split_set else "")
+        _print_epoch(
+            console, ds, ep, before, epoch=epoch, seed=seed, split_set=split_set, n_pg=n_pg, per_class=per_class
         )
-        # train: the split's images; N_pg: after the per-group cap; epoch: after B per class
-        for col in ("class", "train", f"N_pg={n_pg}", f"epoch (B={per_class})", "note"):
-            table.add_column(col, justify="left" if col in ("class", "note") else "right", no_wrap=col != "note")
-        for c, name in enumerate(ds.classes):
-            note = (
-                "no image: left out"
-                if c in ep.missing
-                else f"short by {per_class - ep.pool_counts[c]}, resampled"
-                if c in ep.short
-                else ""
-            )
-            table.add_row(name, str(before[c]), str(ep.pool_counts[c]), str(ep.counts[c]), note)
-        table.add_row("total", str(before.sum()), str(ep.pool_counts.sum()), str(ep.counts.sum()), "")
-        console.print(table)
     else:
         console.print(
             f"[yellow]{ds.name} has no labelled training images in split set {split_set or 'default/official'}[/yellow]"
         )
     return RefineResult(ds.name, used, written, split_set, ds.classes, before, ep)
+
+
+def _write_splits(ds: PreparedDataset, sets: dict[str, np.ndarray], force: bool, console, settings: dict) -> list[Path]:
+    """Write each split set that is not there yet (all with ``force``), checked for group leaks."""
+    written, used = [], settings["method"]
+    for name, split in sets.items():
+        path = ds.root / SPLITS_DIR / f"{name}.h5"
+        if path.is_file() and not force:
+            console.print(f"[yellow]kept[/yellow] existing {path} (use --force to rewrite it)")
+            continue
+        if used != "random":  # FERG's image-level protocol shares characters by design
+            # an official test split is the dataset's own business; what we carve must not leak
+            check_no_group_leak(ds, np.where(split == "test", "", split) if used == "carve-val" else split)
+        try:
+            written.append(write_split(ds, name, split, **settings))
+        except OSError as e:
+            raise DatasetError(
+                f"cannot write {path} ({e.strerror or e}): the dataset folder must be writable"
+            ) from None
+        cnt = {s: int((split == s).sum()) for s in ("train", "val", "test")}
+        console.print(f"wrote {path}  ({used}: train {cnt['train']}, val {cnt['val']}, test {cnt['test']})")
+    return written
+
+
+def _print_epoch(console, ds, ep: RefinedEpoch, before, *, epoch, seed, split_set, n_pg, per_class) -> None:
+    """The class histogram of the training split: before, after the per-group cap, in the epoch."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{ds.name}: training images per class, refined epoch {epoch} (seed {seed})"
+        + (f", split set {split_set}" if split_set else "")
+    )
+    # train: the split's images; N_pg: after the per-group cap; epoch: after B per class
+    for col in ("class", "train", f"N_pg={n_pg}", f"epoch (B={per_class})", "note"):
+        table.add_column(col, justify="left" if col in ("class", "note") else "right", no_wrap=col != "note")
+    for c, name in enumerate(ds.classes):
+        note = (
+            "no image: left out"
+            if c in ep.missing
+            else f"short by {per_class - ep.pool_counts[c]}, resampled"
+            if c in ep.short
+            else ""
+        )
+        table.add_row(name, str(before[c]), str(ep.pool_counts[c]), str(ep.counts[c]), note)
+    table.add_row("total", str(before.sum()), str(ep.pool_counts.sum()), str(ep.counts.sum()), "")
+    console.print(table)

@@ -9,6 +9,7 @@ A prepared dataset is a folder (usually ``<data root>/<name>``)::
     shards/shard-00000.h5, shard-00001.h5, ...
     labels/<set>.h5     label sets written by ``grefel corrupt`` (clean labels are never modified)
     splits/<set>.h5     split assignments written by ``grefel refine``
+    verified.json       shards whose sha256 was checked, by size and mtime (a cache; safe to delete)
 
 Every shard is a plain HDF5 file that any HDF5 tool reads without grefel. Datasets in a shard
 (``n`` = samples in that shard, ``S`` = stored image size):
@@ -39,12 +40,16 @@ File attributes: ``schema_version``, ``dataset``, ``protocol``, ``classes`` (JSO
 ``chunk_items`` (raw items the chunk covered, written or skipped) and ``chunk_sha256`` (of the
 chunk's raw item names), which let an interrupted run resume and detect a changed raw folder.
 Shards are written under a temporary name and renamed when complete, so a shard file that exists
-is whole. ``source_sha256``, ``landmarks68`` and ``skipped/`` were added in schema 1 without a
+is whole. The manifest gives each shard's ``bytes`` and ``sha256``: :class:`PreparedDataset`
+compares every shard's size on open, and :meth:`PreparedDataset.verify_contents` its sha256. Text
+that is not valid UTF-8 (a raw file name in another encoding) is stored with ``\\xNN`` escapes.
+``source_sha256``, ``landmarks68`` and ``skipped/`` were added in schema 1 without a
 version change: readers must not require them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -57,7 +62,7 @@ import h5py
 import numpy as np
 
 from grefel.errors import DatasetError
-from grefel.io import atomic_path, read_json, sha256_file
+from grefel.io import atomic_path, read_json, sha256_file, write_json
 from grefel.paths import MANIFEST, PROVENANCE
 
 SCHEMA_VERSION = 1
@@ -66,6 +71,20 @@ LABELS_DIR = "labels"
 SPLITS_DIR = "splits"
 SPLITS = ("train", "val", "test")
 _STR = h5py.string_dtype("utf-8")
+VERIFIED = "verified.json"
+_READ_ERRORS = (
+    OSError,
+    KeyError,
+    ValueError,
+    RuntimeError,
+    TypeError,
+    IndexError,
+)  # what h5py raises on a damaged file
+
+
+def storable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name's undecodable bytes (Python's surrogate escapes) become ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -223,8 +242,8 @@ class ShardWriter:
             "images": np.stack([s.image for s in b]),
             "label": np.array([s.label for s in b], np.int16),
             "split": np.array([s.split for s in b], dtype="S8"),
-            "group": np.array([s.group for s in b], dtype=object),
-            "source": np.array([s.source for s in b], dtype=object),
+            "group": np.array([storable(s.group) for s in b], dtype=object),
+            "source": np.array([storable(s.source) for s in b], dtype=object),
             "index": np.arange(self.first_index + n0, self.first_index + n1, dtype=np.int64),
             "source_sha256": np.array([s.source_sha256 for s in b], dtype="S64"),
             "landmarks": _stack_or_nan([s.landmarks for s in b], (5, 2)),
@@ -245,8 +264,8 @@ class ShardWriter:
             if exc_type is None:
                 self._flush()
                 grp = self._f.create_group("skipped")
-                grp.create_dataset("source", data=[s for s, _ in self.skipped], dtype=_STR)
-                grp.create_dataset("reason", data=[r for _, r in self.skipped], dtype=_STR)
+                grp.create_dataset("source", data=[storable(s) for s, _ in self.skipped], dtype=_STR)
+                grp.create_dataset("reason", data=[storable(r) for _, r in self.skipped], dtype=_STR)
             self._f.close()
         except BaseException:
             self._atomic.__exit__(*sys.exc_info())
@@ -257,6 +276,7 @@ class ShardWriter:
                 "file": f"{SHARD_DIR}/{self.path.name}",
                 "n": self.n,
                 "first_index": self.first_index,
+                "bytes": self.path.stat().st_size,
                 "sha256": sha256_file(self.path),
             }
         return False
@@ -275,6 +295,10 @@ class PreparedDataset:
     Small per-sample columns are loaded once into :attr:`meta` (a pandas DataFrame indexed by the
     global sample index). Images are read on demand; HDF5 handles are opened lazily per process, so
     an instance can be handed to DataLoader workers.
+
+    Opening checks that every shard is there with the size the manifest gives (cheap);
+    :meth:`verify_contents` checks their sha256. A shard that cannot be read, at any time, is a
+    :class:`~grefel.errors.DatasetError` naming it and the command that rebuilds it.
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -282,13 +306,17 @@ class PreparedDataset:
         mf = self.root / MANIFEST
         if not mf.is_file():
             raise DatasetError(f"{self.root} is not a prepared dataset (no {MANIFEST}): run `grefel prepare` first")
-        self.manifest: dict = read_json(mf)
+        try:
+            self.manifest: dict = read_json(mf)
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{mf} is unreadable ({_first_line(e)}): {self.rebuild_hint()}") from None
         if self.manifest.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
             raise DatasetError(
                 f"{self.root} was prepared by a newer grefel (schema {self.manifest['schema_version']}): upgrade grefel"
             )
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
+        self._check_sizes()
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -330,32 +358,124 @@ class PreparedDataset:
     def manifest_sha256(self) -> str:
         return sha256_file(self.root / MANIFEST)
 
+    # -- integrity ---------------------------------------------------------------------------
+    def rebuild_hint(self) -> str:
+        """What to run to prepare this dataset again (from provenance.json when it is there)."""
+        try:
+            prov = read_json(self.root / PROVENANCE)
+            dataset, raw, opts = prov["dataset"], prov["raw"], prov.get("options", {})
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"prepare it again with `grefel prepare DATASET RAW --out {self.root} --force`"
+        cmd = ["grefel prepare", dataset, _quote(raw), "--out", _quote(str(self.root))]
+        if dataset == "affectnet" and prov.get("protocol"):
+            cmd += ["--protocol", str(prov["protocol"])]
+        if opts.get("align"):
+            cmd += ["--align", opts["align"]]
+        if opts.get("size") not in (None, 128):
+            cmd += ["--size", str(opts["size"])]
+        return f"rebuild it with `{' '.join(cmd)} --force`"
+
+    def _check_sizes(self) -> None:
+        """Every shard exists with the size the manifest records (manifests before ``bytes``: exists)."""
+        for entry in self.shards:
+            path = self.root / entry["file"]
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise DatasetError(f"shard {path} of {self.name} is missing: {self.rebuild_hint()}") from None
+            if entry.get("bytes") not in (None, size):
+                raise DatasetError(
+                    f"shard {path} of {self.name} is damaged ({size:,} bytes, the manifest says "
+                    f"{entry['bytes']:,}): {self.rebuild_hint()}"
+                )
+
+    def verify_contents(self, cache: bool = True) -> int:
+        """Check every shard's sha256 against the manifest; return how many were hashed now.
+
+        Results are cached in ``verified.json`` by (size, mtime, sha256), so a second call only
+        hashes shards changed since (``cache=False`` hashes all). The cache is not written where
+        the folder is read-only. Raises DatasetError naming the first shard that does not match.
+        """
+        self._check_sizes()
+        seen = self._verified() if cache else {}
+        hashed, bad = 0, []
+        for entry in self.shards:
+            path = self.root / entry["file"]
+            st = path.stat()
+            key = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry.get("sha256")}
+            if not entry.get("sha256") or seen.get(entry["file"]) == key:
+                continue
+            hashed += 1
+            if sha256_file(path) == entry["sha256"]:
+                seen[entry["file"]] = key
+            else:
+                seen.pop(entry["file"], None)
+                bad.append(path)
+        if hashed:
+            with contextlib.suppress(OSError):
+                write_json(self.root / VERIFIED, seen)
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DatasetError(
+                f"shard {bad[0]}{more} of {self.name} does not match the sha256 in its manifest (damaged since it "
+                f"was written): {self.rebuild_hint()}"
+            )
+        return hashed
+
+    def _verified(self) -> dict:
+        try:
+            seen = read_json(self.root / VERIFIED)
+        except (OSError, ValueError):
+            return {}
+        return seen if isinstance(seen, dict) else {}
+
+    @contextlib.contextmanager
+    def _reading(self, path: Path):
+        """Turn any error h5py raises while reading ``path`` into a DatasetError naming it."""
+        try:
+            yield
+        except DatasetError:
+            raise
+        except _READ_ERRORS as e:
+            what = "shard" if path.parent.name == SHARD_DIR else "file"
+            raise DatasetError(
+                f"{what} {path} of {self.name} cannot be read ({type(e).__name__}: {_first_line(e)}): "
+                + (self.rebuild_hint() if what == "shard" else "delete it and create it again")
+            ) from None
+
     # -- per-sample columns ----------------------------------------------------------------
     @cached_property
     def meta(self):
         """DataFrame of label, split, group, source, attributes, shard and row per sample."""
         import pandas as pd
 
-        frames = []
-        for k, entry in enumerate(self.shards):
-            with h5py.File(self.root / entry["file"], "r") as f:
-                cols = {
-                    "index": f["index"][:],
-                    "label": f["label"][:].astype(np.int64),
-                    "split": f["split"][:].astype(str),
-                    "group": f["group"].asstr()[:],
-                    "source": f["source"].asstr()[:],
-                }
-                for name in f.get("attributes", {}):
-                    cols[name] = f["attributes"][name][:].astype(np.int64)
-                cols["shard"] = np.full(len(cols["index"]), k, np.int64)
-                cols["row"] = np.arange(len(cols["index"]), dtype=np.int64)
-            frames.append(pd.DataFrame(cols))
+        frames = [pd.DataFrame(self._meta_columns(k, entry)) for k, entry in enumerate(self.shards)]
         if not frames:
             return pd.DataFrame(columns=["index", "label", "split", "group", "source", "shard", "row"]).set_index(
                 "index"
             )
         return pd.concat(frames, ignore_index=True).set_index("index", drop=False)
+
+    def _meta_columns(self, k: int, entry: dict) -> dict:
+        path = self.root / entry["file"]
+        with self._reading(path), h5py.File(path, "r") as f:
+            cols = {
+                "index": f["index"][:],
+                "label": f["label"][:].astype(np.int64),
+                "split": f["split"][:].astype(str),
+                "group": f["group"].asstr()[:],
+                "source": f["source"].asstr()[:],
+            }
+            for name in f.get("attributes", {}):
+                cols[name] = f["attributes"][name][:].astype(np.int64)
+        if any(len(c) != entry["n"] for c in cols.values()):
+            raise DatasetError(
+                f"shard {path} of {self.name} holds another number of samples than its manifest says "
+                f"({entry['n']}): {self.rebuild_hint()}"
+            )
+        cols["shard"] = np.full(len(cols["index"]), k, np.int64)
+        cols["row"] = np.arange(len(cols["index"]), dtype=np.int64)
+        return cols
 
     def landmarks(self) -> np.ndarray:
         """(N, 5, 2) alignment landmarks in source-image pixels (NaN where none were used)."""
@@ -366,7 +486,8 @@ class PreparedDataset:
         )
 
     def _column(self, entry: dict, name: str) -> np.ndarray:
-        with h5py.File(self.root / entry["file"], "r") as f:
+        path = self.root / entry["file"]
+        with self._reading(path), h5py.File(path, "r") as f:
             return f[name][:]
 
     def label_sets(self) -> list[str]:
@@ -374,7 +495,11 @@ class PreparedDataset:
         return sorted(p.stem for p in d.glob("*.h5")) if d.is_dir() else []
 
     def labels(self, label_set: str | None = None) -> np.ndarray:
-        """Labels of every sample: the clean ones, or those of a named label set (``grefel corrupt``)."""
+        """Labels of every sample: the clean ones, or those of a named label set (``grefel corrupt``).
+
+        A label set must have been made from this very preparation: same length, same classes and
+        the sha256 of this manifest (when it records them), else a DatasetError.
+        """
         if label_set in (None, "", "clean"):
             return self.meta["label"].to_numpy()
         p = self.root / LABELS_DIR / f"{label_set}.h5"
@@ -383,12 +508,18 @@ class PreparedDataset:
             raise DatasetError(
                 f"label set '{label_set}' not found for {self.name} (have: {have}); create it with `grefel corrupt`"
             )
-        with h5py.File(p, "r") as f:
+        with self._reading(p), h5py.File(p, "r") as f:
             lab = f["label"][:].astype(np.int64)
+            classes, made_from = _attr(f, "classes"), _attr(f, "manifest_sha256")
+        redo = f"recreate it with `grefel corrupt --dataset {self.name} --name {label_set} --force`"
         if len(lab) != len(self):
             raise DatasetError(
-                f"label set '{label_set}' has {len(lab)} labels but {self.name} has {len(self)} samples: "
-                "recreate it with `grefel corrupt`"
+                f"label set '{label_set}' has {len(lab)} labels but {self.name} has {len(self)} samples: {redo}"
+            )
+        if _as_list(classes) not in (None, self.classes) or made_from not in (None, self.manifest_sha256):
+            raise DatasetError(
+                f"label set '{label_set}' was made for another preparation of {self.name} (classes or manifest "
+                f"differ): {redo}"
             )
         return lab
 
@@ -399,13 +530,20 @@ class PreparedDataset:
     def splits(self, split_set: str | None = None) -> np.ndarray:
         """Split name per sample: from ``splits/<split_set>.h5`` (``grefel refine``), else official.
 
-        With ``split_set=None`` the refined ``default`` split is used when it exists.
+        With ``split_set=None`` the refined ``default`` split is used when it exists. A split set
+        made for another preparation (length or manifest sha256 differ) is a DatasetError.
         """
         name = split_set or "default"
         p = self.root / SPLITS_DIR / f"{name}.h5"
         if p.is_file():
-            with h5py.File(p, "r") as f:
-                return f["split"][:].astype(str)
+            with self._reading(p), h5py.File(p, "r") as f:
+                split, made_from = f["split"][:].astype(str), _attr(f, "manifest_sha256")
+            if len(split) != len(self) or made_from not in (None, self.manifest_sha256):
+                raise DatasetError(
+                    f"split set '{name}' was made for another preparation of {self.name}: "
+                    f"write it again with `grefel refine --dataset {self.name} --force`"
+                )
+            return split
         if split_set not in (None, "official"):
             have = ", ".join(self.split_sets()) or "none"
             raise DatasetError(
@@ -438,11 +576,16 @@ class PreparedDataset:
         # One read per image: on row-chunked data h5py's fancy indexing (images[[i, j, ...]]) is
         # ~400x slower than plain row reads (0.9 s against 2 ms for 64 rows, bench/bench_datapath.py).
         datasets: dict[int, h5py.Dataset] = {}
-        for j, (k, r) in enumerate(zip(shard.tolist(), row.tolist())):
-            d = datasets.get(k)
-            if d is None:
-                d = datasets[k] = self._handle(k)["images"]
-            out[j] = d[r]
+        k = int(shard[0])
+        try:
+            for j, (k, r) in enumerate(zip(shard.tolist(), row.tolist())):
+                d = datasets.get(k)
+                if d is None:
+                    d = datasets[k] = self._handle(k)["images"]
+                out[j] = d[r]
+        except _READ_ERRORS as e:
+            with self._reading(self.root / self.shards[k]["file"]):
+                raise e from None
         return out
 
     def close(self) -> None:
@@ -454,3 +597,31 @@ class PreparedDataset:
         state = self.__dict__.copy()
         state["_handles"] = {}
         return state
+
+
+def _attr(f: h5py.File, name: str):
+    v = f.attrs.get(name)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _as_list(v) -> list | None:
+    """A ``classes`` attribute (a JSON string, or an array of names) as a list; None when absent."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return [v]
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

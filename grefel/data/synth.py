@@ -434,14 +434,22 @@ def _mouth_curves(ch: Character, ex: Expression, dx: float, sneer_side: int):
     return np.stack([xs, centre], 1), np.stack([xs, upper], 1), np.stack([xs, lower], 1)
 
 
-def draw_face(
-    ch: Character, expression: str, rng: np.random.Generator, size: int = 128, rgba: bool | None = None
-) -> Image.Image:
-    """One image of ``ch`` showing ``expression``, with this image's random pose, light and noise.
+@dataclass(frozen=True)
+class _Look:
+    """One image's expression, pose and line colours (drawn from its random stream, in this order)."""
 
-    Returns an RGB image, or RGBA (alpha = head, neck and shoulders) when ``rgba`` is true; with
-    ``rgba=None`` the stream decides (30 % RGBA).
-    """
+    ex: Expression
+    rgba: bool
+    sneer_side: int
+    matrix: np.ndarray  # face units -> output pixels
+    dx: float  # the features' sideways shift ("yaw")
+    gaze: np.ndarray
+    background: tuple
+    line_col: tuple  # lines: clearly darker than the skin
+    brow_col: tuple
+
+
+def _look(ch: Character, expression: str, rng: np.random.Generator, size: int, rgba: bool | None) -> _Look:
     ex = _expression_for_image(expression, rng, ch.expressiveness)
     if rgba is None:
         rgba = bool(rng.random() < 0.3)
@@ -455,16 +463,38 @@ def draw_face(
     dx = rng.uniform(-0.06, 0.06)
     gaze = rng.uniform(-0.3, 0.3, 2) * np.array([1.0, 0.5])
     background = tuple(int(v) for v in rng.integers(30, 236, 3))
-
-    cv = _Canvas(size, background, matrix, rgba)
-    skin, dark_skin = ch.skin, _shade(ch.skin, 0.72)
     # lines and brows always clearly darker than the skin, whatever the skin and hair colours
     line_col = _shade(ch.skin, 0.4 if _luma(ch.skin) > 150 else 0.25)
     brow_col = _shade(ch.hair, 0.7)
     if _luma(brow_col) > _luma(ch.skin) - 90:
         brow_col = _shade(ch.skin, 0.25)
+    return _Look(ex, rgba, sneer_side, matrix, dx, gaze, background, line_col, brow_col)
 
-    # shoulders and neck, back hair, ears, head
+
+def draw_face(
+    ch: Character, expression: str, rng: np.random.Generator, size: int = 128, rgba: bool | None = None
+) -> Image.Image:
+    """One image of ``ch`` showing ``expression``, with this image's random pose, light and noise.
+
+    Returns an RGB image, or RGBA (alpha = head, neck and shoulders) when ``rgba`` is true; with
+    ``rgba=None`` the stream decides (30 % RGBA). Drawn back to front: body and head, fringe,
+    eyes and brows, nose, mouth; then light, blur and noise at the output size.
+    """
+    look = _look(ch, expression, rng, size, rgba)
+    cv = _Canvas(size, look.background, look.matrix, look.rgba)
+    _draw_head(cv, ch, look)
+    _draw_fringe(cv, ch)
+    for side in (-1, 1):
+        _draw_eye(cv, ch, look, side)
+    _draw_glasses_and_frown(cv, ch, look)
+    _draw_nose(cv, ch, look)
+    _draw_mouth(cv, ch, look)
+    return _develop(cv, rng, size, look.rgba)
+
+
+def _draw_head(cv: _Canvas, ch: Character, look: _Look) -> None:
+    """Shoulders and neck, back hair, ears, head."""
+    skin, dark_skin, line_col = ch.skin, _shade(ch.skin, 0.72), look.line_col
     cv.poly(_arc(0, 2.05, 1.7, 0.75), ch.clothes, silhouette=True)
     cv.poly(np.array([[-0.34, 0.4], [0.34, 0.4], [0.38, 1.6], [-0.38, 1.6]]), dark_skin, silhouette=True)
     if ch.hair_style == 1:  # long: an arch from the crown down to the shoulders
@@ -484,65 +514,81 @@ def draw_face(
     hx = hx * (1.0 - ch.jaw * np.clip(hy / ch.head_h, 0, None) ** 2)
     cv.poly(np.stack([hx, hy], 1), skin, line_col, 0.025, silhouette=True)
 
-    # fringe: the hair's top cap down to a hairline that dips at the temples
-    if ch.hair_style != 2:
-        a, b = ch.head_w * 1.04, ch.head_h * 1.04
-        x = np.linspace(-a, a, 33)
-        top = -b * np.sqrt(np.clip(1 - (x / a) ** 2, 0, 1)) - 0.02
-        dip = 0.3 if ch.hair_style == 3 else 0.22
-        hl = ch.hairline + (0.1 if ch.hair_style == 3 else 0.0) + dip * (x / a) ** 2
-        hl = np.minimum(hl, b * np.sqrt(np.clip(1 - (x / a) ** 2, 0, 1)))
-        cv.poly(np.concatenate([np.stack([x, top], 1), np.stack([x, hl], 1)[::-1]]), ch.hair)
 
-    # eyes: white between the lids, iris and pupil clipped to it, upper lid line
-    for side in (-1, 1):
-        upper, lower = _eye_curves(ch, ex, side, dx)
-        cv.poly(np.concatenate([upper, lower[::-1]]), (250, 250, 248))
-        centre = np.array([side * ch.eye_x + dx + gaze[0] * ch.eye_w * 0.5, ch.eye_y + gaze[1] * ch.eye_h * 0.3])
-        cv.poly(_clip_between(_arc(*centre, ch.iris_r, ch.iris_r, n=24), upper, lower), ch.iris)
-        cv.poly(_clip_between(_arc(*centre, ch.iris_r * 0.45, ch.iris_r * 0.45, n=16), upper, lower), (15, 15, 15))
-        cv.line(upper, (30, 25, 25), 0.028, joint="curve")
-        cv.line(lower[2:-2], line_col, 0.012)
-        # brow: from the inner to the outer end, arched in the middle
-        inner_x, outer_x = (
-            side * (ch.eye_x - ch.eye_w * 0.95 * ch.brow_len) + dx,
-            side * (ch.eye_x + ch.eye_w * 1.05 * ch.brow_len) + dx,
-        )
-        base = ch.eye_y - ch.eye_h - ch.brow_gap - ex.brow_raise
-        inner_y, outer_y = base - ex.brow_inner, base + 0.35 * ex.brow_inner
-        u = np.linspace(0, 1, 9)
-        bx = inner_x + (outer_x - inner_x) * u
-        by = inner_y + (outer_y - inner_y) * u - 4 * ex.brow_arch * u * (1 - u)
-        cv.line(np.stack([bx, by], 1), brow_col, ch.brow_w, joint="curve")
-        if ch.glasses:
-            cv.line(_arc(side * ch.eye_x + dx, ch.eye_y, ch.eye_w * 1.45, ch.eye_h * 2.3 + 0.04), (35, 35, 40), 0.025)
+def _draw_fringe(cv: _Canvas, ch: Character) -> None:
+    """The hair's top cap down to a hairline that dips at the temples."""
+    if ch.hair_style == 2:
+        return
+    a, b = ch.head_w * 1.04, ch.head_h * 1.04
+    x = np.linspace(-a, a, 33)
+    top = -b * np.sqrt(np.clip(1 - (x / a) ** 2, 0, 1)) - 0.02
+    dip = 0.3 if ch.hair_style == 3 else 0.22
+    hl = ch.hairline + (0.1 if ch.hair_style == 3 else 0.0) + dip * (x / a) ** 2
+    hl = np.minimum(hl, b * np.sqrt(np.clip(1 - (x / a) ** 2, 0, 1)))
+    cv.poly(np.concatenate([np.stack([x, top], 1), np.stack([x, hl], 1)[::-1]]), ch.hair)
+
+
+def _draw_eye(cv: _Canvas, ch: Character, look: _Look, side: int) -> None:
+    """White between the lids, iris and pupil clipped to it, lid lines; the brow; a glasses rim."""
+    ex, dx, gaze = look.ex, look.dx, look.gaze
+    upper, lower = _eye_curves(ch, ex, side, dx)
+    cv.poly(np.concatenate([upper, lower[::-1]]), (250, 250, 248))
+    centre = np.array([side * ch.eye_x + dx + gaze[0] * ch.eye_w * 0.5, ch.eye_y + gaze[1] * ch.eye_h * 0.3])
+    cv.poly(_clip_between(_arc(*centre, ch.iris_r, ch.iris_r, n=24), upper, lower), ch.iris)
+    cv.poly(_clip_between(_arc(*centre, ch.iris_r * 0.45, ch.iris_r * 0.45, n=16), upper, lower), (15, 15, 15))
+    cv.line(upper, (30, 25, 25), 0.028, joint="curve")
+    cv.line(lower[2:-2], look.line_col, 0.012)
+    # brow: from the inner to the outer end, arched in the middle
+    inner_x, outer_x = (
+        side * (ch.eye_x - ch.eye_w * 0.95 * ch.brow_len) + dx,
+        side * (ch.eye_x + ch.eye_w * 1.05 * ch.brow_len) + dx,
+    )
+    base = ch.eye_y - ch.eye_h - ch.brow_gap - ex.brow_raise
+    inner_y, outer_y = base - ex.brow_inner, base + 0.35 * ex.brow_inner
+    u = np.linspace(0, 1, 9)
+    bx = inner_x + (outer_x - inner_x) * u
+    by = inner_y + (outer_y - inner_y) * u - 4 * ex.brow_arch * u * (1 - u)
+    cv.line(np.stack([bx, by], 1), look.brow_col, ch.brow_w, joint="curve")
+    if ch.glasses:
+        cv.line(_arc(side * ch.eye_x + dx, ch.eye_y, ch.eye_w * 1.45, ch.eye_h * 2.3 + 0.04), (35, 35, 40), 0.025)
+
+
+def _draw_glasses_and_frown(cv: _Canvas, ch: Character, look: _Look) -> None:
+    """The glasses' bridge; vertical frown lines between the brows."""
+    dx = look.dx
     if ch.glasses:
         cv.line(
             np.array([[-ch.eye_x + ch.eye_w * 1.45 + dx, ch.eye_y], [ch.eye_x - ch.eye_w * 1.45 + dx, ch.eye_y]]),
             (35, 35, 40),
             0.025,
         )
-    if ex.glabella > 0.3:  # vertical frown lines between the brows
+    if look.ex.glabella > 0.3:
         for side in (-1, 1):
             gx = side * 0.05 + dx
             gy = ch.eye_y - ch.eye_h - ch.brow_gap * 0.6
-            cv.line(np.array([[gx, gy - 0.11], [gx + side * 0.01, gy]]), line_col, 0.016)
+            cv.line(np.array([[gx, gy - 0.11], [gx + side * 0.01, gy]]), look.line_col, 0.016)
 
-    # nose (and disgust's wrinkles on its bridge)
-    ny = ch.nose_y
+
+def _draw_nose(cv: _Canvas, ch: Character, look: _Look) -> None:
+    """The nose, and disgust's wrinkles on its bridge."""
+    ny, dx, skin, line_col = ch.nose_y, look.dx, ch.skin, look.line_col
     if ch.nose_style == 0:
         cv.line(_arc(dx, ny - 0.03, 0.06, 0.04, 0.15 * math.pi, 0.85 * math.pi, n=9), line_col, 0.022)
     elif ch.nose_style == 1:
         cv.poly(_arc(dx, ny - 0.04, 0.07, 0.05), _shade(skin, 0.88), line_col, 0.012)
     else:
         cv.poly(np.array([[dx, ny - 0.16], [dx + 0.06, ny], [dx - 0.06, ny]]), _shade(skin, 0.85))
-    if ex.wrinkles > 0.3:
+    if look.ex.wrinkles > 0.3:
         for k in range(3):
             wy = ch.eye_y + 0.02 + 0.055 * k
             cv.line(_arc(dx, wy + 0.04, 0.075, 0.04, 1.15 * math.pi, 1.85 * math.pi, n=7), line_col, 0.014)
 
-    # mouth: dark opening between the lips with an upper-teeth band, lip outline; or a closed line
-    centre, upper, lower = _mouth_curves(ch, ex, dx, sneer_side)
+
+def _draw_mouth(cv: _Canvas, ch: Character, look: _Look) -> None:
+    """Dark opening between the lips with an upper-teeth band and the lip outline, or a closed
+    line; smile lines at the corners."""
+    ex, skin, line_col = look.ex, ch.skin, look.line_col
+    centre, upper, lower = _mouth_curves(ch, ex, look.dx, look.sneer_side)
     lip_col = _shade((int(skin[0] * 0.75 + 160 * 0.25), int(skin[1] * 0.65), int(skin[2] * 0.65)), 0.8)
     gap = lower[:, 1] - upper[:, 1]
     if ex.mouth_open > 0.02 and gap.max() * cv.unit > 1.5 * SUPERSAMPLE:
@@ -553,7 +599,7 @@ def draw_face(
         cv.poly(np.concatenate([upper, lower[::-1]]), None, lip_col, ch.lip_w)
     else:
         cv.line(centre, lip_col, ch.lip_w * (0.8 if ex.mouth_width < 0.9 else 1.0))
-    if ex.mouth_curve > 0.05:  # smile lines at the mouth corners
+    if ex.mouth_curve > 0.05:
         for end in (0, -1):
             px, py = centre[end]
             side = -1 if end == 0 else 1
@@ -563,7 +609,9 @@ def draw_face(
                 0.012,
             )
 
-    # down to the output size, then light, blur and noise
+
+def _develop(cv: _Canvas, rng: np.random.Generator, size: int, rgba: bool) -> Image.Image:
+    """Down to the output size, then light, blur and noise (the stream's last draws)."""
     img = cv.img.reduce(SUPERSAMPLE)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 1.0)))  # 3x cheaper than GaussianBlur
@@ -652,6 +700,8 @@ def _check_out(out: Path, settings: dict) -> bool:
     """Decide what to do with OUT: True to resume an unfinished or complete set of these settings."""
     if out.exists() and not out.is_dir():
         raise GrefelError(f"{out} is a file: give a folder for the synthetic dataset")
+    if any(p.is_file() for p in out.parents):
+        raise GrefelError(f"{out} lies under a file: give a folder for the synthetic dataset")
     marker = out / MARKER
     if marker.is_file():
         try:
@@ -689,17 +739,15 @@ def generate(
     settings resumes a killed run (and does nothing when complete); other settings are refused.
     """
     if not 1 <= characters <= MAX_CHARACTERS:
-        raise GrefelError(f"--characters must be between 1 and {MAX_CHARACTERS}, got {characters}")
+        raise GrefelError(f"characters must be between 1 and {MAX_CHARACTERS}, got {characters}")
     if per_class < 1:
-        raise GrefelError(f"--per-class must be at least 1, got {per_class}")
+        raise GrefelError(f"per_class must be at least 1, got {per_class}")
     if not 32 <= size <= 1024:
-        raise GrefelError(f"--size must be between 32 and 1024 pixels, got {size}")
+        raise GrefelError(f"size must be between 32 and 1024 pixels, got {size}")
     if not 1.0 <= imbalance <= 1000.0:
-        raise GrefelError(
-            f"--imbalance is the most / least frequent class ratio, at least 1 (balanced), got {imbalance}"
-        )
+        raise GrefelError(f"imbalance is the most / least frequent class ratio, 1 (balanced) to 1000, got {imbalance}")
     if workers < 1:
-        raise GrefelError(f"--workers must be at least 1, got {workers}")
+        raise GrefelError(f"workers must be at least 1, got {workers}")
     out = Path(out).expanduser()
     settings = {
         "characters": characters,
@@ -720,14 +768,17 @@ def generate(
         "images": characters * sum(counts.values()),
         "complete": False,
     }
-    if resuming:
-        for stale in out.glob("*/*/.*.tmp"):  # temporary files of a killed run
-            stale.unlink(missing_ok=True)
-    write_json(out / MARKER, marker)
-
-    jobs = [j for j in _plan(out, characters, per_class, size, seed, imbalance) if not _is_whole_png(j[0])]
-    _run(jobs, workers, progress)
-    write_json(out / MARKER, {**marker, "complete": True})
+    try:
+        if resuming:
+            for stale in out.glob("*/*/.*.tmp"):  # temporary files of a killed run
+                stale.unlink(missing_ok=True)
+        write_json(out / MARKER, marker)
+        jobs = [j for j in _plan(out, characters, per_class, size, seed, imbalance) if not _is_whole_png(j[0])]
+        _run(jobs, workers, progress)
+        write_json(out / MARKER, {**marker, "complete": True})
+    except OSError as e:  # a read-only folder, a full disk, a path through a file
+        where = e.filename or out
+        raise GrefelError(f"cannot write {where} ({e.strerror or e}): choose a folder you can write to") from None
     if progress:
         _print_summary(out, characters, counts, len(jobs), marker["images"])
     return out

@@ -146,11 +146,51 @@ class RawTree:
         except (OSError, zipfile.BadZipFile, KeyError) as e:
             raise ImageError(f"unreadable file ({type(e).__name__}: {str(e)[:80]})") from None
 
+    def stamp(self, ref: FileRef) -> str:
+        """``size:mtime_ns`` of a file, ``size:crc32`` of an archive member (``-`` when unreadable).
+
+        Cheap (one ``stat`` per file): what a resumed or repeated run compares to tell one copy of
+        the raw data from another copy with the same file names.
+        """
+        try:
+            if ref.member is not None:
+                info = self._zip(ref.path).getinfo(ref.member)
+                return f"{info.file_size}:{info.CRC:08x}"
+            st = os.stat(os.path.join(self.root, ref.path))
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        except (OSError, KeyError, zipfile.BadZipFile):
+            return "-"
+
     def path(self, rel: str) -> Path:
         return self.root / rel
 
     def __getstate__(self):
         return {"root": self.root}
+
+
+DUPLICATE_LINE = "duplicate label line"
+CONFLICTING_LINE = "conflicting duplicate label line"
+
+
+class FirstLabel:
+    """Duplicate lines of a label file: the first line that names an image is kept.
+
+    :meth:`check` returns ``None`` for the first line naming ``key``, else the reason to skip the
+    line: a :data:`DUPLICATE_LINE` when it repeats the first line's label, a
+    :data:`CONFLICTING_LINE` when it gives another one (counted apart in the manifest).
+    """
+
+    def __init__(self):
+        self._first: dict = {}
+
+    def check(self, key, where: str, label: str) -> str | None:
+        first = self._first.setdefault(key, (where, label))
+        if first == (where, label):
+            return None
+        at = first[0].rsplit("/", 1)[-1]  # file#line, without the folders
+        if first[1] == label:
+            return f"{DUPLICATE_LINE} (same image and label as {at})"
+        return f"{CONFLICTING_LINE} ({at} says {first[1]!r}, this line {label!r}; the first is kept)"
 
 
 def decode_image(data: bytes, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
@@ -252,6 +292,11 @@ class RawReader:
     def resolve(self, item: RawItem) -> RawItem | Skip:
         """Finish an item in the worker (annotations that are costly to read); default: as is."""
         return item
+
+    def stamp(self, item: RawItem) -> str:
+        """What identifies this copy of ``item``'s files (:meth:`RawTree.stamp`): its image, and the
+        per-image annotation files :meth:`resolve` reads, where a reader has them."""
+        return self.tree.stamp(item.file) if item.file is not None else ""
 
     def load_image(self, item: RawItem) -> tuple[np.ndarray, str]:
         """RGB uint8 image of ``item`` and the sha256 of its bytes (raises ImageError)."""

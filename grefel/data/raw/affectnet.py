@@ -13,19 +13,21 @@ Newer layout::
 
 Faces are aligned from the shipped 68 landmarks by default (no detector); ``--align none`` crops the
 shipped face box (CSV layout) or keeps the pre-cropped image (npy layout). Codes 8-10 are always
-dropped; the 7-class protocol also drops 7 (contempt). Validation is stored as split ``test``.
+dropped; the 7-class protocol also drops 7 (contempt). Validation is stored as split ``test``. A
+CSV row naming an image that an earlier row (of either file) named is skipped: the first row wins.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from grefel.data.align import five_from_68
-from grefel.data.raw import FileRef, RawItem, RawReader, Skip, find_dirs, find_file
+from grefel.data.raw import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs, find_file
 
 COLUMNS = [
     "subDirectory_filePath",
@@ -39,6 +41,16 @@ COLUMNS = [
     "arousal",
 ]
 SPLIT_FILES = (("training.csv", "training"), ("validation.csv", "validation"))
+
+
+def _code(value) -> str | None:
+    """An expression code as written in the label tables (``'3'``), from ``3``, ``'3'`` or ``'3.0'``;
+    None for anything else (text, ``nan``, ``inf``, ``1e400``, ``2.5``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return str(int(v)) if math.isfinite(v) and v == int(v) else None
 
 
 class Reader(RawReader):
@@ -78,6 +90,7 @@ class Reader(RawReader):
     # -- original CSV layout --------------------------------------------------------------------
     def _csv_items(self) -> Iterator[RawItem | Skip]:
         img_rel = self._rel(self.image_dir)
+        lines = FirstLabel()  # an image named again (in either file): the first row wins
         for path, official in self.csvs:
             split = self.definition.split(official)
             rel = self._rel(path)
@@ -87,24 +100,26 @@ class Reader(RawReader):
                         continue  # header row (present in some copies only)
                     if not row or not any(c.strip() for c in row):
                         continue
-                    yield self._csv_row(row, f"{rel}#{rowno}", img_rel, split)
+                    yield self._csv_row(row, f"{rel}#{rowno}", img_rel, split, lines)
 
-    def _csv_row(self, row: list[str], where: str, img_rel: str, split: str) -> RawItem | Skip:
+    def _csv_row(self, row: list[str], where: str, img_rel: str, split: str, lines: FirstLabel) -> RawItem | Skip:
         if len(row) != len(COLUMNS):
-            return Skip(where, f"malformed row: {len(row)} fields, expected {len(COLUMNS)}")
+            return Skip(where, f"malformed row ({len(row)} fields, expected {len(COLUMNS)})")
         name = row[0].strip().replace("\\", "/")
         src = f"{img_rel}/{name}"
-        try:
-            code = str(int(float(row[6])))
-        except ValueError:
-            return Skip(where, f"malformed row: expression {row[6]!r} is not a number")
+        code = _code(row[6])
+        if code is None:
+            return Skip(where, f"malformed row (expression {row[6]!r} is not a whole number)")
+        duplicate = lines.check(name, where, code)
+        if duplicate:
+            return Skip(where, duplicate)
         lab = self.label_or_skip(src, code)
         if isinstance(lab, Skip):
             return lab
         item = RawItem(source=src, label=lab, split=split, file=FileRef(src))
         try:
             x, y, w, h = (float(v) for v in row[1:5])
-            if w > 0 and h > 0:
+            if 0 < w < math.inf and 0 < h < math.inf and math.isfinite(x) and math.isfinite(y):
                 item.box = (x, y, x + w, y + h)
         except ValueError:
             pass
@@ -118,7 +133,7 @@ class Reader(RawReader):
         if self.align == "landmarks" and item.landmarks is None:
             return Skip(src, "malformed facial_landmarks (expected 68 x;y points)")
         if self.align == "none" and item.box is None:
-            return Skip(src, "invalid face box (non-positive width or height)")
+            return Skip(src, "invalid face box (non-positive or infinite width or height)")
         return item
 
     # -- npy layout -----------------------------------------------------------------------------
@@ -134,6 +149,12 @@ class Reader(RawReader):
                 src = f"{ref_dir}/{n}"
                 yield RawItem(source=src, label=-1, split=split, file=FileRef(src))
 
+    def stamp(self, item: RawItem) -> str:
+        if self.layout != "npy":
+            return super().stamp(item)
+        ann = item.source.rsplit("/images/", 1)[0] + "/annotations/" + item.file.name.rsplit(".", 1)[0]
+        return " ".join(self.tree.stamp(FileRef(f)) for f in (item.source, f"{ann}_exp.npy", f"{ann}_lnd.npy"))
+
     def resolve(self, item: RawItem) -> RawItem | Skip:
         """npy layout: read ``<id>_exp.npy`` (label, possibly stored as a string) and ``<id>_lnd.npy``."""
         if self.layout != "npy":
@@ -141,11 +162,16 @@ class Reader(RawReader):
         ann = self.tree.root / item.source.rsplit("/images/", 1)[0] / "annotations"
         stem = item.file.name.rsplit(".", 1)[0]
         try:
-            code = str(int(float(np.load(ann / f"{stem}_exp.npy", allow_pickle=False).item())))
+            value = np.load(ann / f"{stem}_exp.npy", allow_pickle=False).item()
         except FileNotFoundError:
-            return Skip(item.source, f"no annotation {stem}_exp.npy")
+            return Skip(item.source, f"no annotation file ({stem}_exp.npy)")
         except (ValueError, OSError) as e:
-            return Skip(item.source, f"unreadable {stem}_exp.npy ({str(e)[:60]})")
+            return Skip(item.source, f"unreadable annotation file ({stem}_exp.npy: {str(e)[:60]})")
+        code = _code(value)
+        if code is None:
+            return Skip(
+                item.source, f"malformed annotation ({stem}_exp.npy holds {str(value)[:20]!r}, not a whole number)"
+            )
         lab = self.label_or_skip(item.source, code)
         if isinstance(lab, Skip):
             return lab

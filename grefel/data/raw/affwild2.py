@@ -9,7 +9,9 @@ Layout::
 Each annotation file has a header line of class names (7 names: ABAW1/2; 8 with ``Other``: ABAW3+,
 which sets the protocol), then one integer per frame; line k after the header is frame ``k:05d``.
 -1 marks an invalid frame; an annotated frame without an image had no face: both are skipped.
-Group = video without its ``_left`` / ``_right`` suffix. Validation_Set is stored as ``test``.
+Group = video without its ``_left`` / ``_right`` suffix. Validation_Set is stored as ``test``. A
+video annotated in both sets keeps the first file's labels (Train_Set); the other file's lines are
+listed as duplicates.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from grefel.data.raw import FileRef, RawItem, RawReader, Skip, find_dirs
+from grefel.data.raw import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs
 from grefel.errors import DatasetError
 
 ANNOTATION_DIRS = ("EXPR_Classification_Challenge", "EXPR_Set")
@@ -81,32 +83,39 @@ class Reader(RawReader):
 
     def items(self) -> Iterator[RawItem | Skip]:
         frame_rel = self._rel(self.frame_dir)
-        want = len(self.classes)
+        lines = FirstLabel()  # a video annotated in both sets: the first file's lines win
         for official, path in self._files():
-            split = self.definition.split(official)
             video = path.stem
-            group = video.removesuffix("_left").removesuffix("_right")
             try:
                 present = set(os.listdir(self.frame_dir / video))
             except OSError:
                 present = set()
             with open(path, encoding="utf-8", errors="replace") as f:
                 header = [c for c in f.readline().strip().split(",") if c.strip()]
-                if len(header) != want:
-                    yield Skip(self._rel(path), f"header names {len(header)} classes, the other files {want}")
+                if len(header) != len(self.classes):
+                    yield Skip(
+                        self._rel(path),
+                        f"header names another number of classes ({len(header)}, not {len(self.classes)})",
+                    )
                     continue
                 for k, line in enumerate(f, 1):
-                    name = f"{k:05d}.jpg"
-                    src = f"{frame_rel}/{video}/{name}"
-                    try:
-                        code = str(int(line.strip()))
-                    except ValueError:
-                        yield Skip(f"{self._rel(path)}#{k + 1}", f"malformed annotation line {line.strip()[:20]!r}")
-                        continue
-                    lab = self.label_or_skip(src, code)
-                    if isinstance(lab, Skip):
-                        yield lab
-                    elif name not in present:
-                        yield Skip(src, "no frame image (no face was found in this frame)")
-                    else:
-                        yield RawItem(source=src, label=lab, split=split, file=FileRef(src), group=group)
+                    yield self._line(line, k, path, video, official, present, frame_rel, lines)
+
+    def _line(self, line, k, path, video, official, present, frame_rel, lines) -> RawItem | Skip:
+        """Line ``k`` after the header of ``path``: the label of frame ``k:05d``."""
+        name = f"{k:05d}.jpg"
+        src, where = f"{frame_rel}/{video}/{name}", f"{self._rel(path)}#{k + 1}"
+        try:
+            code = str(int(line.strip()))
+        except ValueError:
+            return Skip(where, f"malformed annotation line ({line.strip()[:20]!r})")
+        duplicate = lines.check((video, k), where, code)
+        if duplicate:
+            return Skip(where, duplicate)
+        lab = self.label_or_skip(src, code)
+        if isinstance(lab, Skip):
+            return lab
+        if name not in present:
+            return Skip(src, "no frame image (no face was found in this frame)")
+        group = video.removesuffix("_left").removesuffix("_right")
+        return RawItem(source=src, label=lab, split=self.definition.split(official), file=FileRef(src), group=group)

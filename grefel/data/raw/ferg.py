@@ -45,7 +45,7 @@ class Reader(RawReader):
                     )
                 continue
             if key in seen:
-                yield Skip(ref.source, f"duplicate of {seen[key]}")
+                yield Skip(ref.source, f"duplicate image (same as {seen[key]})")
                 continue
             seen[key] = ref.source
             lab = self.label_or_skip(ref.source, key[1])

@@ -97,19 +97,19 @@ class Reader(RawReader):
 
     def _row(self, src, p, v, ip, iv_usage, iv_name, iv_votes) -> RawItem | Skip:
         if len(p) <= max(ip.values()):
-            return Skip(src, f"malformed row in {self.pixel_file.name}: {len(p)} fields")
+            return Skip(src, f"malformed row in {self.pixel_file.name} ({len(p)} fields)")
         if len(v) <= max(iv_votes):
-            return Skip(src, f"malformed row in {VOTE_FILE}: {len(v)} fields")
+            return Skip(src, f"malformed row in {VOTE_FILE} ({len(v)} fields)")
         usage = p[ip["Usage"]].strip()
         if iv_usage is not None and v[iv_usage].strip() != usage:
             return Skip(
-                src, f"Usage differs between the files ({usage!r} vs {v[iv_usage].strip()!r}): rows out of step"
+                src, f"rows out of step (Usage differs between the files: {usage!r} vs {v[iv_usage].strip()!r})"
             )
         if iv_name is not None and not v[iv_name].strip():
             return Skip(src, "ferplus: empty Image name (not a face)")
         split = self.definition.split(usage)
         if split is None:
-            return Skip(src, f"unknown Usage {usage!r}")
+            return Skip(src, f"unknown Usage ({usage!r})")
         try:
             votes = [float(v[j]) for j in iv_votes]
         except ValueError:
@@ -126,6 +126,6 @@ class Reader(RawReader):
             raise ImageError("pixels: non-numeric values") from None
         side = int(round(np.sqrt(a.size)))
         if a.size == 0 or side * side != a.size or a.min() < 0 or a.max() > 255:
-            raise ImageError(f"pixels: expected a square of values in 0..255, got {a.size} values")
+            raise ImageError(f"pixels are not a square of values in 0..255 ({a.size} values)")
         g = a.astype(np.uint8).reshape(side, side)
         return np.repeat(g[..., None], 3, axis=2), ""

@@ -34,7 +34,7 @@ class Reader(RawReader):
                 yield Skip(ref.source, "not a JAFFE image (name does not follow XX.YYn.N.tiff)")
                 continue
             if ref.name in seen:
-                yield Skip(ref.source, f"duplicate of {seen[ref.name]}")
+                yield Skip(ref.source, f"duplicate image (same as {seen[ref.name]})")
                 continue
             seen[ref.name] = ref.source
             subject, code = m.group(1), m.group(2)

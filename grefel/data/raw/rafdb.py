@@ -9,7 +9,9 @@ Original layout (``basic/`` or the folder holding it)::
 
 ``--align none`` (default) uses the aligned images; ``--align landmarks`` aligns the original images
 from the manual five points; a detector aligns the original images. Gender, race and age come from
-the manual annotation when it is there. Split from the file-name prefix.
+the manual annotation when it is there. Split from the file-name prefix. A label line that names
+an image a previous line named is skipped (the first line wins), listed with the line it repeats
+or contradicts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.data.raw import FileRef, RawItem, RawReader, Skip, find_dirs, find_file
+from grefel.data.raw import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs, find_file
 from grefel.errors import DatasetError
 
 LABEL_FILES = ("list_patition_label.txt", "list_partition_label.txt")
@@ -99,28 +101,33 @@ class Reader(RawReader):
                 f"RAF-DB images not found: --align {self.align} needs {want} under {self.base}; or use {other}"
             )
         label_rel = self._rel(self.label_file)
+        lines = FirstLabel()
         with open(self.label_file, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                m = _LINE.match(line)
-                if m is None:
-                    yield Skip(f"{label_rel}#{lineno}", "malformed label line (expected 'name code')")
-                    continue
-                name, code = m.groups()
-                stem = name.rsplit(".", 1)[0]
-                split = self.definition.split(stem.split("_", 1)[0])
-                ref = self._image(kind, stem)
-                src = ref.source if ref else name
-                lab = self.label_or_skip(src, code)
-                if isinstance(lab, Skip):
-                    yield lab
-                elif split is None:
-                    yield Skip(src, f"unknown split prefix in '{name}' (expected train_ or test_)")
-                elif ref is None:
-                    yield Skip(name, f"image not found in Image/{kind}.zip")
-                else:
-                    yield RawItem(source=src, label=lab, split=split, file=ref)
+                if line.strip():
+                    yield self._line(line, f"{label_rel}#{lineno}", kind, lines)
+
+    def _line(self, line: str, where: str, kind: str, lines: FirstLabel) -> RawItem | Skip:
+        """One line of the label file: ``name code``."""
+        m = _LINE.match(line)
+        if m is None:
+            return Skip(where, "malformed label line (expected 'name code')")
+        name, code = m.groups()
+        stem = name.rsplit(".", 1)[0]
+        duplicate = lines.check(stem, where, code)
+        if duplicate:
+            return Skip(where, duplicate)
+        split = self.definition.split(stem.split("_", 1)[0])
+        ref = self._image(kind, stem)
+        src = ref.source if ref else name
+        lab = self.label_or_skip(src, code)
+        if isinstance(lab, Skip):
+            return lab
+        if split is None:
+            return Skip(src, f"unknown split prefix (in '{name}'; expected train_ or test_)")
+        if ref is None:
+            return Skip(name, f"image not found in Image/{kind}.zip")
+        return RawItem(source=src, label=lab, split=split, file=ref)
 
     def _repackaged(self) -> Iterator[RawItem | Skip]:
         for split in ("train", "test"):
@@ -132,19 +139,32 @@ class Reader(RawReader):
                     lab = self.label_or_skip(ref.source, cdir.name)
                     yield lab if isinstance(lab, Skip) else RawItem(source=ref.source, label=lab, split=split, file=ref)
 
+    def stamp(self, item: RawItem) -> str:
+        if not self.has_landmarks:
+            return super().stamp(item)
+        manual = f"{self._manual_rel}/{self._manual_name(item)}"  # strings: pathlib costs ~10x the stat here
+        return f"{super().stamp(item)} {self.tree.stamp(FileRef(manual))}"
+
+    @cached_property
+    def _manual_rel(self) -> str:
+        return self._rel(self.base / "Annotation" / "manual")
+
+    @staticmethod
+    def _manual_name(item: RawItem) -> str:
+        return f"{item.file.name.rsplit('.', 1)[0].removesuffix('_aligned')}_manu_attri.txt"
+
     def resolve(self, item: RawItem) -> RawItem | Skip:
         """Read the manual annotation: five landmarks (original-image pixels), gender, race, age."""
         if not self.has_landmarks:
             return item
-        stem = item.file.name.rsplit(".", 1)[0].removesuffix("_aligned")
-        path = self.base / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+        path = self.base / "Annotation" / "manual" / self._manual_name(item)
         try:
             rows = [r.split() for r in path.read_text(errors="replace").splitlines() if r.strip()]
             lm = np.array([[float(v) for v in r[:2]] for r in rows[:5]], np.float32).reshape(5, 2)
             attrs = {k: int(rows[5 + i][0]) for i, k in enumerate(("gender", "race", "age"))}
         except (OSError, ValueError, IndexError):
             if self.align == "landmarks":
-                return Skip(item.source, f"manual annotation {path.name} missing or malformed")
+                return Skip(item.source, f"manual annotation missing or malformed ({path.name})")
             return item
         item.attributes = attrs
         if self.align == "landmarks":  # manual points are in original-image pixels
