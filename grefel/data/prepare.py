@@ -181,6 +181,16 @@ def _windowed(submit, pairs: Iterable[tuple], window: int) -> Iterator[tuple]:
 
 
 # -- the run ---------------------------------------------------------------------------------------
+def _open_checked_reader(dataset: str, raw, protocol: str | None, align: str | None):
+    reader = open_reader(dataset, raw, protocol=protocol, align=align)
+    if reader.align == "landmarks" and not getattr(reader, "has_landmarks", False):
+        raise DatasetError(
+            f"{reader.definition.title} ({reader.layout} layout) ships no landmarks here: use align 'none' "
+            f"or a detector ({', '.join(DETECTORS)})"
+        )
+    return reader
+
+
 def prepare(
     dataset: str,
     raw: str | os.PathLike,
@@ -218,12 +228,7 @@ def prepare(
     workers = max(1, int(workers))
 
     # 1. the reader (layout, protocol, classes), the aligner, what identifies the input
-    reader = open_reader(dataset, raw, protocol=protocol, align=align)
-    if reader.align == "landmarks" and not getattr(reader, "has_landmarks", False):
-        raise DatasetError(
-            f"{reader.definition.title} ({reader.layout} layout) ships no landmarks here: use align 'none' "
-            f"or a detector ({', '.join(DETECTORS)})"
-        )
+    reader = _open_checked_reader(dataset, raw, protocol, align)
     out = Path(out).expanduser() if out else resolve_data_root(data_root) / reader.name
     lanes = _lanes(reader.align, workers, threads)
     work = ItemWork(
