@@ -109,6 +109,7 @@ def checkpoint_dataset(
                 raise DatasetError(f"{path} does not record its dataset: name the prepared dataset to evaluate on")
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
     check_compatible(payload, ds, path)
+    ds.verify_contents()  # sha256 of each shard, cached by size and mtime: a damaged shard is one line
     return ds
 
 

@@ -83,3 +83,16 @@ def test_help_examples_fit_80_columns_and_prose_is_reflowed():
             if a and b:  # two lines of one paragraph: the first is filled
                 assert len(a) > 50, f"grefel {name} --help: ragged line {a!r}"
     assert examples > 30
+
+
+def test_a_dataloader_worker_error_is_printed_as_its_own_line():
+    from grefel.errors import DatasetError
+    from grefel_cli.app import _own_message
+
+    wrapped = DatasetError(
+        "Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise DatasetError(msg)\n'
+        "grefel.errors.DatasetError: shard s.h5 of ferg is damaged: rebuild it\n"
+    )
+    assert _own_message(wrapped) == "shard s.h5 of ferg is damaged: rebuild it"
+    assert _own_message(DatasetError("plain: one line")) == "plain: one line"
