@@ -437,3 +437,21 @@ def test_tiny_learns_a_small_problem():
     with torch.no_grad():
         acc = (m(x).corrected.argmax(-1) == y).float().mean().item()
     assert acc >= 0.9 and math.isfinite(loss.item())  # 32 of 32 from the 5th step on (3 may be wrong)
+
+
+def test_landmark_stream_frozen_by_default_and_trainable_on_request():
+    """The paper freezes its pretrained MobileFaceNet; from scratch it must learn (freeze_landmarks=False)."""
+    from grefel.models import create_model
+
+    x = torch.randn(4, 3, 48, 48)
+    for freeze in (True, False):
+        torch.manual_seed(0)
+        model = create_model("tiny", 7, encoder={"freeze_landmarks": freeze}).train()
+        lm = model.encoder.face_landback
+        assert lm.training is not freeze
+        model(x).log_corrected.sum().backward()
+        grads = [p.grad for p in lm.parameters()]
+        if freeze:
+            assert all(not p.requires_grad for p in lm.parameters()) and all(g is None for g in grads)
+        else:
+            assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

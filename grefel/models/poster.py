@@ -24,7 +24,8 @@ contiguous per-head chunks), ``kv = Linear(dim, 2 dim)``, Swin-style relative po
 
 Differences that do not change the function: attention uses ``F.scaled_dot_product_attention``
 (the bias goes in as an additive mask); the frozen landmark stream runs under ``no_grad`` and always
-in eval mode (POSTER++ lets its BatchNorm statistics drift); token <-> map reshapes are views that
+in eval mode (POSTER++ lets its BatchNorm statistics drift; ``freeze_landmarks=False``, for training
+from scratch, trains it like the rest); token <-> map reshapes are views that
 are free in ``channels_last``; the unused modules of POSTER++ (landmark head, IR stage 4,
 ``VIT.patch_embed``/``CON1``/``IRLinear*``/``eca_block``/``blocks.N.conv``) are not built.
 """
@@ -179,6 +180,7 @@ class PosterEncoder(nn.Module):
         resize_mode: str = "nearest",
         global_pool: str = "token",
         embed_norm: bool = False,
+        freeze_landmarks: bool = True,
     ):
         super().__init__()
         if global_pool not in ("token", "avg", "max"):
@@ -194,7 +196,11 @@ class PosterEncoder(nn.Module):
             raise ValueError(f"input_size must be a multiple of 16 (got {input_size})")
         self.input_size, self.resize_mode = input_size, resize_mode
         self.windows = (input_size // 4, input_size // 8, input_size // 16)  # 28, 14, 7 at 112
-        self.face_landback = MobileFaceNet(lm_widths, lm_expand, lm_blocks).requires_grad_(False).eval()
+        # POSTER++ freezes its pretrained landmark stream; from scratch (freeze_landmarks=False) it learns
+        self.freeze_landmarks = bool(freeze_landmarks)
+        self.face_landback = MobileFaceNet(lm_widths, lm_expand, lm_blocks)
+        if self.freeze_landmarks:
+            self.face_landback.requires_grad_(False).eval()
         self.ir_back = IR50(dims, ir_units, ir_stem)
         self.last_face_conv = nn.Conv2d(lm_widths[2], dims[2], 3, padding=1)
         self.conv1 = nn.Conv2d(dims[0], dims[0], 3, 2, 1)  # 56 -> 28
@@ -226,9 +232,10 @@ class PosterEncoder(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def train(self, mode: bool = True):
-        """The frozen landmark stream stays in eval mode: its BatchNorm statistics never move."""
+        """A frozen landmark stream stays in eval mode: its BatchNorm statistics never move."""
         super().train(mode)
-        self.face_landback.eval()
+        if self.freeze_landmarks:
+            self.face_landback.eval()
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -242,7 +249,7 @@ class PosterEncoder(nn.Module):
                 x = F.interpolate(x, size=s)  # as POSTER++ does in both streams
             else:
                 x = F.interpolate(x, size=(s, s), mode=self.resize_mode, align_corners=False, antialias=True)
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_landmarks):
             lm = self.face_landback(x)
         lm = (lm[0], lm[1], self.last_face_conv(lm[2]))
         ir = self.ir_back(x)
