@@ -2,7 +2,7 @@
 
 ``options(TrainConfig)`` gives one ``inspect.Parameter`` per field, named like the field, whose
 default is a ``typer.Option`` carrying the field's flag, short flag, help, panel, range (Typer's
-min / max, plus a callback for an excluded end) or choices (a ``Literal`` annotation), and a
+min / max, plus a callback for an excluded end) or choices (an ``Enum`` annotation), and a
 ``ctx`` parameter; a command function that takes ``**params`` and gets these as its
 ``__signature__`` has every setting as an option.
 ``build(TrainConfig, params)`` turns the parsed parameters back into the config, by name.
@@ -11,10 +11,11 @@ min / max, plus a callback for an excluded end) or choices (a ``Literal`` annota
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -43,7 +44,8 @@ def _option(name: str, f, spec: settings.Spec, base: type, optional: bool) -> in
     if base is dict:
         annotation, default, metavar = list[str], [], "KEY=JSON"
     elif spec.choices:
-        annotation, metavar = Literal[spec.choices], "<choice>"  # the choices go in the help, not a wrapped column
+        # an Enum (every Typer version reads it); the choices go in the help, not a wrapped column
+        annotation, metavar = enum.Enum(f"{name}_choices", [(c, c) for c in spec.choices], type=str), "<choice>"
     else:
         annotation = Path if spec.path else base
     if default is None or optional:
@@ -108,6 +110,8 @@ def build(cls, params: dict[str, Any]):
         v = params[name]
         if base is dict:
             v = _key_values(v, settings.flag_of(name, spec))
+        elif isinstance(v, enum.Enum):
+            v = v.value
         elif isinstance(v, Path):
             v = str(v)
         values[name] = v
