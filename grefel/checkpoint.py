@@ -46,21 +46,29 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a grefel checkpoint with ``weights_only=True``; a clear error for anything else."""
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    advice: str | None = None,
+) -> dict[str, Any]:
+    """Load a grefel checkpoint with ``weights_only=True``; a clear error for anything else.
+
+    ``advice`` replaces the end of the message for an empty or unreadable file (what to do instead).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: pass the best.pt or last.pt of a `grefel train` run")
     if path.stat().st_size == 0:
         raise CheckpointError(
-            f"checkpoint {path} is empty (0 bytes): the copy failed; use the run's best.pt or last.pt"
+            f"checkpoint {path} is empty (0 bytes): " + (advice or "the copy failed; use the run's best.pt or last.pt")
         )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         # an untrusted file can make the unpickler raise anything (EOFError, IndexError, BadZipFile, ...)
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({torch_load_failure(path, e)}): re-copy it or use the run's last.pt"
+            f"checkpoint {path} cannot be read ({torch_load_failure(path, e)}): "
+            + (advice or "re-copy it or use the run's last.pt")
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(

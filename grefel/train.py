@@ -1,19 +1,28 @@
 """Train GReFEL: the paper's recipe (section 4.1) as defaults, every part of it a setting.
 
-Reads top to bottom: configuration -> processes and device -> data -> model -> optimiser ->
-run folder (or resume) -> epochs (train, validate, checkpoint) -> done. ``train(TrainConfig(...))``
-returns the run folder; ``grefel train`` fills the config from its flags.
+Shaped like torchvision's ``references/classification/train.py``:
 
-Recipe (paper section 4.1 and supplementary 6): Adam, lr 3e-4, exponential decay 0.995 per epoch,
-lambda_cls = lambda_a = lambda_c = 1 (eq. 23), K = 10 anchors, dropout 0.5, 1000 epochs, each
-epoch a refined draw of B x N_cls images (B = 500, at most N_pg = 512 images per group), heavy
-augmentation (random crop, flip, rotation, colour, random erasing). Model selection uses the
-validation split (never the test split) by the accuracy of the corrected distribution (eq. 19).
+* :func:`train` validates the settings, joins the process group and runs :func:`main`;
+* :func:`main` builds a run from its config: resume or new, data, model, run folder, epochs;
+* :func:`train_one_epoch` is the step loop, tallied by named meters (:class:`MetricLogger`);
+* :func:`evaluate` scores the validation split;
+* :class:`RunState` (model, optimizer, scheduler, scaler, RNG, epoch, best, history) is what a
+  checkpoint holds: ``save()`` writes it, ``resume()`` restores it.
+
+The settings are declared in :mod:`grefel.train_config` (re-exported here: ``TrainConfig``,
+``train_argv``, ``validate_settings``).
+
+Recipe (paper section 4.1 and supplement): Adam, lr 3e-4, exponential decay 0.995 per epoch,
+lambda_cls = lambda_a = lambda_c = 1 (eq. 23), K = 10 anchors, label smoothing 0.11 (Table 8's
+T = 11), dropout 0.5, 1000 epochs, each epoch a refined draw of B x N_cls images (B = 500, at most
+N_pg = 512 images per group), heavy augmentation (random crop, flip, rotation, colour, random
+erasing). Model selection uses the validation split (never the test split) by the accuracy of the
+corrected distribution (eq. 19).
 
 Reproducibility: the epoch plan (refinement), the augmentation of each plan position and the
 dropout seed of each epoch are functions of (seed, epoch) alone, so a run stopped after epoch k
 and resumed equals an unbroken run, and W processes with global batch G equal one process with G
-(up to BatchNorm statistics: SyncBatchNorm on GPUs, --freeze-bn on CPUs).
+(up to BatchNorm statistics: SyncBatchNorm on GPUs, freeze_bn on CPUs).
 
 Precision: bf16 autocast on CUDA (fp16 + GradScaler where bf16 is missing), fp32 on CPU by
 default; losses are computed in fp32 from the fp32-cast model outputs.
@@ -25,6 +34,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -35,129 +45,48 @@ import torch
 
 from grefel import distributed as gdist
 from grefel.checkpoint import load_checkpoint, save_checkpoint
-from grefel.data.refine import N_PG, PER_CLASS
 from grefel.errors import CheckpointError, DatasetError, GrefelError
 from grefel.io import atomic_path, write_json
+from grefel.recipe import DEFAULT_EPOCHS, PRECISIONS, RELIABILITY
+from grefel.train_config import TrainConfig, resumable_settings, train_argv, validate_settings
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-RELIABILITY = ("both", "anchors", "mhsa", "none")
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "PRECISIONS",
+    "RELIABILITY",
+    "MetricLogger",
+    "RunState",
+    "TrainConfig",
+    "TrainingDiverged",
+    "evaluate",
+    "main",
+    "train",
+    "train_argv",
+    "train_one_epoch",
+    "validate_settings",
+]
+
+LOSS_PARTS = ("total", "cls", "anchor", "center")  # GReFELLoss terms (eq. 23 and its parts)
+START_FILES = ("config.json", "metrics.jsonl", "pretrained.txt")  # what a run writes before its first epoch
 
 
 class TrainingDiverged(GrefelError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (the CLI flags of ``grefel train``; docs/training.md)."""
-
-    # data
-    dataset: str | None = None  # name under the data root, or a path; None: the only one there
-    labels: str | None = None  # label set from `grefel corrupt` (Table 7); None: clean labels
-    split_set: str | None = None  # splits/<set>.h5 (`grefel refine`); None: default, else official
-    data_root: str | None = None
-    refine: bool = True  # per-epoch data refinement (section 4.1)
-    n_pg: int | None = N_PG  # at most N_pg images per video / face group; None: no cap
-    per_class: int = PER_CLASS  # B images per class per epoch
-    augment: bool = True  # Table 5 (--no-augment: centre crop only)
-    crop: int = 112
-    flip: float = 0.5
-    rotation: float = 10.0
-    color: float = 0.2  # brightness, contrast and saturation jitter
-    erase: float = 0.5
-    # model
-    preset: str = "full"
-    reliability: str = "both"  # Table 2: none | anchors | mhsa | both
-    num_anchors: int = 10  # K, Table 6
-    delta: float | None = None  # anchor similarity temperature (eq. 14); None: the model's default
-    dropout: float = 0.5
-    drop_path: float | None = None  # None: the model's default
-    model_args: dict = field(default_factory=dict)  # any further create_model overrides
-    ir50: str | None = None
-    mobilefacenet: str | None = None
-    poster: str | None = None
-    allow_partial: bool = False
-    # loss (eq. 23, Table 3 / Table 4 / Table 8)
-    lambda_cls: float = 1.0
-    lambda_anchor: float = 1.0
-    lambda_center: float = 1.0
-    label_smoothing: float = 0.0
-    aux_warmup: float = (
-        0.0  # epochs over which lambda_a and lambda_c ramp in from 0 (0: the paper, full from the start)
-    )
-    correction_warmup: float = (
-        0.0  # epochs over which eq. (20) moves from the primary to the corrected distribution (0: the paper)
-    )
-    # optimisation
-    epochs: int | None = None  # None: 1000 (or, with --resume, the run's own)
-    batch_size: int = 128  # global batch, split over processes
-    lr: float = 3e-4
-    gamma: float = 0.995  # ExponentialLR decay per epoch
-    weight_decay: float = 0.0
-    seed: int = 0
-    # machinery
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    channels_last: bool = False
-    freeze_bn: bool = False
-    sync_bn: bool = True  # SyncBatchNorm under multi-GPU DDP
-    deterministic: bool = False  # deterministic kernels: bit-identical reruns and resumes (slower)
-    workers: int = 4
-    eval_batch_size: int | None = None
-    log_every: int = 10
-    val_every: int = 1  # validate every N epochs (and after the last)
-    save_every: int = 1  # write last.pt every N epochs (and after the last); best.pt whenever it improves
-    run_dir: str | None = None  # folder that holds runs (default ./runs)
-    name: str | None = None  # run folder name (default <dataset>-<preset>-<labels>-<time>)
-    resume: str | None = None  # run folder or checkpoint to continue
-    stop_after: int | None = None  # stop after this many epochs in this session (resumable)
-    quiet: bool = False
-
-    def augment_settings(self):
-        from grefel.data.transforms import TrainAugment
-
-        return TrainAugment(
-            crop=self.crop,
-            flip=self.flip,
-            rotation=self.rotation,
-            brightness=self.color,
-            contrast=self.color,
-            saturation=self.color,
-            erase=self.erase,
-        )
-
-
-DEFAULT_EPOCHS = 1000
-# settings a resumed run may change; everything else comes from the run's checkpoint
-RUNTIME_FIELDS = (
-    "device",
-    "workers",
-    "quiet",
-    "compile",
-    "log_every",
-    "data_root",
-    "stop_after",
-    "eval_batch_size",
-    "resume",
-    "save_every",
-)  # (deterministic is kept from the run: its resumes must match)
-
-
 # ---------------------------------------------------------------------------------------------
-# Small pieces used by the loop below
+# Small pieces
 # ---------------------------------------------------------------------------------------------
-def resolve_precision(flag: str, device: torch.device) -> str:
-    if flag not in PRECISIONS:
-        raise GrefelError(f"unknown --precision '{flag}': use {', '.join(PRECISIONS)}")
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise GrefelError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
     if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if flag in ("auto", "bf16"):
-            return "bf16" if bf16_ok else "fp16"  # fp16 + GradScaler where bf16 is missing
-        return flag
-    if flag == "fp16":
-        raise GrefelError("--precision fp16 needs a CUDA GPU: use bf16 or fp32 on the CPU")
-    return "fp32" if flag == "auto" else flag
+        if precision in ("auto", "bf16"):
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # fp16 + GradScaler without bf16
+        return precision
+    if precision == "fp16":
+        raise GrefelError("precision fp16 needs a CUDA GPU: use bf16 or fp32 on the CPU")
+    return "fp32" if precision == "auto" else precision
 
 
 def derive_seed(*parts: int) -> int:
@@ -167,8 +96,6 @@ def derive_seed(*parts: int) -> int:
 def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     from grefel.models import create_model
 
-    if cfg.reliability not in RELIABILITY:
-        raise GrefelError(f"unknown --reliability '{cfg.reliability}': use {', '.join(RELIABILITY)}")
     overrides = dict(reliability=cfg.reliability, num_anchors=cfg.num_anchors, dropout=cfg.dropout)
     if cfg.delta is not None:
         overrides["delta"] = cfg.delta
@@ -191,7 +118,7 @@ def build_loss(cfg: TrainConfig) -> torch.nn.Module:
 
 def warmup_ramp(progress: float, warmup: float) -> float:
     """Warm-up factor after ``progress`` epochs: a linear ramp from 0 to 1 over ``warmup`` epochs
-    (used for lambda_a and lambda_c, ``--aux-warmup``, and for the correction, ``--correction-warmup``)."""
+    (lambda_a and lambda_c with ``aux_warmup``; the correction with ``correction_warmup``)."""
     return 1.0 if warmup <= 0 else min(1.0, progress / warmup)
 
 
@@ -204,97 +131,20 @@ def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
                 m.eval()
 
 
-def check_label_set(ds, label_set: str | None) -> None:
-    """A label set must have been made from this very preparation of the dataset."""
-    if label_set in (None, "", "clean"):
-        return
-    from grefel.data.corrupt import read_label_set_attrs
-
-    ds.labels(label_set)  # existence and length
-    attrs = read_label_set_attrs(ds, label_set)
-    if attrs.get("classes") not in (None, ds.classes) or attrs.get("manifest_sha256") not in (None, ds.manifest_sha256):
-        raise DatasetError(
-            f"label set '{label_set}' was made for another preparation of {ds.name} (classes or manifest differ): "
-            f"recreate it with `grefel corrupt --dataset {ds.name}`"
-        )
-
-
-def check_checkpoint_fits(ckpt: dict, ds, label_set: str | None, path) -> None:
-    d = ckpt.get("dataset") or {}
-    if d.get("classes") != ds.classes or d.get("protocol", ds.protocol) != ds.protocol:
-        raise CheckpointError(
-            f"{path} was trained on {d.get('name')} ({d.get('protocol')}, classes {d.get('classes')}), "
-            f"not {ds.name} ({ds.protocol}, classes {ds.classes}): resume it on its own dataset"
-        )
-    if d.get("manifest_sha256") != ds.manifest_sha256:
-        raise CheckpointError(
-            f"{path} was trained on another preparation of {ds.name} (manifest hash differs): "
-            "resume needs the same prepared dataset; start a new run instead"
-        )
-    if (ckpt.get("label_set") or "clean") != (label_set or "clean"):
-        raise CheckpointError(
-            f"{path} was trained with label set '{ckpt.get('label_set')}', not '{label_set or 'clean'}'"
-        )
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _save(path: Path, payload: dict, run: Path) -> None:
-    """Atomic checkpoint write; a full disk keeps the previous file and says how to go on."""
-    try:
-        save_checkpoint(path, payload)
-    except OSError as e:
-        raise GrefelError(
-            f"could not write {path} ({e.strerror or e}): the previous {path.name} is intact; "
-            f"free disk space and continue with `grefel train --resume {run}`"
-        ) from None
-
-
-def _write_metrics(run: Path, history: list[dict]) -> None:
-    with atomic_path(run / "metrics.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-
-
-@torch.no_grad()
-def evaluate_split(model, loader, device, autocast, criterion, num_classes: int, crop: int = 112) -> dict:
-    """Validation metrics (accuracy of the corrected and primary distributions, macro F1, loss)."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-
-    from grefel.data.transforms import eval_batch
-
-    model.eval()
-    rows, loss_sum = [], torch.zeros(2, dtype=torch.float64, device=device)
-    for batch in loader:
-        x = eval_batch(batch["images"].to(device, non_blocking=True), crop=crop)
-        y = batch["labels"].to(device, non_blocking=True)
-        with autocast():
-            out = model(x)
-        loss_sum += torch.stack(
-            [criterion(out, y)["total"].double() * len(y), torch.tensor(len(y), device=device, dtype=torch.float64)]
-        )
-        rows.append(torch.stack([y, out.corrected.argmax(1), out.primary.argmax(1)], 1).cpu())
-    local = torch.cat(rows).numpy() if rows else np.zeros((0, 3), np.int64)
-    gdist.all_reduce_sum(loss_sum)
-    allrows = np.concatenate(gdist.gather_objects(local))
-    y, pred, prim = allrows.T
-    if len(y) == 0:
-        return {}
-    labels = list(range(num_classes))
-    return {
-        "val_loss": float(loss_sum[0] / loss_sum[1]),
-        "val_acc": float(accuracy_score(y, pred)),
-        "val_acc_primary": float(accuracy_score(y, prim)),
-        "val_mean_class_acc": float(balanced_accuracy_score(y, pred))
-        if len(np.unique(y)) > 1
-        else float(accuracy_score(y, pred)),
-        "val_macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "val_n": int(len(y)),
-    }
+def on_main(info: gdist.DistInfo, fn):
+    """Run ``fn`` on rank 0 only; a GrefelError there stops every rank together (no rank left
+    waiting in a collective). Returns ``fn``'s result on rank 0, None elsewhere."""
+    ok, err, out = True, None, None
+    if info.is_main:
+        try:
+            out = fn()
+        except GrefelError as e:
+            ok, err = False, e
+    if info.enabled:
+        ok = gdist.all_ok(ok, info.device)
+    if not ok:
+        raise err or GrefelError("rank 0 stopped the run; see its log")
+    return out
 
 
 def _console(quiet: bool, is_main: bool):
@@ -328,384 +178,692 @@ def _progress(console):
 
 
 # ---------------------------------------------------------------------------------------------
-# The run
+# Named meters (torchvision's SmoothedValue / MetricLogger, kept on the device)
 # ---------------------------------------------------------------------------------------------
-def train(config: TrainConfig) -> Path:
-    """Train (or resume) a run; return its folder (``best.pt`` and ``last.pt`` inside)."""
-    from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
-    from grefel.data.shards import PreparedDataset
-    from grefel.data.transforms import augment_uniforms, eval_batch, train_batch
-    from grefel.paths import resolve_dataset
+class MetricLogger:
+    """Per-sample averages of named training tallies, summed over steps and processes.
 
-    cfg = dataclasses.replace(config)
-    info = gdist.setup(cfg.device)
-    device = info.device
-    console = _console(cfg.quiet, info.is_main)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        # -- resume: the run's own settings, with the runtime ones from this call --------------
-        resume_ckpt, run = None, None
-        if cfg.resume:
-            rp = Path(cfg.resume)
-            ckpt_path = rp / "last.pt" if rp.is_dir() else rp
-            resume_ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-            if "optimizer" not in resume_ckpt:
-                raise CheckpointError(
-                    f"{ckpt_path} holds no training state (an exported model?): resume from a run's last.pt"
-                )
-            run = ckpt_path.parent
-            stored = {
-                k: v for k, v in resume_ckpt["config"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}
-            }
-            new = {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
-            if cfg.epochs is not None:
-                new["epochs"] = cfg.epochs
-            cfg = dataclasses.replace(TrainConfig(**stored), **new)
-            cfg.dataset = resume_ckpt["dataset"].get("path") or cfg.dataset
-            if not Path(cfg.dataset or "").is_dir():
-                cfg.dataset = resume_ckpt["dataset"]["name"]
-        epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS
-        if cfg.batch_size % info.world_size:
-            raise GrefelError(
-                f"--batch-size {cfg.batch_size} (global) must be divisible by the {info.world_size} processes"
-            )
-        precision = resolve_precision(cfg.precision, device)
-        if cfg.deterministic:  # e.g. the relative-position-bias gather accumulates in thread order otherwise
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = not cfg.deterministic
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not cfg.deterministic
-        torch.manual_seed(cfg.seed)
+    ``update(n, name=batch_mean, ...)`` adds ``batch_mean * n`` and ``n`` to a window kept on the
+    device, so a step never waits for the host. ``sync()`` sums the window over processes (one
+    all-reduce), adds it to the totals and returns the window's averages (NaN and inf propagate,
+    for the caller to check). ``avg[name]`` is the average over every synced step.
+    """
 
-        # -- data --------------------------------------------------------------------------------
-        ds = PreparedDataset(resolve_dataset(cfg.dataset, cfg.data_root))
-        # record the split set by name, so a resume keeps it even if `grefel refine` runs meanwhile
-        cfg.split_set = cfg.split_set or ("default" if "default" in ds.split_sets() else "official")
-        check_label_set(ds, cfg.labels)
-        labels = ds.labels(cfg.labels)
-        splits = ds.splits(cfg.split_set)
-        train_pool = np.flatnonzero((splits == "train") & (labels >= 0))
-        val_idx = np.flatnonzero((splits == "val") & (ds.labels() >= 0))
-        if len(train_pool) == 0:
-            folds = [s for s in ds.split_sets() if s.startswith("fold")]
-            hint = (
-                f"pass --split-set one of {', '.join(folds)}"
-                if folds
-                else f"run `grefel refine --dataset {ds.name}` first"
-            )
-            raise DatasetError(f"{ds.name} has no labelled training images in split set '{cfg.split_set}': {hint}")
-        if len(val_idx) == 0:
-            raise DatasetError(
-                f"{ds.name} has no validation split (the test split is never used for model selection): "
-                f"run `grefel refine --dataset {ds.name}` to carve one out, then train again"
-            )
-        val_labels = labels.copy()  # validation is scored with the labels the run learns from
-        groups = ds.meta["group"].to_numpy()
-        aug = cfg.augment_settings()
-        eval_bs = cfg.eval_batch_size or max(1, 2 * cfg.batch_size // info.world_size)
+    def __init__(self, names: tuple[str, ...], device: torch.device):
+        self.names = tuple(names)
+        self._window = torch.zeros(len(self.names) + 1, dtype=torch.float64, device=device)  # last: count
+        self._totals = torch.zeros_like(self._window)
 
-        # -- model, loss, optimiser ----------------------------------------------------------------
-        if resume_ckpt is not None:  # the run's own architecture, even if a preset changed since
-            from grefel.models import model_from_kwargs
+    @torch.no_grad()
+    def update(self, n: int, **batch_means: torch.Tensor) -> None:
+        values = torch.stack([batch_means[k].detach().double() for k in self.names])
+        self._window += torch.cat([values * n, values.new_full((1,), n)])
 
-            model = model_from_kwargs(resume_ckpt.get("model_kwargs"), resume_ckpt.get("model_config"))
-        else:
-            model = build_model(cfg, ds.num_classes)
-        if not hasattr(model, "model_config"):
-            raise GrefelError("the model has no model_config: grefel.models.create_model must set it")
-        weights_report = None
-        if resume_ckpt is None and any((cfg.ir50, cfg.mobilefacenet, cfg.poster)):
-            from grefel.models.weights import load_pretrained
+    def sync(self) -> dict[str, float]:
+        gdist.all_reduce_sum(self._window)
+        w = self._window.tolist()  # a copy (on the CPU .cpu().numpy() would share the memory zeroed below)
+        self._totals += self._window
+        self._window.zero_()
+        return {k: w[i] / max(w[-1], 1) for i, k in enumerate(self.names)}
 
-            weights_report = load_pretrained(
-                model,
-                ir50=cfg.ir50,
-                mobilefacenet=cfg.mobilefacenet,
-                poster=cfg.poster,
-                allow_partial=cfg.allow_partial,
-            )
-            console.print(weights_report)
-        model.to(device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
-        raw_model = model
-        if info.enabled and device.type == "cuda" and cfg.sync_bn and not cfg.freeze_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            raw_model = model
-        criterion = build_loss(cfg).to(device)
-        params = [p for p in raw_model.parameters() if p.requires_grad]
+    @property
+    def count(self) -> float:
+        return float(self._totals[-1])
+
+    @property
+    def avg(self) -> dict[str, float]:
+        t = self._totals.cpu().numpy()
+        return {k: float(t[i] / t[-1]) for i, k in enumerate(self.names)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Run state: what a checkpoint holds
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunState:
+    """The training state a checkpoint holds: ``save()`` writes it, ``resume()`` restores it."""
+
+    model: torch.nn.Module  # the plain model (no DDP / compile wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    epoch: int = 0  # epochs completed
+    best: dict = field(default_factory=lambda: {"epoch": -1, "val_acc": -1.0})
+    history: list[dict] = field(default_factory=list)  # one metrics row per epoch
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, model: torch.nn.Module, device: torch.device, precision: str) -> RunState:
+        params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        return cls(model, optimizer, scheduler, scaler, device)
 
-        def autocast():
-            return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    def end_epoch(self, metrics: dict) -> bool:
+        """Record an epoch's metrics row; True when its validation accuracy is the best so far."""
+        self.history.append(metrics)
+        self.epoch = metrics["epoch"]
+        is_best = metrics.get("val_acc", -1) > self.best["val_acc"]
+        if is_best:
+            self.best = {"epoch": self.epoch, "val_acc": metrics["val_acc"]}
+        return is_best
 
-        start_epoch, history, best = 0, [], {"epoch": -1, "val_acc": -1.0}
-        if resume_ckpt is not None:
-            check_checkpoint_fits(resume_ckpt, ds, cfg.labels, ckpt_path)
-            try:
-                raw_model.load_state_dict(resume_ckpt["model"])
-            except RuntimeError as e:
-                raise CheckpointError(
-                    f"{ckpt_path} does not fit the model it describes ({str(e).splitlines()[0][:120]})"
-                ) from None
-            optimizer.load_state_dict(resume_ckpt["optimizer"])
-            scheduler.load_state_dict(resume_ckpt["scheduler"])
-            if resume_ckpt.get("scaler") and scaler.is_enabled():
-                scaler.load_state_dict(resume_ckpt["scaler"])
-            start_epoch = int(resume_ckpt["epoch"])
-            history = list(resume_ckpt.get("history", []))
-            best = dict(resume_ckpt.get("best", best))
-            torch.set_rng_state(resume_ckpt["rng"]["torch"])
-            if device.type == "cuda" and "cuda" in resume_ckpt["rng"]:
-                torch.cuda.set_rng_state(resume_ckpt["rng"]["cuda"], device)
-        model_ddp = model
-        if info.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            model_ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        model_run = torch.compile(model_ddp) if cfg.compile else model_ddp
-
-        # -- run folder ------------------------------------------------------------------------------
-        if run is None:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            name = cfg.name or f"{ds.name}-{cfg.preset}-{cfg.labels or 'clean'}-{stamp}"
-            run = gdist.broadcast_object(Path(cfg.run_dir or "runs") / name)
-            if not gdist.all_ok(not (run / "last.pt").exists(), device):
-                raise GrefelError(f"{run} already holds a run: continue it with --resume {run} or pick another --name")
-        record = {
-            "config": asdict(cfg),
-            "epochs": epochs,
-            "precision": precision,
-            "world_size": info.world_size,
-            "device": str(device),
-            "model_config": raw_model.model_config,
-            "label_set": cfg.labels or "clean",
-            "split_set": cfg.split_set,
-            "dataset": {
-                "name": ds.name,
-                "protocol": ds.protocol,
-                "classes": ds.classes,
-                "manifest_sha256": ds.manifest_sha256,
-                "path": str(ds.root.resolve()),
-                "synthetic": ds.synthetic is not None,
-            },
-            "train_images": int(len(train_pool)),
-            "val_images": int(len(val_idx)),
-            "torch": torch.__version__,
+    def payload(self, meta: dict) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model.model_config,
+            "model_kwargs": self.model.model_kwargs,
+            **meta,  # dataset, label_set, split_set, config
+            "epoch": self.epoch,
+            "metrics": self.history[-1] if self.history else {},
+            "history": self.history,
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
         }
-        if info.is_main:
-            run.mkdir(parents=True, exist_ok=True)
-            write_json(run / "config.json", record)
-            _write_metrics(run, history)  # a resumed run drops rows written after its last.pt
-            if weights_report is not None:
-                with atomic_path(run / "pretrained.txt") as tmp:
-                    tmp.write_text(weights_report.details() + "\n")
 
-        def payload(epoch: int, metrics: dict) -> dict:
-            return {
-                "model": raw_model.state_dict(),
-                "model_config": raw_model.model_config,
-                "model_kwargs": raw_model.model_kwargs,
-                "dataset": record["dataset"],
-                "label_set": record["label_set"],
-                "split_set": record["split_set"],
-                "config": asdict(cfg),
-                "epoch": epoch,
-                "metrics": metrics,
-                "history": history,
-                "best": best,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(device),
+    def save(self, paths: list[Path], meta: dict, folder: Path) -> None:
+        """Write the state atomically to each path; a full disk keeps the previous file and says how to go on."""
+        state = self.payload(meta)
+        for path in paths:
+            try:
+                save_checkpoint(path, state)
+            except OSError as e:
+                raise GrefelError(
+                    f"could not write {path} ({e.strerror or e}): the previous {path.name} is intact; "
+                    f"free disk space and continue with `grefel train --resume {folder}`"
+                ) from None
+
+    def resume(self, ckpt: dict, path: Path) -> None:
+        """Restore model, optimizer, scheduler, scaler, RNG, epoch, best and history from ``ckpt``."""
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{path} does not fit the model it describes ({str(e).splitlines()[0][:120]})"
+            ) from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.history = list(ckpt.get("history", []))
+        self.best = dict(ckpt.get("best", self.best))
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume: the run's own settings
+# ---------------------------------------------------------------------------------------------
+def load_resume_checkpoint(resume: str) -> tuple[Path, dict]:
+    """The checkpoint a resume continues (a run folder's last.pt, or the file given)."""
+    given = Path(resume)
+    path = given / "last.pt" if given.is_dir() else given
+    if not path.is_file():
+        raise CheckpointError(f"nothing to resume at {given}: pass a run folder that holds last.pt, or a last.pt")
+    best = path.parent / "best.pt"
+    advice = (
+        f"continue from its best epoch by resuming {best}, or start a new run"
+        if best.is_file() and best.resolve() != path.resolve()
+        else "start a new run"
+    )
+    ckpt = load_checkpoint(path, map_location="cpu", advice=advice)
+    if "optimizer" not in ckpt:
+        raise CheckpointError(f"{path} holds no training state (an exported model?): resume from a run's last.pt")
+    return path, ckpt
+
+
+def resume_config(given: TrainConfig, ckpt: dict, path: Path) -> TrainConfig:
+    """The run's stored settings, with the resumable ones of ``given``.
+
+    A non-resumable setting that ``given`` sets to neither its default nor the run's value is an
+    error (a resume would otherwise silently ignore it).
+    """
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    stored = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in fields})
+    same_dataset = {stored.dataset, ckpt["dataset"].get("name"), ckpt["dataset"].get("path")}
+    changed = [
+        name
+        for name, f in fields.items()
+        if name not in resumable_settings()
+        and getattr(given, name) not in (f.default, getattr(stored, name))
+        and not (name == "model_args" and not given.model_args)
+        and not (name == "dataset" and given.dataset in same_dataset)
+    ]
+    if changed:
+        diffs = ", ".join(f"{k} ({getattr(given, k)!r}; the run has {getattr(stored, k)!r})" for k in changed)
+        raise GrefelError(
+            f"a resume continues {path.parent} with its own settings, so {diffs} cannot change; "
+            f"a resume may change only {', '.join(n for n in resumable_settings() if n != 'resume')}: "
+            "leave the others unset, or start a new run"
+        )
+    new = {k: getattr(given, k) for k in resumable_settings() if k != "epochs" or given.epochs is not None}
+    cfg = dataclasses.replace(stored, **new)
+    cfg.dataset = ckpt["dataset"].get("path") or cfg.dataset
+    if not Path(cfg.dataset or "").is_dir():
+        cfg.dataset = ckpt["dataset"]["name"]
+    return cfg
+
+
+def check_checkpoint_fits(ckpt: dict, ds, label_set: str | None, path) -> None:
+    d = ckpt.get("dataset") or {}
+    if d.get("classes") != ds.classes or d.get("protocol", ds.protocol) != ds.protocol:
+        raise CheckpointError(
+            f"{path} was trained on {d.get('name')} ({d.get('protocol')}, classes {d.get('classes')}), "
+            f"not {ds.name} ({ds.protocol}, classes {ds.classes}): resume it on its own dataset"
+        )
+    if d.get("manifest_sha256") != ds.manifest_sha256:
+        raise CheckpointError(
+            f"{path} was trained on another preparation of {ds.name} (manifest hash differs): "
+            "resume needs the same prepared dataset; start a new run instead"
+        )
+    if (ckpt.get("label_set") or "clean") != (label_set or "clean"):
+        raise CheckpointError(
+            f"{path} was trained with label set '{ckpt.get('label_set')}', not '{label_set or 'clean'}'"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainData:
+    """The prepared dataset and what training reads from it."""
+
+    ds: object  # grefel.data.shards.PreparedDataset
+    labels: np.ndarray  # the labels the run learns from (a label set, or the clean ones)
+    groups: np.ndarray  # video / face group of each image (refinement's N_pg cap)
+    pool: np.ndarray  # labelled training images
+    val_idx: np.ndarray  # validation images
+
+
+def check_label_set(ds, label_set: str | None) -> None:
+    """A label set must have been made from this very preparation of the dataset."""
+    if label_set in (None, "", "clean"):
+        return
+    from grefel.data.corrupt import read_label_set_attrs
+
+    ds.labels(label_set)  # existence and length
+    attrs = read_label_set_attrs(ds, label_set)
+    if attrs.get("classes") not in (None, ds.classes) or attrs.get("manifest_sha256") not in (None, ds.manifest_sha256):
+        raise DatasetError(
+            f"label set '{label_set}' was made for another preparation of {ds.name} (classes or manifest differ): "
+            f"recreate it with `grefel corrupt --dataset {ds.name}`"
+        )
+
+
+def load_data(cfg: TrainConfig) -> TrainData:
+    """Open the dataset; fix the split set by name (so a resume keeps it even if `grefel refine`
+    runs meanwhile) in ``cfg``; check the label set and the crop; select train and val images."""
+    from grefel.data.shards import PreparedDataset
+    from grefel.paths import resolve_dataset
+
+    ds = PreparedDataset(resolve_dataset(cfg.dataset, cfg.data_root))
+    cfg.split_set = cfg.split_set or ("default" if "default" in ds.split_sets() else "official")
+    check_label_set(ds, cfg.labels)
+    if cfg.crop > ds.image_size:
+        raise GrefelError(
+            f"crop {cfg.crop} is larger than the {ds.image_size} px faces stored in {ds.name}: "
+            f"use a crop of at most {ds.image_size}"
+        )
+    labels = ds.labels(cfg.labels)
+    splits = ds.splits(cfg.split_set)
+    pool = np.flatnonzero((splits == "train") & (labels >= 0))
+    val_idx = np.flatnonzero((splits == "val") & (ds.labels() >= 0))
+    if len(pool) == 0:
+        folds = [s for s in ds.split_sets() if s.startswith("fold")]
+        hint = f"use split set {' / '.join(folds)}" if folds else f"run `grefel refine --dataset {ds.name}` first"
+        raise DatasetError(f"{ds.name} has no labelled training images in split set '{cfg.split_set}': {hint}")
+    if len(val_idx) == 0:
+        raise DatasetError(
+            f"{ds.name} has no validation split (the test split is never used for model selection): "
+            f"run `grefel refine --dataset {ds.name}` to carve one out, then train again"
+        )
+    return TrainData(ds, labels, ds.meta["group"].to_numpy(), pool, val_idx)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder
+# ---------------------------------------------------------------------------------------------
+def new_run_folder(cfg: TrainConfig, ds_name: str, info: gdist.DistInfo) -> Path:
+    """``<run_dir>/<name>`` (rank 0's name on every rank); refuses a folder that holds a run."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = cfg.name or f"{ds_name}-{cfg.preset}-{cfg.labels or 'clean'}-{stamp}"
+    folder = gdist.broadcast_object(Path(cfg.run_dir or "runs") / name)
+    if not gdist.all_ok(not (folder / "last.pt").exists(), info.device):
+        raise GrefelError(
+            f"{folder} already holds a run: continue it with `grefel train --resume {folder}`, or choose another name"
+        )
+    return folder
+
+
+def make_run_folder(folder: Path, resuming: bool) -> list[Path]:
+    """Create ``folder`` (and missing parents) and check that files can be written in it.
+
+    Returns the folders it created (nearest last), for :func:`discard_unfinished`.
+    """
+    advice = (
+        "make it writable, or copy the run to a writable place and resume the copy"
+        if resuming
+        else "choose a writable run_dir"
+    )
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if existing.exists() and not existing.is_dir():
+        raise GrefelError(f"cannot create the run folder {folder}: {existing} is a file; {advice}")
+    created = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        discard_unfinished(folder, created)
+        raise GrefelError(f"cannot write in the run folder {folder} ({e.strerror or e}): {advice}") from None
+    return created
+
+
+def discard_unfinished(folder: Path, created: list[Path]) -> None:
+    """After a failed start: remove what the run wrote and the folders it created, unless a
+    checkpoint exists (then the run can be resumed)."""
+    if (folder / "last.pt").exists() or (folder / "best.pt").exists():
+        return
+    for name in START_FILES:
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only if empty
+
+
+def run_record(cfg: TrainConfig, data: TrainData, model, epochs: int, precision: str, info) -> dict:
+    """config.json: the resolved settings and what the run trains on."""
+    ds = data.ds
+    return {
+        "config": asdict(cfg),
+        "epochs": epochs,
+        "precision": precision,
+        "world_size": info.world_size,
+        "device": str(info.device),
+        "model_config": model.model_config,
+        "label_set": cfg.labels or "clean",
+        "split_set": cfg.split_set,
+        "dataset": {
+            "name": ds.name,
+            "protocol": ds.protocol,
+            "classes": ds.classes,
+            "manifest_sha256": ds.manifest_sha256,
+            "path": str(ds.root.resolve()),
+            "synthetic": ds.synthetic is not None,
+        },
+        "train_images": int(len(data.pool)),
+        "val_images": int(len(data.val_idx)),
+        "torch": torch.__version__,
+    }
+
+
+def write_metrics(folder: Path, history: list[dict]) -> None:
+    with atomic_path(folder / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
+def write_start(folder: Path, record: dict, history: list[dict], weights_report) -> None:
+    """config.json, metrics.jsonl (a resumed run drops rows written after its last.pt), pretrained.txt."""
+    write_json(folder / "config.json", record)
+    write_metrics(folder, history)
+    if weights_report is not None:
+        with atomic_path(folder / "pretrained.txt") as tmp:
+            tmp.write_text(weights_report.details() + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# One run: settings, processes, precision, folder
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What every epoch of a run shares (torchvision's ``args`` plus the device and folder)."""
+
+    cfg: TrainConfig
+    info: gdist.DistInfo
+    precision: str
+    folder: Path
+    epochs: int  # the run's total
+    meta: dict  # dataset, label_set, split_set, config: stored in every checkpoint
+    console: object
+    last_saved: int = 0  # the epoch last.pt holds
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    def autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def diverged(run: Run, window: dict, epoch: int, step: int, lr: float) -> TrainingDiverged:
+    """The error for a non-finite loss: where, each loss part, and what to try."""
+    parts = ", ".join(f"{k} {window[k]:.4g}" for k in LOSS_PARTS)
+    kept = (
+        f"kept the last good checkpoint {run.folder / 'last.pt'} (epoch {run.last_saved})"
+        if run.last_saved
+        else "no epoch had finished, so there is no checkpoint"
+    )
+    return TrainingDiverged(
+        f"loss became non-finite in epoch {epoch + 1}, steps {max(1, step + 2 - run.cfg.log_every)}..{step + 1} "
+        f"({parts}; lr {lr:.3g}, {run.precision}); {kept}. Try a lower lr, precision fp32, or a smaller "
+        "lambda_* for the part that blew up" + (f", then resume {run.folder}" if run.last_saved else "")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Train one epoch, evaluate
+# ---------------------------------------------------------------------------------------------
+def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: int, run: Run, progress) -> dict:
+    """One epoch of steps; the epoch's average losses and accuracy, images/s and training time."""
+    from grefel.data.transforms import eval_batch, train_batch
+
+    cfg, device, steps = run.cfg, run.device, len(loader)
+    aug, lr = cfg.augment_settings(), state.optimizer.param_groups[0]["lr"]
+    meters = MetricLogger((*LOSS_PARTS, "acc"), device)
+    task = progress.add_task(f"epoch {epoch + 1}/{run.epochs}", total=steps, info="")
+    t0, seen = time.perf_counter(), 0
+    for step, batch in enumerate(loader):
+        images = batch["images"].to(device, non_blocking=True)
+        y = batch["labels"].to(device, non_blocking=True)
+        x = train_batch(images, uniforms[batch["pos"]], aug) if cfg.augment else eval_batch(images, crop=cfg.crop)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with run.autocast():
+            out = model(x)
+        progress_epochs = epoch + step / steps
+        criterion.aux_scale = warmup_ramp(progress_epochs, cfg.aux_warmup)
+        criterion.correction_scale = warmup_ramp(progress_epochs, cfg.correction_warmup)
+        losses = criterion(out, y)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(losses["total"]).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        # NaN / inf propagate into the sums: checked at the next sync
+        meters.update(len(y), **{k: losses[k] for k in LOSS_PARTS}, acc=(out.corrected.argmax(1) == y).double().mean())
+        seen += len(y) * run.info.world_size
+        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+            window = meters.sync()
+            if not np.isfinite([window[k] for k in LOSS_PARTS]).all():
+                raise diverged(run, window, epoch, step, lr)
+            avg = meters.avg
+            progress.update(
+                task,
+                completed=step + 1,
+                info=f"loss {avg['total']:.3f} (cls {avg['cls']:.3f} anc {avg['anchor']:.3f} "
+                f"cen {avg['center']:.3f}) acc {100 * avg['acc']:.1f}% {seen / (time.perf_counter() - t0):.0f} img/s",
+            )
+    train_time = time.perf_counter() - t0
+    progress.remove_task(task)
+    avg = meters.avg
+    return {
+        "lr": float(lr),
+        "train_loss": avg["total"],
+        "train_cls": avg["cls"],
+        "train_anchor": avg["anchor"],
+        "train_center": avg["center"],
+        "train_acc": avg["acc"],
+        "images_per_s": float(seen / train_time),
+    }
+
+
+@torch.no_grad()
+def evaluate(model, criterion, loader, run: Run, num_classes: int) -> dict:
+    """Validation metrics (accuracy of the corrected and primary distributions, macro F1, loss)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    from grefel.data.transforms import eval_batch
+
+    model.eval()
+    device = run.device
+    rows, loss_sum = [], torch.zeros(2, dtype=torch.float64, device=device)
+    for batch in loader:
+        x = eval_batch(batch["images"].to(device, non_blocking=True), crop=run.cfg.crop)
+        y = batch["labels"].to(device, non_blocking=True)
+        with run.autocast():
+            out = model(x)
+        loss_sum += torch.stack(
+            [criterion(out, y)["total"].double() * len(y), torch.tensor(len(y), device=device, dtype=torch.float64)]
+        )
+        rows.append(torch.stack([y, out.corrected.argmax(1), out.primary.argmax(1)], 1).cpu())
+    local = torch.cat(rows).numpy() if rows else np.zeros((0, 3), np.int64)
+    gdist.all_reduce_sum(loss_sum)
+    y, pred, prim = np.concatenate(gdist.gather_objects(local)).T
+    if len(y) == 0:
+        return {}
+    return {
+        "val_loss": float(loss_sum[0] / loss_sum[1]),
+        "val_acc": float(accuracy_score(y, pred)),
+        "val_acc_primary": float(accuracy_score(y, prim)),
+        "val_mean_class_acc": float(
+            balanced_accuracy_score(y, pred) if len(np.unique(y)) > 1 else accuracy_score(y, pred)
+        ),
+        "val_macro_f1": float(f1_score(y, pred, labels=list(range(num_classes)), average="macro", zero_division=0)),
+        "val_n": int(len(y)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs: plan, train, validate, checkpoint, log
+# ---------------------------------------------------------------------------------------------
+def save_epoch(run: Run, state: RunState, is_best: bool, last_epoch: int) -> None:
+    """last.pt every save_every epochs (and after the last), best.pt when it improved, metrics.jsonl;
+    every rank stops together when rank 0 cannot write."""
+    save_last = state.epoch % run.cfg.save_every == 0 or state.epoch == last_epoch
+    paths = [run.folder / "last.pt"] * save_last + [run.folder / "best.pt"] * is_best
+
+    def write():
+        if paths:
+            state.save(paths, run.meta, run.folder)
+        write_metrics(run.folder, state.history)
+
+    on_main(run.info, write)
+    if save_last:
+        run.last_saved = state.epoch
+
+
+def log_epoch(run: Run, m: dict, is_best: bool) -> None:
+    run.console.print(
+        f"epoch {m['epoch']}/{run.epochs}  loss {m['train_loss']:.4f} (cls {m['train_cls']:.4f} "
+        f"anchor {m['train_anchor']:.4f} center {m['train_center']:.4f})  train acc "
+        f"{100 * m['train_acc']:.2f}%  val acc "
+        + (f"{100 * m['val_acc']:.2f}%  " if "val_acc" in m else "-  ")
+        + f"{m['images_per_s']:.0f} img/s"
+        + ("  [best]" if is_best else "")
+        + (f"  short: {', '.join(m['short_classes'])}" if m["short_classes"] else "")
+    )
+
+
+def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, last_epoch: int) -> None:
+    """Epochs ``state.epoch + 1 .. last_epoch``: plan, train, validate, checkpoint, log."""
+    from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
+    from grefel.data.transforms import augment_uniforms
+
+    cfg, info, ds = run.cfg, run.info, data.ds
+    pin = run.device.type == "cuda"
+    sampler = RankBatches(np.zeros(0, np.int64), cfg.batch_size, info.rank, info.world_size)
+    workers = min(cfg.workers, gdist.usable_cores())  # more loader processes than cores only thrash
+    loader = make_loader(ds, data.labels, sampler, workers=workers, pin_memory=pin, persistent=True)
+    eval_bs = cfg.eval_batch_size or max(1, 2 * cfg.batch_size // info.world_size)
+    val_sampler = EvalBatches(data.val_idx, eval_bs, info.rank, info.world_size)
+    # validation is scored with the labels the run learns from
+    val_loader = make_loader(ds, data.labels, val_sampler, workers=min(workers, 2), pin_memory=pin, persistent=True)
+    plain = model.module if info.enabled else model  # no DDP wrapper for validation
+    model_run = torch.compile(model) if cfg.compile else model
+    progress = _progress(run.console)
+    with progress:
+        run_task = progress.add_task("run", total=run.epochs, completed=state.epoch, info="")
+        for epoch in range(state.epoch, last_epoch):
+            plan = epoch_plan(
+                data.labels,
+                data.groups,
+                data.pool,
+                num_classes=ds.num_classes,
+                epoch=epoch,
+                seed=cfg.seed,
+                global_batch=cfg.batch_size,
+                refine=cfg.refine,
+                n_pg=cfg.n_pg or None,
+                per_class=cfg.per_class,
+            )
+            uniforms = augment_uniforms(len(plan.indices), cfg.seed, epoch)
+            sampler.set_plan(plan.indices)
+            torch.manual_seed(derive_seed(cfg.seed, epoch, info.rank, 7))  # dropout / drop-path of this epoch
+            set_train_mode(model, cfg.freeze_bn)
+            t0 = time.perf_counter()
+            stats = train_one_epoch(model_run, criterion, state, loader, uniforms, epoch, run, progress)
+            state.scheduler.step()
+            validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch
+            val = evaluate(plain, criterion, val_loader, run, ds.num_classes) if validate else {}
+            images_per_s = stats.pop("images_per_s")
+            metrics = {
+                "epoch": epoch + 1,
+                **stats,
+                **val,
+                "images_per_s": images_per_s,
+                "epoch_time_s": float(time.perf_counter() - t0),
+                "epoch_images": int(plan.n_real),
+                "short_classes": [ds.classes[c] for c in plan.short],
             }
+            is_best = state.end_epoch(metrics)
+            save_epoch(run, state, is_best, last_epoch)
+            best = f"best {100 * state.best['val_acc']:.2f}% @ {state.best['epoch']}"
+            progress.update(
+                run_task, completed=epoch + 1, info=f"val acc {100 * metrics.get('val_acc', 0):.2f}% ({best})"
+            )
+            log_epoch(run, metrics, is_best)
 
-        # -- epochs ------------------------------------------------------------------------------------
-        last_epoch = epochs if cfg.stop_after is None else min(epochs, start_epoch + cfg.stop_after)
-        last_saved = start_epoch  # epoch held by last.pt
+
+# ---------------------------------------------------------------------------------------------
+# main: build a run from its config
+# ---------------------------------------------------------------------------------------------
+def setup_determinism(cfg: TrainConfig, device: torch.device) -> None:
+    if cfg.deterministic:  # e.g. the relative-position-bias gather accumulates in thread order otherwise
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not cfg.deterministic
+
+
+def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, run_console):
+    """The model on the CPU: the checkpoint's own architecture on resume (even if a preset changed
+    since), else from the settings, with the pretrained weight files given; and the weights report."""
+    if ckpt is not None:
+        from grefel.models import model_from_kwargs
+
+        return model_from_kwargs(ckpt.get("model_kwargs"), ckpt.get("model_config")), None
+    model = build_model(cfg, num_classes)
+    if not any((cfg.ir50, cfg.mobilefacenet, cfg.poster)):
+        return model, None
+    from grefel.models.weights import load_pretrained
+
+    report = load_pretrained(
+        model, ir50=cfg.ir50, mobilefacenet=cfg.mobilefacenet, poster=cfg.poster, allow_partial=cfg.allow_partial
+    )
+    run_console.print(report)
+    return model, report
+
+
+def place_model(model, cfg: TrainConfig, info: gdist.DistInfo):
+    """Move to the device (channels_last, SyncBatchNorm); the plain model and the one to train (DDP)."""
+    model.to(info.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if info.enabled and info.device.type == "cuda" and cfg.sync_bn and not cfg.freeze_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if not info.enabled:
+        return model, model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return model, DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+
+def main(cfg: TrainConfig, info: gdist.DistInfo) -> Path:
+    """Build the run ``cfg`` describes (a new one, or the one it resumes) and train it; its folder."""
+    console = _console(cfg.quiet, info.is_main)
+    ckpt = path = None
+    if cfg.resume:
+        path, ckpt = load_resume_checkpoint(cfg.resume)
+        cfg = resume_config(cfg, ckpt, path)
+    else:
+        cfg = dataclasses.replace(cfg)
+    per_process, rest = divmod(cfg.batch_size, info.world_size)
+    if rest or per_process < 2:
+        raise GrefelError(
+            f"batch_size {cfg.batch_size} (global) must split evenly over the {info.world_size} processes "
+            "with at least 2 images each (BatchNorm needs 2)"
+        )
+    precision = resolve_precision(cfg.precision, info.device)
+    setup_determinism(cfg, info.device)
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg)
+    folder = path.parent if ckpt else new_run_folder(cfg, data.ds.name, info)
+    created = on_main(info, lambda: make_run_folder(folder, resuming=ckpt is not None)) or []
+    try:
+        model, weights_report = create_run_model(cfg, data.ds.num_classes, ckpt, console)
+        if not hasattr(model, "model_config"):
+            raise GrefelError("the model has no model_config: grefel.models.create_model must set it")
+        model, model_ddp = place_model(model, cfg, info)
+        state = RunState.create(cfg, model, info.device, precision)
+        if ckpt is not None:
+            check_checkpoint_fits(ckpt, data.ds, cfg.labels, path)
+            state.resume(ckpt, path)
+        epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS
+        record = run_record(cfg, data, model, epochs, precision, info)
+        meta = {k: record[k] for k in ("dataset", "label_set", "split_set", "config")}
+        run = Run(cfg, info, precision, folder, epochs, meta, console, last_saved=state.epoch)
+        on_main(info, lambda: write_start(folder, record, state.history, weights_report))
+        last_epoch = epochs if cfg.stop_after is None else min(epochs, state.epoch + cfg.stop_after)
         console.print(
-            f"run {run}: {ds.name} ({len(train_pool)} train / {len(val_idx)} val images), preset {cfg.preset}, "
-            f"labels {record['label_set']}, {info.world_size} process(es) on {device}, {precision}, "
-            f"epochs {start_epoch + 1}..{last_epoch} of {epochs}"
+            f"run {folder}: {data.ds.name} ({len(data.pool)} train / {len(data.val_idx)} val images), preset "
+            f"{cfg.preset}, labels {record['label_set']}, {info.world_size} process(es) on {info.device}, "
+            f"{precision}, epochs {state.epoch + 1}..{last_epoch} of {epochs}"
         )
-        pin = device.type == "cuda"
-        sampler = RankBatches(np.zeros(0, np.int64), cfg.batch_size, info.rank, info.world_size)
-        workers = min(cfg.workers, gdist.usable_cores())  # more loader processes than cores only thrash
-        loader = make_loader(ds, labels, sampler, workers=workers, pin_memory=pin, persistent=True)
-        val_loader = make_loader(
-            ds,
-            val_labels,
-            EvalBatches(val_idx, eval_bs, info.rank, info.world_size),
-            workers=min(workers, 2),
-            pin_memory=pin,
-            persistent=True,
+        run_epochs(run, state, data, model_ddp, build_loss(cfg).to(info.device), last_epoch)
+    except BaseException:
+        if ckpt is None and info.is_main:
+            discard_unfinished(folder, created)
+        raise
+    _report_end(run, state, last_epoch)
+    return folder
+
+
+def _report_end(run: Run, state: RunState, last_epoch: int) -> None:
+    folder, best = run.folder, state.best
+    if last_epoch < run.epochs:
+        run.console.print(
+            f"stopped after epoch {last_epoch} of {run.epochs}: continue with `grefel train --resume {folder}`"
         )
-        progress = _progress(console)
-        with progress:
-            run_task = progress.add_task("run", total=epochs, completed=start_epoch, info="")
-            for epoch in range(start_epoch, last_epoch):
-                plan = epoch_plan(
-                    labels,
-                    groups,
-                    train_pool,
-                    num_classes=ds.num_classes,
-                    epoch=epoch,
-                    seed=cfg.seed,
-                    global_batch=cfg.batch_size,
-                    refine=cfg.refine,
-                    n_pg=cfg.n_pg,
-                    per_class=cfg.per_class,
-                )
-                uniforms = augment_uniforms(len(plan.indices), cfg.seed, epoch)
-                sampler.set_plan(plan.indices)
-                torch.manual_seed(derive_seed(cfg.seed, epoch, info.rank, 7))  # dropout / drop-path of this epoch
-                set_train_mode(model_ddp, cfg.freeze_bn)
-                lr = optimizer.param_groups[0]["lr"]
-                # sums over the steps since the last sync: total, cls, anchor, center, correct, n
-                window = torch.zeros(6, dtype=torch.float64, device=device)
-                totals = torch.zeros(6, dtype=torch.float64, device=device)
-                ones = torch.ones(1, dtype=torch.float64, device=device)
-                task = progress.add_task(f"epoch {epoch + 1}/{epochs}", total=len(sampler), info="")
-                t0, seen = time.perf_counter(), 0
-                for step, batch in enumerate(loader):
-                    images = batch["images"].to(device, non_blocking=True)
-                    y = batch["labels"].to(device, non_blocking=True)
-                    if cfg.augment:
-                        x = train_batch(images, uniforms[batch["pos"]], aug)
-                    else:
-                        x = eval_batch(images, crop=cfg.crop)
-                    if cfg.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    with autocast():
-                        out = model_run(x)
-                    progress_epochs = epoch + step / len(sampler)
-                    criterion.aux_scale = warmup_ramp(progress_epochs, cfg.aux_warmup)
-                    criterion.correction_scale = warmup_ramp(progress_epochs, cfg.correction_warmup)
-                    losses = criterion(out, y)
-                    loss = losses["total"]
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    with torch.no_grad():  # NaN / inf propagate into the sums: checked at the next sync
-                        parts = torch.stack([losses[k].detach().double() for k in ("total", "cls", "anchor", "center")])
-                        correct = (out.corrected.argmax(1) == y).sum().double()
-                        window += torch.cat([parts * len(y), correct.view(1), ones * len(y)])
-                    seen += len(y) * info.world_size
-                    if (step + 1) % cfg.log_every == 0 or step + 1 == len(sampler):
-                        gdist.all_reduce_sum(window)
-                        w = window.cpu().numpy()
-                        if not np.isfinite(w[:4]).all():
-                            parts_txt = ", ".join(
-                                f"{k} {v / max(w[5], 1):.4g}"
-                                for k, v in zip(("total", "cls", "anchor", "center"), w[:4])
-                            )
-                            kept = (
-                                f"kept the last good checkpoint {run / 'last.pt'} (epoch {last_saved})"
-                                if last_saved
-                                else "no epoch had finished, so there is no checkpoint"
-                            )
-                            raise TrainingDiverged(
-                                f"loss became non-finite in epoch {epoch + 1}, "
-                                f"steps {max(1, step + 2 - cfg.log_every)}..{step + 1} "
-                                f"({parts_txt}; lr {lr:.3g}, {precision}); {kept}. Try a lower --lr, --precision fp32, "
-                                "or a smaller --lambda-* for the part that blew up"
-                                + (f", then --resume {run}" if last_saved else "")
-                            )
-                        totals += window
-                        window.zero_()
-                        el = time.perf_counter() - t0
-                        t = totals.cpu().numpy()
-                        progress.update(
-                            task,
-                            completed=step + 1,
-                            info=(
-                                f"loss {t[0] / t[5]:.3f} "
-                                f"(cls {t[1] / t[5]:.3f} anc {t[2] / t[5]:.3f} cen {t[3] / t[5]:.3f}) "
-                                f"acc {100 * t[4] / t[5]:.1f}% {seen / el:.0f} img/s"
-                            ),
-                        )
-                train_time = time.perf_counter() - t0
-                scheduler.step()
-                validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch
-                metrics = (
-                    evaluate_split(
-                        model_ddp.module if info.enabled else model_ddp,
-                        val_loader,
-                        device,
-                        autocast,
-                        criterion,
-                        ds.num_classes,
-                        cfg.crop,
-                    )
-                    if validate
-                    else {}
-                )
-                t = totals.cpu().numpy()
-                metrics = {
-                    "epoch": epoch + 1,
-                    "lr": float(lr),
-                    "train_loss": float(t[0] / t[5]),
-                    "train_cls": float(t[1] / t[5]),
-                    "train_anchor": float(t[2] / t[5]),
-                    "train_center": float(t[3] / t[5]),
-                    "train_acc": float(t[4] / t[5]),
-                    **metrics,
-                    "images_per_s": float(seen / train_time),
-                    "epoch_time_s": float(time.perf_counter() - t0),
-                    "epoch_images": int(plan.n_real),
-                    "short_classes": [ds.classes[c] for c in plan.short],
-                }
-                history.append(metrics)
-                is_best = metrics.get("val_acc", -1) > best["val_acc"]
-                if is_best:
-                    best = {"epoch": epoch + 1, "val_acc": metrics["val_acc"]}
-                ok, err = True, None
-                save_last = (epoch + 1) % cfg.save_every == 0 or epoch + 1 == last_epoch
-                if info.is_main:
-                    try:
-                        if save_last or is_best:
-                            state = payload(epoch + 1, metrics)
-                        if save_last:
-                            _save(run / "last.pt", state, run)
-                        if is_best:
-                            _save(run / "best.pt", state, run)
-                        _write_metrics(run, history)
-                    except GrefelError as e:
-                        ok, err = False, e
-                if info.enabled:
-                    ok = gdist.all_ok(ok, device)  # every rank stops together when rank 0 cannot write
-                if not ok:
-                    raise err or GrefelError(f"rank 0 could not write the checkpoint of epoch {epoch + 1}; see its log")
-                if save_last:
-                    last_saved = epoch + 1
-                progress.remove_task(task)
-                progress.update(
-                    run_task,
-                    completed=epoch + 1,
-                    info=(
-                        f"val acc {100 * metrics.get('val_acc', 0):.2f}% "
-                        f"(best {100 * best['val_acc']:.2f}% @ {best['epoch']})"
-                    ),
-                )
-                console.print(
-                    f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f} (cls {metrics['train_cls']:.4f} "
-                    f"anchor {metrics['train_anchor']:.4f} center {metrics['train_center']:.4f})  train acc "
-                    f"{100 * metrics['train_acc']:.2f}%  val acc "
-                    + (f"{100 * metrics['val_acc']:.2f}%  " if "val_acc" in metrics else "-  ")
-                    + f"{metrics['images_per_s']:.0f} img/s"
-                    + ("  [best]" if is_best else "")
-                    + (f"  short: {', '.join(metrics['short_classes'])}" if metrics["short_classes"] else "")
-                )
-        if last_epoch < epochs:
-            console.print(f"stopped after epoch {last_epoch} of {epochs}: continue with `grefel train --resume {run}`")
-        else:
-            console.print(f"done: {run / 'best.pt'} (val acc {100 * best['val_acc']:.2f}% at epoch {best['epoch']})")
-        return run
+    elif best["epoch"] > 0:
+        run.console.print(f"done: {folder / 'best.pt'} (val acc {100 * best['val_acc']:.2f}% at epoch {best['epoch']})")
+    else:
+        run.console.print(f"done: {folder / 'last.pt'} (no epoch was validated)")
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (or resume) a run; return its folder (``best.pt`` and ``last.pt`` inside).
+
+    The settings are checked first (a one-line GrefelError naming the setting). With ``resume``
+    the run's own settings are used; only the resumable ones (``resumable_settings()``) may differ.
+    """
+    config.validate()
+    info = gdist.setup(config.device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return main(config, info)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         gdist.teardown()

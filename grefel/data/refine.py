@@ -33,9 +33,7 @@ import numpy as np
 from grefel.data.shards import SPLITS_DIR, PreparedDataset
 from grefel.errors import DatasetError
 from grefel.io import atomic_path
-
-N_PG = 512  # images per video / face group (section 4.1)
-PER_CLASS = 500  # B, images per expression per epoch (section 4.1)
+from grefel.recipe import N_PG, PER_CLASS  # section 4.1
 
 
 # ---------------------------------------------------------------------------------------------

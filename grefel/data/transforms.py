@@ -173,19 +173,25 @@ def train_batch(
     ``geometry``: ``"opencv"`` (one ``cv2.warpAffine`` per uint8 face, the default for uint8 on the
     CPU) or ``"grid_sample"`` (one batched float ``F.grid_sample``, the default elsewhere).
     """
-    import math
-
-    import torch.nn.functional as F
-
     images = torch.as_tensor(images)
     b, h, w = images.shape[:3]
     if h != w or h < aug.crop:
         raise ValueError(f"train_batch needs square images of at least {aug.crop} px, got {h}x{w}")
-    dev, c = images.device, aug.crop
-    u = u.to(device=dev, dtype=torch.float32)
+    u = u.to(device=images.device, dtype=torch.float32)
     col = {name: u[:, k].view(b, 1, 1) for k, name in enumerate(AUG_COLUMNS)}
+    x = _geometry(images, col, aug, geometry)
+    x = _colour(x, col, aug)
+    return _erase(x, col, aug) if aug.erase else x
 
-    # -- geometry: crop + flip + rotation, one affine map per sample ---------------------------------
+
+def _geometry(images: torch.Tensor, col: dict, aug: TrainAugment, geometry: str | None) -> torch.Tensor:
+    """Crop + flip + rotation, one affine map per sample: uint8 (B, S, S, 3) -> float (B, 3, c, c), 0..255."""
+    import math
+
+    import torch.nn.functional as F
+
+    b, h = images.shape[:2]
+    dev, c = images.device, aug.crop
     m = h - c
     shift_x = torch.floor(col["shift_x"] * (m + 1)).clamp_(max=m) - m / 2  # u may round to 1.0 in float32
     shift_y = torch.floor(col["shift_y"] * (m + 1)).clamp_(max=m) - m / 2
@@ -199,24 +205,23 @@ def train_batch(
     if geometry == "opencv" and not on_cpu_uint8:
         raise ValueError(f"geometry 'opencv' needs uint8 images on the CPU, got {images.dtype} on {dev}")
     if geometry == "opencv":
-        x = (
-            _warp_cpu(images, cos * sign, -sin, sin * sign, cos, shift_x, shift_y, c)
-            .permute(0, 3, 1, 2)
-            .contiguous()
-            .float()
-        )
-    else:
-        s = c / h
-        base = (torch.arange(c, device=dev, dtype=torch.float32) * 2 + 1) / c - 1  # output pixel centres
-        bx, by = base.view(1, 1, c), base.view(1, c, 1)
-        grid = torch.empty(b, c, c, 2, device=dev)
-        grid[..., 0] = (s * cos * sign) * bx + ((-s * sin) * by + 2 * shift_x / h)  # input x per output pixel
-        grid[..., 1] = (s * sin * sign) * bx + ((s * cos) * by + 2 * shift_y / h)
-        x = F.grid_sample(
-            images.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )
+        warped = _warp_cpu(images, cos * sign, -sin, sin * sign, cos, shift_x, shift_y, c)
+        return warped.permute(0, 3, 1, 2).contiguous().float()
+    s = c / h
+    base = (torch.arange(c, device=dev, dtype=torch.float32) * 2 + 1) / c - 1  # output pixel centres
+    bx, by = base.view(1, 1, c), base.view(1, c, 1)
+    grid = torch.empty(b, c, c, 2, device=dev)
+    grid[..., 0] = (s * cos * sign) * bx + ((-s * sin) * by + 2 * shift_x / h)  # input x per output pixel
+    grid[..., 1] = (s * sin * sign) * bx + ((s * cos) * by + 2 * shift_y / h)
+    return F.grid_sample(
+        images.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
-    # -- colour jitter + /255 + normalisation as one per-sample affine colour map ------------------
+
+def _colour(x: torch.Tensor, col: dict, aug: TrainAugment) -> torch.Tensor:
+    """Colour jitter + /255 + normalisation as one per-sample affine colour map (one batched matmul)."""
+    b, _, c, _ = x.shape
+    dev = x.device
     wgt = torch.tensor(GRAY_WEIGHTS, device=dev)
     mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1)
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1)
@@ -228,20 +233,23 @@ def train_batch(
     A = sat * (cf * bf / 255).view(b, 1, 1) / std  # saturation . contrast . brightness . /255, normalised
     off = (((1 - cf) * grey_mean).view(b, 1, 1) - mean) / std  # saturation keeps a grey offset grey
     x = torch.baddbmm(off, A, x.reshape(b, 3, c * c)).view(b, 3, c, c)
-    x = torch.clamp(x, min=(-mean / std).view(1, 3, 1, 1), max=((1 - mean) / std).view(1, 3, 1, 1))
+    return torch.clamp(x, min=(-mean / std).view(1, 3, 1, 1), max=((1 - mean) / std).view(1, 3, 1, 1))
 
-    # -- random erasing: one rectangle per selected sample, value 0 (the mean colour) ---------------
-    if aug.erase:
-        lo, hi = aug.erase_scale
-        area = (lo + (hi - lo) * col["erase_area"].view(b, 1)) * c * c
-        lr0, lr1 = math.log(aug.erase_ratio[0]), math.log(aug.erase_ratio[1])
-        ratio = torch.exp(lr0 + (lr1 - lr0) * col["erase_ratio"].view(b, 1))
-        eh = torch.sqrt(area * ratio).round().clamp_(1, c)
-        ew = torch.sqrt(area / ratio).round().clamp_(1, c)
-        top = torch.minimum(torch.floor(col["erase_top"].view(b, 1) * (c - eh + 1)), c - eh)
-        left = torch.minimum(torch.floor(col["erase_left"].view(b, 1) * (c - ew + 1)), c - ew)
-        r = torch.arange(c, device=dev, dtype=torch.float32).view(1, c)
-        rows = ((r >= top) & (r < top + eh) & (col["erase"].view(b, 1) < aug.erase)).float()
-        cols = ((r >= left) & (r < left + ew)).float()
-        x = x * (1 - rows.unsqueeze(2) * cols.unsqueeze(1)).unsqueeze(1)
-    return x
+
+def _erase(x: torch.Tensor, col: dict, aug: TrainAugment) -> torch.Tensor:
+    """Random erasing: one rectangle per selected sample, value 0 (the mean colour after normalisation)."""
+    import math
+
+    b, _, c, _ = x.shape
+    lo, hi = aug.erase_scale
+    area = (lo + (hi - lo) * col["erase_area"].view(b, 1)) * c * c
+    lr0, lr1 = math.log(aug.erase_ratio[0]), math.log(aug.erase_ratio[1])
+    ratio = torch.exp(lr0 + (lr1 - lr0) * col["erase_ratio"].view(b, 1))
+    eh = torch.sqrt(area * ratio).round().clamp_(1, c)
+    ew = torch.sqrt(area / ratio).round().clamp_(1, c)
+    top = torch.minimum(torch.floor(col["erase_top"].view(b, 1) * (c - eh + 1)), c - eh)
+    left = torch.minimum(torch.floor(col["erase_left"].view(b, 1) * (c - ew + 1)), c - ew)
+    r = torch.arange(c, device=x.device, dtype=torch.float32).view(1, c)
+    rows = ((r >= top) & (r < top + eh) & (col["erase"].view(b, 1) < aug.erase)).float()
+    cols = ((r >= left) & (r < left + ew)).float()
+    return x * (1 - rows.unsqueeze(2) * cols.unsqueeze(1)).unsqueeze(1)

@@ -39,8 +39,7 @@ from grefel.models.reliability import (
     fusion_weights,
     mix,
 )
-
-RELIABILITY = ("both", "anchors", "mhsa", "none")
+from grefel.recipe import RELIABILITY  # Table 2
 
 _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
 

@@ -1,0 +1,252 @@
+"""Every setting of a training run, declared once (``grefel train``'s options are derived from it).
+
+Each field of :class:`TrainConfig` carries its default, help text, help panel, short flag, allowed
+range or choices, and whether a resumed run may change it (:mod:`grefel.settings`). From these
+declarations come the options of ``grefel train`` (``grefel_cli/train.py``), the validation of a
+configuration (:meth:`TrainConfig.validate`, called by ``grefel.train.train``), the validation of
+a dict of settings such as a study file (:func:`validate_settings`) and the ``grefel train``
+arguments of a dict of settings (:func:`train_argv`). Adding a setting is one field here.
+
+Defaults are the paper's recipe (section 4.1 and supplement); docs/training.md gives the source
+of each. The module stays light (no torch): the CLI imports it at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from grefel import settings
+from grefel.recipe import DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
+from grefel.settings import setting
+
+D = "Data and refinement"
+A = "Augmentation (Table 5)"
+M = "Model and ablations (Tables 2, 6)"
+L = "Loss (eq. 23; Tables 3, 4, 8)"
+O = "Optimisation"  # noqa: E741
+R = "Run, devices and precision"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (``grefel train``'s options; docs/training.md)."""
+
+    # -- data --------------------------------------------------------------------------------------
+    dataset: str | None = setting(
+        None, help="Prepared dataset name or folder [default: the only one].", panel=D, short="-d"
+    )
+    labels: str | None = setting(None, help="Label set from `grefel corrupt` (Table 7) [default: clean].", panel=D)
+    split_set: str | None = setting(
+        None,
+        help="Split set from `grefel refine` (fold0..fold9 for JAFFE) [default: default, else official].",
+        panel=D,
+    )
+    refine: bool = setting(
+        True, help="Per-epoch data refinement (section 4.1); off: an epoch is a pass over train.", panel=D
+    )
+    n_pg: int | None = setting(
+        N_PG,
+        help="N_pg: at most this many images per video / face group per epoch (0: no cap).",
+        panel=D,
+        min=0,
+        none_as="0",
+    )
+    per_class: int = setting(
+        PER_CLASS, help="B: images per class per epoch (epoch = B x N_cls images).", panel=D, min=1
+    )
+    data_root: str | None = setting(
+        None,
+        help="Data root [default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel].",
+        panel=D,
+        path=True,
+        resumable=True,
+    )
+    # -- augmentation ------------------------------------------------------------------------------
+    augment: bool = setting(True, help="Heavy augmentation; off: centre crop only.", panel=A)
+    crop: int = setting(
+        112,
+        help="Random crop of the stored 128 px face (112 of 128 = the paper's 224 of 256).",
+        panel=A,
+        min=1,
+    )
+    flip: float = setting(0.5, help="Probability of a horizontal flip.", panel=A, min=0, max=1)
+    rotation: float = setting(10.0, help="Rotation range in degrees (+-).", panel=A, min=0, max=180)
+    color: float = setting(0.2, help="Brightness / contrast / saturation jitter strength.", panel=A, min=0, max=1)
+    erase: float = setting(0.5, help="Probability of random erasing.", panel=A, min=0, max=1)
+    # -- model -------------------------------------------------------------------------------------
+    preset: str = setting("full", help="Model preset: full (the paper) or tiny (CPU-sized).", panel=M)
+    reliability: str = setting(
+        "both", help="Table 2: both, anchors, mhsa or none (no reliability balancing).", panel=M, choices=RELIABILITY
+    )
+    num_anchors: int = setting(10, help="K anchors per class (Table 6).", panel=M, short="-K", min=1)
+    delta: float | None = setting(
+        None,
+        help="Anchor similarity temperature delta (eq. 14) [default: the model's, 1.0].",
+        panel=M,
+        min=0,
+        min_open=True,
+    )
+    dropout: float = setting(0.5, help="Dropout of the primary MLP.", panel=M, min=0, max=1, max_open=True)
+    drop_path: float | None = setting(
+        None, help="Stochastic depth of the encoder [default: the preset's].", panel=M, min=0, max=1, max_open=True
+    )
+    model_args: dict = setting(
+        default_factory=dict,
+        help="Further create_model override KEY=JSON, e.g. encoder='{\"depth\": 1}' (repeatable).",
+        panel=M,
+        flag="--model-arg",
+    )
+    ir50: str | None = setting(None, help="IR-50 weight file (face.evoLVe or POSTER++ format).", panel=M, path=True)
+    mobilefacenet: str | None = setting(None, help="MobileFaceNet landmark weight file.", panel=M, path=True)
+    poster: str | None = setting(
+        None, help="Trained POSTER++ checkpoint to start the encoder from.", panel=M, path=True
+    )
+    allow_partial: bool = setting(False, help="Accept weight files that cover only part of the model.", panel=M)
+    # -- loss (eq. 23) -----------------------------------------------------------------------------
+    lambda_cls: float = setting(1.0, help="lambda_cls, class distribution loss (eq. 20).", panel=L, min=0)
+    lambda_anchor: float = setting(1.0, help="lambda_a, anchor loss (eq. 21).", panel=L, min=0)
+    lambda_center: float = setting(1.0, help="lambda_c, center loss (eq. 22).", panel=L, min=0)
+    label_smoothing: float = setting(
+        0.11,
+        help="Label smoothing eps of eq. 20; Table 8's term T is eps = T/100 (the paper picks T = 11).",
+        panel=L,
+        min=0,
+        max=1,
+        max_open=True,
+    )
+    aux_warmup: float = setting(
+        0.0,
+        help="Epochs over which lambda_a and lambda_c ramp in from 0 (not in the paper; helps from scratch).",
+        panel=L,
+        min=0,
+    )
+    correction_warmup: float = setting(
+        0.0,
+        help="Epochs over which eq. 20 moves from the primary to the corrected distribution "
+        "(ARBEx's ramp, not in the paper; helps from scratch).",
+        panel=L,
+        min=0,
+    )
+    # -- optimisation ------------------------------------------------------------------------------
+    epochs: int | None = setting(
+        None,
+        help=f"Epochs [default: {DEFAULT_EPOCHS}; with --resume: the run's own].",
+        panel=O,
+        min=1,
+        resumable=True,
+    )
+    batch_size: int = setting(
+        128, help="Global batch size (split over torchrun processes; 2 or more each).", panel=O, short="-b", min=2
+    )
+    lr: float = setting(3e-4, help="Adam learning rate.", panel=O, min=0, min_open=True)
+    gamma: float = setting(
+        0.995, help="Exponential learning-rate decay per epoch.", panel=O, min=0, max=1, min_open=True
+    )
+    weight_decay: float = setting(0.0, help="Adam weight decay.", panel=O, min=0)
+    seed: int = setting(0, help="Seed of initialisation, refinement, augmentation and dropout.", panel=O, min=0)
+    # -- machinery ---------------------------------------------------------------------------------
+    device: str = setting(
+        "auto",
+        help="auto, cpu, cuda or cuda:N (torchrun sets one GPU per process).",
+        panel=R,
+        pattern=r"auto|cpu|cuda(:\d+)?",
+        resumable=True,
+    )
+    precision: str = setting(
+        "auto",
+        help="auto (bf16 on GPUs, fp16 + scaler without bf16, fp32 on CPU), bf16, fp16, fp32.",
+        panel=R,
+        choices=PRECISIONS,
+    )
+    compile: bool = setting(False, help="torch.compile the model.", panel=R, resumable=True)
+    channels_last: bool = setting(False, help="Channels-last memory format (faster convolutions on GPUs).", panel=R)
+    freeze_bn: bool = setting(False, help="BatchNorm layers keep their running statistics (no update).", panel=R)
+    sync_bn: bool = setting(True, help="SyncBatchNorm when training on several GPUs.", panel=R)
+    deterministic: bool = setting(  # kept from the run on resume: its resumes must match
+        False, help="Deterministic kernels: bit-identical reruns and resumes (slower).", panel=R
+    )
+    workers: int = setting(
+        4, help="Data-loading processes per training process.", panel=R, short="-j", min=0, resumable=True
+    )
+    eval_batch_size: int | None = setting(
+        None,
+        help="Validation batch per process [default: 2 x the training batch].",
+        panel=R,
+        min=1,
+        resumable=True,
+    )
+    log_every: int = setting(
+        10, help="Steps between live-view updates (and NaN checks).", panel=R, min=1, resumable=True
+    )
+    val_every: int = setting(1, help="Validate every N epochs (and after the last).", panel=R, min=1)
+    save_every: int = setting(
+        1,
+        help="Write last.pt every N epochs (and after the last); best.pt whenever it improves.",
+        panel=R,
+        min=1,
+        resumable=True,
+    )
+    run_dir: str | None = setting(None, help="Folder that holds run folders [default: ./runs].", panel=R, path=True)
+    name: str | None = setting(
+        None,
+        help="Run folder name [default: the dataset, preset, label set and start time joined by dashes].",
+        panel=R,
+    )
+    resume: str | None = setting(
+        None,
+        help="Run folder (or its last.pt) to continue; its settings are reused.",
+        panel=R,
+        path=True,
+        resumable=True,
+    )
+    stop_after: int | None = setting(
+        None,
+        help="Stop after this many epochs in this session (continue later with --resume).",
+        panel=R,
+        min=1,
+        resumable=True,
+    )
+    quiet: bool = setting(False, help="No live view.", panel=R, short="-q", resumable=True)
+
+    def validate(self) -> None:
+        """Raise a one-line GrefelError naming the first setting outside its declared type or range."""
+        validate_settings(asdict(self))
+
+    def augment_settings(self):
+        from grefel.data.transforms import TrainAugment
+
+        return TrainAugment(
+            crop=self.crop,
+            flip=self.flip,
+            rotation=self.rotation,
+            brightness=self.color,
+            contrast=self.color,
+            saturation=self.color,
+            erase=self.erase,
+        )
+
+
+def resumable_settings() -> tuple[str, ...]:
+    """The settings a resumed run may change; every other one comes from the run's checkpoint."""
+    return tuple(name for name, (_, spec, _, _) in settings.specs(TrainConfig).items() if spec.resumable)
+
+
+def validate_settings(values: Mapping[str, Any]) -> None:
+    """Check a dict of training settings (keys: TrainConfig field names) against their declarations.
+
+    Raises a one-line GrefelError naming the first unknown key (with the nearest known one) or the
+    first value outside its type, range or choices.
+    """
+    settings.validate(TrainConfig, values, what="training setting")
+
+
+def train_argv(values: Mapping[str, Any]) -> list[str]:
+    """The ``grefel train`` arguments that give exactly these settings (validated first).
+
+    ``train_argv({"dataset": "rafdb", "num_anchors": 4, "augment": False})`` is
+    ``["--dataset", "rafdb", "--num-anchors", "4", "--no-augment"]``.
+    """
+    validate_settings(values)
+    return settings.to_argv(TrainConfig, values)
