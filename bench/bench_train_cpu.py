@@ -115,6 +115,9 @@ def end_to_end(
             run_dir=str(runs),
             name=name,
             device="cpu",
+            # random weights, but the paper's compute: the landmark stream frozen as when pretrained
+            from_scratch=True,
+            model_args={"encoder": {"freeze_landmarks": True}},
         )
     )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -204,6 +204,9 @@ def main(argv=None) -> None:
                 compile=args.compile,
                 channels_last=args.channels_last,
                 save_every=args.epochs,
+                # random weights, but the paper's compute: the landmark stream frozen as when pretrained
+                from_scratch=True,
+                model_args={"encoder": {"freeze_landmarks": True}},
                 quiet=True,
                 run_dir=str(root / "runs") if world == 1 else "runs",
                 name=f"bench-{int(time.time())}" if world > 1 else "bench",

@@ -101,7 +101,11 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         overrides["delta"] = cfg.delta
     if cfg.drop_path is not None:
         overrides["drop_path"] = cfg.drop_path
-    overrides.update(cfg.model_args)
+    if cfg.from_scratch:  # a landmark stream frozen at random weights would stay random
+        overrides["encoder"] = {"freeze_landmarks": False}
+    for key, value in cfg.model_args.items():
+        both = isinstance(value, dict) and isinstance(overrides.get(key), dict)
+        overrides[key] = {**overrides[key], **value} if both else value
     return create_model(cfg.preset, num_classes, **overrides)
 
 
@@ -385,21 +389,6 @@ class TrainData:
     val_idx: np.ndarray  # validation images
 
 
-def check_label_set(ds, label_set: str | None) -> None:
-    """A label set must have been made from this very preparation of the dataset."""
-    if label_set in (None, "", "clean"):
-        return
-    from grefel.data.corrupt import read_label_set_attrs
-
-    ds.labels(label_set)  # existence and length
-    attrs = read_label_set_attrs(ds, label_set)
-    if attrs.get("classes") not in (None, ds.classes) or attrs.get("manifest_sha256") not in (None, ds.manifest_sha256):
-        raise DatasetError(
-            f"label set '{label_set}' was made for another preparation of {ds.name} (classes or manifest differ): "
-            f"recreate it with `grefel corrupt --dataset {ds.name}`"
-        )
-
-
 def load_data(cfg: TrainConfig) -> TrainData:
     """Open the dataset; fix the split set by name (so a resume keeps it even if `grefel refine`
     runs meanwhile) in ``cfg``; check the label set and the crop; select train and val images."""
@@ -407,14 +396,14 @@ def load_data(cfg: TrainConfig) -> TrainData:
     from grefel.paths import resolve_dataset
 
     ds = PreparedDataset(resolve_dataset(cfg.dataset, cfg.data_root))
+    ds.verify_contents()  # every shard's sha256 once (cached by size and mtime): damage is one line, not NaNs
     cfg.split_set = cfg.split_set or ("default" if "default" in ds.split_sets() else "official")
-    check_label_set(ds, cfg.labels)
     if cfg.crop > ds.image_size:
         raise GrefelError(
             f"crop {cfg.crop} is larger than the {ds.image_size} px faces stored in {ds.name}: "
             f"use a crop of at most {ds.image_size}"
         )
-    labels = ds.labels(cfg.labels)
+    labels = ds.labels(cfg.labels)  # refuses a label set made for another preparation
     splits = ds.splits(cfg.split_set)
     pool = np.flatnonzero((splits == "train") & (labels >= 0))
     val_idx = np.flatnonzero((splits == "val") & (ds.labels() >= 0))
@@ -758,23 +747,41 @@ def setup_determinism(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not cfg.deterministic
 
 
-def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, run_console):
+def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sources: dict, run_console):
     """The model on the CPU: the checkpoint's own architecture on resume (even if a preset changed
-    since), else from the settings, with the pretrained weight files given; and the weights report."""
+    since), else from the settings, started from the weight files ``sources`` (:func:`pretrained_files`);
+    and the weights report. Prints one line per file loaded."""
     if ckpt is not None:
         from grefel.models import model_from_kwargs
 
         return model_from_kwargs(ckpt.get("model_kwargs"), ckpt.get("model_config")), None
     model = build_model(cfg, num_classes)
-    if not any((cfg.ir50, cfg.mobilefacenet, cfg.poster)):
+    if not sources:
         return model, None
     from grefel.models.weights import load_pretrained
 
-    report = load_pretrained(
-        model, ir50=cfg.ir50, mobilefacenet=cfg.mobilefacenet, poster=cfg.poster, allow_partial=cfg.allow_partial
-    )
-    run_console.print(report)
+    report = load_pretrained(model, **{k: str(p) for k, p in sources.items()}, allow_partial=cfg.allow_partial)
+    for source in report.sources:
+        run_console.print(f"pretrained {source.line()}", highlight=False)
     return model, report
+
+
+def pretrained_files(cfg: TrainConfig) -> dict[str, Path]:
+    """The weight files a new run starts from: those given, the rest from the weights store. A preset
+    with published weights (``full``) refuses to start without them unless ``from_scratch``."""
+    from grefel.weights_store import plan_pretrained
+
+    given = {k: getattr(cfg, k) for k in ("ir50", "mobilefacenet", "poster") if getattr(cfg, k)}
+    if cfg.from_scratch:
+        if given:
+            raise GrefelError(
+                f"from_scratch starts from random weights, yet weight files were given ({', '.join(given)}): "
+                "drop one or the other"
+            )
+        return {}
+    return plan_pretrained(
+        cfg.preset, cfg.data_root, **given, scratch_hint="or set from_scratch to train from random weights on purpose"
+    )
 
 
 def place_model(model, cfg: TrainConfig, info: gdist.DistInfo):
@@ -806,6 +813,7 @@ def main(cfg: TrainConfig, info: gdist.DistInfo) -> Path:
             f"batch_size {cfg.batch_size} (global) must split evenly over the {info.world_size} processes "
             "with at least 2 images each (BatchNorm needs 2)"
         )
+    sources = {} if ckpt else pretrained_files(cfg)  # before any work: missing weights are one line
     precision = resolve_precision(cfg.precision, info.device)
     setup_determinism(cfg, info.device)
     torch.manual_seed(cfg.seed)
@@ -813,7 +821,7 @@ def main(cfg: TrainConfig, info: gdist.DistInfo) -> Path:
     folder = path.parent if ckpt else new_run_folder(cfg, data.ds.name, info)
     created = on_main(info, lambda: make_run_folder(folder, resuming=ckpt is not None)) or []
     try:
-        model, weights_report = create_run_model(cfg, data.ds.num_classes, ckpt, console)
+        model, weights_report = create_run_model(cfg, data.ds.num_classes, ckpt, sources, console)
         if not hasattr(model, "model_config"):
             raise GrefelError("the model has no model_config: grefel.models.create_model must set it")
         model, model_ddp = place_model(model, cfg, info)

@@ -104,6 +104,13 @@ class TrainConfig:
         None, help="Trained POSTER++ checkpoint to start the encoder from.", panel=M, path=True
     )
     allow_partial: bool = setting(False, help="Accept weight files that cover only part of the model.", panel=M)
+    from_scratch: bool = setting(
+        False,
+        help="Start from random weights on purpose. The full preset otherwise needs pretrained IR-50 + "
+        "MobileFaceNet (or POSTER++) files, given or registered with `grefel weights add`; from scratch its "
+        "landmark stream trains instead of staying frozen at random.",
+        panel=M,
+    )
     # -- loss (eq. 23) -----------------------------------------------------------------------------
     lambda_cls: float = setting(1.0, help="lambda_cls, class distribution loss (eq. 20).", panel=L, min=0)
     lambda_anchor: float = setting(1.0, help="lambda_a, anchor loss (eq. 21).", panel=L, min=0)

@@ -19,6 +19,10 @@ _RESUME_TAKES = ", ".join(_settings.flags(TrainConfig, [n for n in resumable_set
 def train(**params):
     """Train GReFEL on a prepared dataset; writes a run folder with best.pt and last.pt.
 
+    The full preset starts from the pretrained IR-50 and MobileFaceNet registered with `grefel weights
+    add` (or given with --ir50 / --mobilefacenet / --poster) and prints one line per file loaded; without
+    them it refuses to start, unless --from-scratch.
+
     Defaults are the paper's recipe (section 4.1 and supplement): Adam lr 3e-4, exponential
     decay 0.995, lambda 1/1/1, K = 10, label smoothing 0.11 (Table 8's T = 11), dropout 0.5,
     1000 epochs of B x N_cls refined images (B = 500, N_pg = 512), random crop / flip / rotation
@@ -29,8 +33,11 @@ def train(**params):
 
     [bold]Examples:[/bold]
 
-      grefel train --dataset rafdb --ir50 ir50.pth \\
-        --mobilefacenet mobilefacenet_model_best.pth.tar
+      grefel weights add ir50.pth mobilefacenet_model_best.pth.tar
+
+      grefel train --dataset rafdb
+
+      grefel train --dataset rafdb --from-scratch
 
       grefel train --dataset ferg --preset tiny --epochs 20 --per-class 100
 
@@ -58,4 +65,13 @@ def train(**params):
                 f"cannot change; a resume takes only {_RESUME_TAKES}: "
                 "drop the others, or start a new run"
             )
-    run(cfg)
+    if cfg.from_scratch and (cfg.ir50 or cfg.mobilefacenet or cfg.poster):
+        raise GrefelError(
+            "--from-scratch starts from random weights: drop it, or drop --ir50 / --mobilefacenet / --poster"
+        )
+    from grefel.weights_store import MissingWeightsError
+
+    try:
+        run(cfg)
+    except MissingWeightsError as e:
+        raise GrefelError(str(e).replace("set from_scratch", "pass --from-scratch")) from None

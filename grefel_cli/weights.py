@@ -33,8 +33,9 @@ def add(
     mobilefacenet_model_best.pth.tar (MobileFaceNet), a trained POSTER++ checkpoint, and facexlib's
     detection_Resnet50_Final.pth / detection_mobilenet0.25_Final.pth. Each file's keys and shapes
     are checked against the model, its sha256 recorded, and it is copied to <data root>/weights.
-    A file that cannot be used gets one error line and the others still go in. `prepare` and
-    `predict` find the detectors there. Sources and key layouts: docs/model.md.
+    A file that cannot be used gets one error line and the others still go in. `train` finds the
+    IR-50 and MobileFaceNet (or POSTER++) files there, `prepare` and `predict` the detectors.
+    Sources and key layouts: docs/model.md.
 
     [bold]Examples:[/bold]
 
