@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from grefel import distributed as gdist
+from grefel import tblog
 from grefel.checkpoint import load_checkpoint, save_checkpoint
 from grefel.errors import CheckpointError, DatasetError, GrefelError
 from grefel.io import atomic_path, write_json
@@ -464,9 +465,9 @@ def discard_unfinished(folder: Path, created: list[Path]) -> None:
     checkpoint exists (then the run can be resumed)."""
     if (folder / "last.pt").exists() or (folder / "best.pt").exists():
         return
-    for name in START_FILES:
+    for path in [folder / name for name in START_FILES] + list(folder.glob(tblog.EVENT_FILES)):
         with contextlib.suppress(OSError):
-            (folder / name).unlink()
+            path.unlink()
     for path in reversed(created):
         with contextlib.suppress(OSError):
             path.rmdir()  # only if empty
@@ -609,9 +610,10 @@ def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: 
 
 
 @torch.no_grad()
-def evaluate(model, criterion, loader, run: Run, num_classes: int) -> dict:
-    """Validation metrics (accuracy of the corrected and primary distributions, macro F1, loss)."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+def evaluate(model, criterion, loader, run: Run, num_classes: int) -> tuple[dict, dict]:
+    """Validation metrics (accuracy of the corrected and primary distributions, macro F1, loss), and
+    for the live curves: predictions reliability balancing fixed / broke, both confusion matrices."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
     from grefel.data.transforms import eval_batch
 
@@ -631,7 +633,15 @@ def evaluate(model, criterion, loader, run: Run, num_classes: int) -> dict:
     gdist.all_reduce_sum(loss_sum)
     y, pred, prim = np.concatenate(gdist.gather_objects(local)).T
     if len(y) == 0:
-        return {}
+        return {}, {}
+    classes = list(range(num_classes))
+    extras = {
+        "fixed": int(((prim != y) & (pred == y)).sum()),
+        "broken": int(((prim == y) & (pred != y)).sum()),
+        "confusion": {
+            name: confusion_matrix(y, p, labels=classes) for name, p in (("primary", prim), ("corrected", pred))
+        },
+    }
     return {
         "val_loss": float(loss_sum[0] / loss_sum[1]),
         "val_acc": float(accuracy_score(y, pred)),
@@ -639,9 +649,9 @@ def evaluate(model, criterion, loader, run: Run, num_classes: int) -> dict:
         "val_mean_class_acc": float(
             balanced_accuracy_score(y, pred) if len(np.unique(y)) > 1 else accuracy_score(y, pred)
         ),
-        "val_macro_f1": float(f1_score(y, pred, labels=list(range(num_classes)), average="macro", zero_division=0)),
+        "val_macro_f1": float(f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
         "val_n": int(len(y)),
-    }
+    }, extras
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,8 +701,9 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
     val_loader = make_loader(ds, data.labels, val_sampler, workers=min(workers, 2), pin_memory=pin, persistent=True)
     plain = model.module if info.enabled else model  # no DDP wrapper for validation
     model_run = torch.compile(model) if cfg.compile else model
+    writer = on_main(info, lambda: tblog.open_writer(run.folder, state.epoch) if cfg.tensorboard else None)
     progress = _progress(run.console)
-    with progress:
+    with progress, contextlib.closing(writer) if writer is not None else contextlib.nullcontext():
         run_task = progress.add_task("run", total=run.epochs, completed=state.epoch, info="")
         for epoch in range(state.epoch, last_epoch):
             plan = epoch_plan(
@@ -715,7 +726,7 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
             stats = train_one_epoch(model_run, criterion, state, loader, uniforms, epoch, run, progress)
             state.scheduler.step()
             validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch
-            val = evaluate(plain, criterion, val_loader, run, ds.num_classes) if validate else {}
+            val, extras = evaluate(plain, criterion, val_loader, run, ds.num_classes) if validate else ({}, {})
             images_per_s = stats.pop("images_per_s")
             metrics = {
                 "epoch": epoch + 1,
@@ -733,6 +744,9 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
                 run_task, completed=epoch + 1, info=f"val acc {100 * metrics.get('val_acc', 0):.2f}% ({best})"
             )
             log_epoch(run, metrics, is_best)
+            if writer is not None:
+                show = (epoch + 1) % cfg.confusion_every == 0 or epoch + 1 == last_epoch
+                tblog.log_epoch(writer, metrics, extras, ds.classes, confusion=show)
 
 
 # ---------------------------------------------------------------------------------------------

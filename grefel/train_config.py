@@ -188,6 +188,19 @@ class TrainConfig:
         10, help="Steps between live-view updates (and NaN checks).", panel=R, min=1, resumable=True
     )
     val_every: int = setting(1, help="Validate every N epochs (and after the last).", panel=R, min=1)
+    tensorboard: bool = setting(
+        True,
+        help="TensorBoard event files in the run folder (needs the tensorboard package; skipped without it).",
+        panel=R,
+        resumable=True,
+    )
+    confusion_every: int = setting(
+        10,
+        help="Epochs between validation confusion-matrix images in TensorBoard (and after the last).",
+        panel=R,
+        min=1,
+        resumable=True,
+    )
     save_every: int = setting(
         1,
         help="Write last.pt every N epochs (and after the last); best.pt whenever it improves.",
