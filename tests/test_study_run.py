@@ -187,3 +187,25 @@ def test_slurm_parameters_from_the_study_file():
     assert (p["cpus_per_task"], p["slurm_array_parallelism"]) == (8, 3)
     with pytest.raises(Exception, match="needs time"):
         slurm_parameters(parse_study('[slurm]\npartition = "gpu"\n'), 1, None, "slurm")
+
+
+@pytest.mark.slow
+def test_a_run_on_several_processes_trains_under_torchrun(tmp_path, dataset):
+    """gpus_per_run > 1 on one machine: the job starts grefel train under torch.distributed.run (here
+    two CPU processes with gloo; on GPUs one process per GPU of the run's slot)."""
+    from grefel.study.folder import save_plan
+    from grefel.study.run import open_study
+
+    study, folder, text = open_study(_study(tmp_path, dataset, ""))
+    folder.mkdir()
+    save_plan(folder, study, text)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "grefel.study.job", str(folder), "s0", "--nproc", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads((run_folder(folder, "s0") / "config.json").read_text())["world_size"] == 2
+    assert read_status(run_folder(folder, "s0"))["state"] == "done"

@@ -110,7 +110,13 @@ def _train(run, folder: Path, nproc: int) -> int:
     if nproc <= 1:
         return cli(args)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.call([*launcher, "-m", "grefel_cli.main", *args])
+    proc = subprocess.Popen([*launcher, "-m", "grefel_cli.main", *args])
+    try:
+        return proc.wait()
+    except BaseException:  # stopped: torchrun passes SIGTERM on to its workers, which keep last.pt whole
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        raise
 
 
 def _trained(folder: Path, epochs: int) -> bool:
