@@ -29,6 +29,20 @@ def test_library_error_is_one_line_without_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "no-such-dataset" in lines[0]
 
 
+def _leaf_commands():
+    """(argv, command) of every command, those of sub-groups (`grefel study plan`) included."""
+    import typer.main
+
+    todo = [([], typer.main.get_command(app))]
+    while todo:
+        path, group = todo.pop(0)
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                todo.append(([*path, name], cmd))
+            else:
+                yield [*path, name], cmd
+
+
 def test_atomic_files_get_normal_permissions(tmp_path):
     import os
 
@@ -44,12 +58,10 @@ def test_every_option_help_is_shown_whole():
     """Rich reads ``[...]`` in help text as markup and drops it: every option's help must survive."""
     import re
 
-    import typer.main
-
-    group = typer.main.get_command(app)
     checked = 0
-    for name, cmd in group.commands.items():
-        r = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
+    for argv, cmd in _leaf_commands():
+        name = " ".join(argv)
+        r = CliRunner().invoke(app, [*argv, "--help"], terminal_width=200)
         assert r.exit_code == 0, name
         shown = re.sub(r"[\s│]+", " ", r.output)
         for p in cmd.params:
@@ -64,12 +76,10 @@ def test_help_examples_fit_80_columns_and_prose_is_reflowed():
     """At 80 columns every example line shows whole (copy-pasteable) and prose is not ragged."""
     import inspect
 
-    import typer.main
-
-    group = typer.main.get_command(app)
     examples = 0
-    for name, cmd in group.commands.items():
-        r = CliRunner().invoke(app, [name, "--help"], terminal_width=80)
+    for argv, cmd in _leaf_commands():
+        name = " ".join(argv)
+        r = CliRunner().invoke(app, [*argv, "--help"], terminal_width=80)
         shown = [line.strip() for line in r.output.splitlines()]
         doc = inspect.cleandoc(cmd.callback.__doc__ or "")
         for line in doc.splitlines():

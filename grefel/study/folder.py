@@ -1,0 +1,225 @@
+"""The study folder: its layout, its locks and the state of each run (all paths relative to it).
+
+::
+
+    <study>/study.toml            the study file as last run
+    <study>/study.json            the expanded plan (runs, their settings) -- what status and summary read
+    <study>/summary.json          the statistics (grefel.study.stats)
+    <study>/.lock                 held by the `grefel study run` working on this folder
+    <study>/runs/<run>/           a `grefel train` run folder (config.json, metrics.jsonl, last.pt, best.pt)
+    <study>/runs/<run>/run.log    everything the run printed (train, then evaluate)
+    <study>/runs/<run>/status.json  queued | running | stopped | done | failed, with the error line
+    <study>/runs/<run>/predictions/best-test.parquet   `grefel evaluate` on the clean test split
+    <study>/runs/<run>/.lock      held while the run trains or evaluates
+
+Nothing stored here holds an absolute path of the study folder, so a moved or copied folder reports
+as before. A run is *running* while some process holds its lock, whoever started it (a local pool or
+a Slurm job); a run whose status says running but whose lock is free was stopped and resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from grefel.errors import GrefelError
+from grefel.io import atomic_path, read_json, write_json
+
+STUDY_JSON = "study.json"
+STUDY_TOML = "study.toml"
+SUMMARY_JSON = "summary.json"
+LOCK = ".lock"
+RUNS = "runs"
+STATUS = "status.json"
+LOG = "run.log"
+PREDICTIONS = "predictions/best-test.parquet"
+STATES = ("done", "running", "failed", "queued", "stopped", "pending")
+
+
+def run_folder(study_dir: Path, name: str) -> Path:
+    return Path(study_dir) / RUNS / name
+
+
+def rel_run(name: str, *parts: str) -> str:
+    """A path inside run ``name``, relative to the study folder (how it is stored and printed)."""
+    return "/".join((RUNS, name, *parts))
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# -- the plan ------------------------------------------------------------------------------------
+def load_plan(study_dir: str | os.PathLike):
+    """The :class:`grefel.study.spec.Study` stored in a study folder."""
+    from grefel.study.spec import Study
+
+    p = Path(study_dir) / STUDY_JSON
+    if not p.is_file():
+        hint = "" if Path(study_dir).is_dir() else " (no such folder)"
+        raise GrefelError(
+            f"{study_dir} is not a study folder{hint}: it has no {STUDY_JSON}; start one with a study file"
+        )
+    try:
+        return Study.from_json(read_json(p))
+    except (ValueError, KeyError, TypeError) as e:
+        raise GrefelError(
+            f"{p} is damaged ({type(e).__name__}: {e}): run the study file again into this folder"
+        ) from None
+
+
+def save_plan(study_dir: Path, study, source_text: str | None) -> None:
+    write_json(Path(study_dir) / STUDY_JSON, study.to_json())
+    if source_text is not None:
+        with atomic_path(Path(study_dir) / STUDY_TOML) as tmp:
+            tmp.write_text(source_text)
+
+
+# -- locks ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def study_lock(study_dir: Path):
+    """Hold the study folder's lock (fcntl.flock) for the block; refuse when another process holds it."""
+    path = Path(study_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise GrefelError(
+                f"{study_dir} is in use by another study run ({holder}): wait for it to finish, or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def acquire_run_lock(folder: Path, wait_s: float = 5.0) -> int | None:
+    """Take run ``folder``'s lock; None when another process keeps it for ``wait_s`` seconds.
+
+    The short wait covers a status check probing the lock at that moment.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.2)
+
+
+def is_locked(folder: Path) -> bool:
+    """True while some process holds run ``folder``'s lock (works on read-only folders too)."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+# -- per-run status ------------------------------------------------------------------------------
+def read_status(folder: Path) -> dict:
+    try:
+        d = json.loads((folder / STATUS).read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(folder: Path, **fields) -> dict:
+    """Merge ``fields`` into run ``folder``'s status.json (atomically); return the new status."""
+    status = {**read_status(folder), **fields, "updated": now()}
+    write_json(folder / STATUS, status)
+    return status
+
+
+def epochs_done(folder: Path) -> tuple[int, float | None]:
+    """(epochs finished, last validation accuracy) from a run's metrics.jsonl (written atomically)."""
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return 0, None
+    return int(last.get("epoch", 0)), last.get("val_acc")
+
+
+def run_epochs(settings: dict) -> int:
+    from grefel.train import DEFAULT_EPOCHS
+
+    return int(settings.get("epochs") or DEFAULT_EPOCHS)
+
+
+@dataclass
+class RunState:
+    name: str
+    state: str  # one of STATES
+    epochs_done: int
+    epochs: int
+    seed: int
+    cell: dict
+    log: str  # relative to the study folder
+    error: str | None = None
+    job: str | None = None
+    metrics: dict = field(default_factory=dict)
+    predictions: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "done"
+
+
+def run_state(study_dir: Path, run) -> RunState:
+    """What run ``run`` (a RunSpec) is doing, from its folder alone."""
+    folder = run_folder(study_dir, run.name)
+    status = read_status(folder)
+    done_epochs, _ = epochs_done(folder)
+    stored = status.get("state")
+    if is_locked(folder):
+        state = "running"
+    elif stored == "done" and (Path(study_dir) / status.get("predictions", rel_run(run.name, PREDICTIONS))).is_file():
+        state = "done"
+    elif stored in ("failed", "queued"):
+        state = stored
+    elif done_epochs or stored in ("running", "stopped"):
+        state = "stopped"
+    else:
+        state = "pending"
+    return RunState(
+        name=run.name,
+        state=state,
+        epochs_done=done_epochs,
+        epochs=run_epochs(run.settings),
+        seed=run.seed,
+        cell=run.cell,
+        log=status.get("log", rel_run(run.name, LOG)),
+        error=status.get("error") if state == "failed" else None,
+        job=status.get("job"),
+        metrics=status.get("metrics") or {},
+        predictions=status.get("predictions") if state == "done" else None,
+    )
+
+
+def study_states(study_dir: str | os.PathLike, study=None) -> list[RunState]:
+    """The state of every run of the study stored in ``study_dir``."""
+    study = study or load_plan(study_dir)
+    return [run_state(Path(study_dir), r) for r in study.runs]

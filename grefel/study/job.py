@@ -1,0 +1,305 @@
+"""One run of a study: `grefel train` (fresh, or ``--resume`` from its last.pt), then `grefel evaluate`
+on the clean test split, then its status.
+
+The commands are the very `grefel` command lines :func:`train_command` and :func:`evaluate_command`
+build (what `grefel study plan` prints), parsed and run by the CLI itself in this process; a run
+that needs several GPUs on one machine trains under ``torch.distributed.run`` instead. They run
+inside the study folder, so every path in them is relative to it.
+
+Two ways in, one function (:func:`run_job`):
+
+* the local pool starts ``python -m grefel.study.job STUDY_DIR RUN`` per run, its output going to
+  ``runs/<run>/run.log``;
+* a Slurm job array calls :class:`StudyJob` (submitit); on preemption or timeout submitit requeues
+  the same call, which continues from ``last.pt``.
+
+The run's lock is held throughout, so the same run never trains twice at once (a second job for
+it, from a rerun or a requeue, finds the lock taken and leaves). SIGTERM and SIGINT mark the run
+*stopped* (it resumes next time), any error marks it *failed* with the error line; the exit status
+says which (0 done or taken by another process, 1 failed, 143 stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import submitit
+
+from grefel.study.folder import (
+    LOG,
+    PREDICTIONS,
+    acquire_run_lock,
+    epochs_done,
+    load_plan,
+    now,
+    read_status,
+    rel_run,
+    run_epochs,
+    run_folder,
+    write_status,
+)
+from grefel.study.spec import train_argv
+
+EXIT_FAILED, EXIT_STOPPED = 1, 143
+RESUME_SETTINGS = ("device", "workers", "compile", "log_every", "data_root", "eval_batch_size", "save_every")
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived: the run stops where it is and resumes on the next study run."""
+
+
+# -- the commands ------------------------------------------------------------------------------------
+def train_command(run) -> list[str]:
+    """``grefel train`` arguments of a fresh run (relative to the study folder)."""
+    return ["train", *train_argv({**run.settings, "run_dir": "runs", "name": run.name})]
+
+
+def resume_command(run) -> list[str]:
+    """``grefel train --resume`` arguments: the run's stored settings, this study's runtime ones."""
+    keep = {k: run.settings[k] for k in RESUME_SETTINGS if k in run.settings}
+    return ["train", "--resume", rel_run(run.name), "--epochs", str(run_epochs(run.settings)), *train_argv(keep)]
+
+
+def evaluate_command(run) -> list[str]:
+    """``grefel evaluate`` of the run's best checkpoint on the clean test split."""
+    args = [
+        "evaluate",
+        "--ckpt",
+        rel_run(run.name, "best.pt"),
+        "--split",
+        "test",
+        "--out",
+        rel_run(run.name, PREDICTIONS),
+    ]
+    device = run.settings.get("device", "auto")
+    if device != "auto":
+        args += ["--device", device]
+    if run.settings.get("data_root"):
+        args += ["--data-root", run.settings["data_root"]]
+    return args
+
+
+def cli(args: list[str]) -> int:
+    """Run a ``grefel`` command line in this process; its exit status (errors are printed as usual)."""
+    from typer.main import get_command
+
+    from grefel_cli.main import app
+
+    try:
+        get_command(app).main(args=args, prog_name="grefel", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return 0
+
+
+def _train(run, folder: Path, nproc: int) -> int:
+    args = resume_command(run) if (folder / "last.pt").is_file() else train_command(run)
+    print(f"$ grefel {' '.join(args)}", flush=True)
+    if nproc <= 1:
+        return cli(args)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    proc = subprocess.Popen([*launcher, "-m", "grefel_cli.main", *args])
+    try:
+        return proc.wait()
+    except BaseException:  # stopped: torchrun passes SIGTERM on to its workers, which keep last.pt whole
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        raise
+
+
+def _trained(folder: Path, epochs: int) -> bool:
+    return (folder / "best.pt").is_file() and (folder / "last.pt").is_file() and epochs_done(folder)[0] >= epochs
+
+
+def _last_error(log: Path) -> str | None:
+    """The last ``Error: ...`` line the CLI printed into the run's log."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line[7:].strip() for line in reversed(lines) if line.startswith("Error: ")), None)
+
+
+# -- the job -------------------------------------------------------------------------------------------
+def run_job(
+    study_dir: str | os.PathLike, name: str, threads: int | None = None, nproc: int = 1, job: str | None = None
+) -> dict:
+    """Train, evaluate and record run ``name`` of the study in ``study_dir``; return its status.
+
+    ``threads``: torch threads (the local pool's share of the cores); ``nproc``: GPUs of this run
+    on this machine (torchrun); ``job``: the Slurm (submitit) job id. Under a multi-task Slurm
+    job every task trains; rank 0 alone holds the lock, evaluates and writes the status.
+    """
+    study_dir = Path(study_dir).resolve()
+    run = load_plan(study_dir).run(name)
+    os.chdir(study_dir)
+    folder, epochs = run_folder(Path("."), name), run_epochs(run.settings)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    status = read_status(folder)
+    if status.get("state") == "done" and Path(status.get("predictions", "")).is_file():
+        return status
+    if int(os.environ.get("RANK", "0")) > 0:  # another task of a multi-GPU Slurm run: train only
+        if not _trained(folder, epochs):
+            _train(run, folder, 1)
+        return {"state": "trained"}
+    fd = acquire_run_lock(folder)
+    if fd is None:
+        print(f"run {name} is being run by another process: leaving it to that one", flush=True)
+        return {"state": "running"}
+    try:
+        return _locked_job(run, folder, epochs, nproc, status, job)
+    finally:
+        os.close(fd)
+
+
+def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: str | None) -> dict:
+    from grefel.study.stats import run_metrics
+
+    log = rel_run(run.name, LOG)
+    write_status(
+        folder,
+        state="running",
+        log=log,
+        error=None,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=now(),
+        attempts=int(status.get("attempts", 0)) + 1,
+        job=job,
+    )
+    t0 = time.perf_counter()
+    try:
+        if not _trained(folder, epochs):
+            rc = _train(run, folder, nproc)
+            if rc != 0 or not _trained(folder, epochs):
+                why = f"exited with status {rc}" if rc else f"stopped at epoch {epochs_done(folder)[0]} of {epochs}"
+                return _failed(folder, log, f"grefel train {why}")
+        t1 = time.perf_counter()
+        args = evaluate_command(run)
+        print(f"$ grefel {' '.join(args)}", flush=True)
+        rc = cli(args)
+        if rc != 0:
+            return _failed(folder, log, f"grefel evaluate exited with status {rc}")
+        metrics = run_metrics(Path(rel_run(run.name, PREDICTIONS)))
+        t2 = time.perf_counter()
+        return write_status(
+            folder,
+            state="done",
+            metrics=metrics,
+            predictions=rel_run(run.name, PREDICTIONS),
+            train_s=round(t1 - t0, 2),
+            evaluate_s=round(t2 - t1, 2),
+            finished=now(),
+        )
+    except Stopped:
+        write_status(folder, state="stopped", stopped=now())
+        raise
+    except Exception as e:  # a bug, not bad input: keep the traceback in the log
+        traceback.print_exc()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return _failed(folder, log, f"{type(e).__name__}: {first}"[:300])
+
+
+def _failed(folder: Path, log: str, fallback: str) -> dict:
+    sys.stderr.flush()
+    error = _last_error(Path(log)) or fallback
+    print(f"run failed: {error}", file=sys.stderr, flush=True)
+    return write_status(folder, state="failed", error=error, finished=now())
+
+
+# -- local pool entry ------------------------------------------------------------------------------
+def _stop(signum, frame):
+    raise Stopped()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the process that started this one dies (a killed study run
+    takes its runs with it; they resume next time). Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:
+        raise Stopped()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grefel.study.job", description="Run one run of a study.")
+    p.add_argument("study_dir")
+    p.add_argument("name")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--nproc", type=int, default=1)
+    p.add_argument("--parent", type=int, default=0)
+    a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        _die_with_parent(a.parent)
+        status = run_job(a.study_dir, a.name, a.threads, a.nproc)
+    except Stopped:
+        print("stopped: the run continues from its last checkpoint next time", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    return EXIT_FAILED if status.get("state") == "failed" else 0
+
+
+# -- Slurm entry (submitit) --------------------------------------------------------------------------
+class StudyJob(submitit.helpers.Checkpointable):
+    """The callable a study's Slurm job array runs: ``StudyJob(study_dir)(run_name)``.
+
+    Checkpointable: on preemption or timeout submitit requeues the same call, and :func:`run_job`
+    continues the run from its last.pt. With several tasks (a run on several GPUs) each task gets
+    torch.distributed's environment from submitit and trains as one rank.
+    """
+
+    def __init__(self, study_dir: str, threads: int | None = None):
+        self.study_dir, self.threads = str(study_dir), threads
+
+    def __call__(self, name: str) -> dict:
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        folder = run_folder(Path(self.study_dir), name)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / (LOG if env.global_rank == 0 else f"run.rank{env.global_rank}.log")
+        with _output_to(log):
+            return run_job(self.study_dir, name, self.threads, job=str(env.job_id))
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path`` (appended)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
