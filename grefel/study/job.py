@@ -48,9 +48,9 @@ from grefel.study.folder import (
     write_status,
 )
 from grefel.study.spec import train_argv
+from grefel.train_config import resumable_settings
 
 EXIT_FAILED, EXIT_STOPPED = 1, 143
-RESUME_SETTINGS = ("device", "workers", "compile", "log_every", "data_root", "eval_batch_size", "save_every")
 
 
 class Stopped(BaseException):
@@ -65,7 +65,7 @@ def train_command(run) -> list[str]:
 
 def resume_command(run) -> list[str]:
     """``grefel train --resume`` arguments: the run's stored settings, this study's runtime ones."""
-    keep = {k: run.settings[k] for k in RESUME_SETTINGS if k in run.settings}
+    keep = {k: run.settings[k] for k in resumable_settings() if k in run.settings and k not in ("resume", "epochs")}
     return ["train", "--resume", rel_run(run.name), "--epochs", str(run_epochs(run.settings)), *train_argv(keep)]
 
 

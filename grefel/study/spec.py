@@ -159,114 +159,30 @@ class Study:
 
 
 # ---------------------------------------------------------------------------------------------
-# settings -> `grefel train` arguments (one function: swap for the shared one when it exists)
+# settings -> `grefel train` arguments, and value checks: TrainConfig's own declarations
 # ---------------------------------------------------------------------------------------------
 def train_argv(settings: dict) -> list[str]:
-    """``grefel train`` arguments for TrainConfig ``settings`` (field order; None omitted).
+    """``grefel train`` arguments for TrainConfig ``settings`` (:func:`grefel.train_config.train_argv`);
+    unset (None) settings and the clean label set are left out."""
+    from grefel.train_config import train_argv as argv
 
-    ``x_y`` -> ``--x-y VALUE``; booleans ``--x-y`` / ``--no-x-y`` (False where False is the default
-    is left out: such switches have no ``--no-`` form); ``model_args`` -> ``--model-arg K=JSON``;
-    the clean label set is no ``--labels`` at all.
-    """
-    from grefel.train import TrainConfig
-
-    fields = dataclasses.fields(TrainConfig)
-    argv: list[str] = []
-    for f in fields:
-        value = settings.get(f.name)
-        if value is None or (f.name == "labels" and value == "clean"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "model_args":
-            argv += [a for k, v in value.items() for a in ("--model-arg", f"{k}={json.dumps(v)}")]
-        elif isinstance(value, bool):
-            if value:
-                argv.append(flag)
-            elif f.default is True:
-                argv.append("--no-" + f.name.replace("_", "-"))
-        else:
-            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
-    return argv
-
-
-# ---------------------------------------------------------------------------------------------
-# value checks (one function: swap for TrainConfig's own validator when it exists)
-# ---------------------------------------------------------------------------------------------
-_RANGES = {  # field: (low, high, low inclusive, high inclusive)
-    "per_class": (1, None, True, True),
-    "n_pg": (0, None, True, True),
-    "crop": (1, None, True, True),
-    "flip": (0, 1, True, True),
-    "erase": (0, 1, True, True),
-    "rotation": (0, 180, True, True),
-    "color": (0, None, True, True),
-    "num_anchors": (1, None, True, True),
-    "delta": (0, None, False, True),
-    "dropout": (0, 1, True, False),
-    "drop_path": (0, 1, True, False),
-    "lambda_cls": (0, None, True, True),
-    "lambda_anchor": (0, None, True, True),
-    "lambda_center": (0, None, True, True),
-    "label_smoothing": (0, 1, True, False),
-    "aux_warmup": (0, None, True, True),
-    "correction_warmup": (0, None, True, True),
-    "epochs": (1, None, True, True),
-    "batch_size": (1, None, True, True),
-    "lr": (0, None, False, True),
-    "gamma": (0, 1, False, True),
-    "weight_decay": (0, None, True, True),
-    "workers": (0, None, True, True),
-    "eval_batch_size": (1, None, True, True),
-    "log_every": (1, None, True, True),
-    "val_every": (1, None, True, True),
-    "save_every": (1, None, True, True),
-}
-
-
-def _choices() -> dict[str, tuple]:
-    from grefel.models import list_presets
-    from grefel.train import PRECISIONS, RELIABILITY
-
-    return {"reliability": RELIABILITY, "precision": PRECISIONS, "preset": tuple(list_presets())}
+    return argv({k: v for k, v in settings.items() if v is not None and not (k == "labels" and v == "clean")})
 
 
 def check_setting(key: str, value: Any) -> str | None:
-    """Why ``value`` is not a valid value of TrainConfig field ``key`` (None when it is)."""
-    import typing
+    """Why ``value`` is not a valid value of TrainConfig field ``key`` (None when it is), from the
+    field's declaration (type, range, choices); presets are checked against the registry."""
+    from grefel import settings
+    from grefel.train_config import TrainConfig
 
-    from grefel.train import TrainConfig
+    _, spec, base, optional = settings.specs(TrainConfig)[key]
+    why = settings.problem(value, spec, base, optional)
+    if why is None and key == "preset":
+        from grefel.models import list_presets
 
-    hint = str(typing.get_type_hints(TrainConfig)[key])
-    kinds = [t for t in ("bool", "int", "float", "str", "dict") if re.search(rf"\b{t}\b", hint)]
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "str": isinstance(value, str),
-        "dict": isinstance(value, dict),
-    }
-    if not any(ok[k] for k in kinds):
-        names = {
-            "bool": "true or false",
-            "int": "an integer",
-            "float": "a number",
-            "str": "a string",
-            "dict": "a table",
-        }
-        return f"{_show(value)} is not {' or '.join(names[k] for k in kinds)}"
-    choices = _choices().get(key)
-    if choices and value not in choices:
-        return f"{_show(value)} is not one of {', '.join(choices)}"
-    if key == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        return f"{_show(value)} is not auto, cpu, cuda or cuda:N"
-    if key in _RANGES and not isinstance(value, bool):
-        lo, hi, lo_in, hi_in = _RANGES[key]
-        bad_lo = lo is not None and (value < lo or (value == lo and not lo_in))
-        bad_hi = hi is not None and (value > hi or (value == hi and not hi_in))
-        if bad_lo or bad_hi:
-            span = f"{'[' if lo_in else '('}{lo}, {'' if hi is None else hi}{']' if hi_in and hi is not None else ')'}"
-            return f"{_show(value)} is outside {span.replace(', )', ', inf)')}"
-    return None
+        if value not in list_presets():
+            why = f"must be one of {', '.join(list_presets())} (got {value!r})"
+    return why
 
 
 def _show(value: Any) -> str:
