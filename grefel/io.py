@@ -1,4 +1,4 @@
-"""Small file helpers every long job uses: atomic writes and checksums.
+"""Small file helpers every long job uses: atomic writes, checksums and folder locks.
 
 Long jobs never lose finished work: a file is written under a temporary name in the same folder,
 flushed to disk, then renamed over its final name (``os.replace`` is atomic on POSIX). A crash or
@@ -105,3 +105,32 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
             f"cannot write to the {what} {path} ({e.strerror or e}): choose a folder you can write to"
         ) from None
     return path
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; ``holder`` is what it wrote into the lock file."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, holder: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block and write ``holder``
+    (who holds it) into it; raise :class:`LockHeld` at once when another process holds it. The
+    kernel drops the lock when the process ends, even on ``kill -9``; the file stays (deleting it
+    would race with a process about to lock it)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(os.pread(fd, 200, 0).decode(errors="replace").strip()) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -44,7 +44,7 @@ from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landma
 from grefel.data.raw import CONFLICTING_LINE, DUPLICATE_LINE, ImageError, RawItem, RawReader, Skip, open_reader
 from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
 from grefel.errors import DatasetError, GrefelError
-from grefel.io import atomic_path, read_json, sha256_file, write_json
+from grefel.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from grefel.paths import MANIFEST, PROVENANCE
 from grefel.paths import data_root as resolve_data_root
 
@@ -430,27 +430,24 @@ def _locked(out: Path) -> Iterator[None]:
     be written; a second run on a locked folder is refused (it would mix or delete the first
     run's files). The kernel drops the lock when the process ends, even on ``kill -9``.
     """
-    import fcntl
-
-    fd = _open_lock(out)
-    try:
+    _check_output(out)
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            held.enter_context(exclusive_lock(out / LOCK, f"{os.getpid()}\n"))
+        except LockHeld as e:
             raise GrefelError(
-                f"another grefel prepare (process {pid}) is writing {out}: wait for it to finish, "
+                f"another grefel prepare (process {e.holder or '?'}) is writing {out}: wait for it to finish, "
                 "or choose another output folder"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            raise GrefelError(
+                f"cannot write to {out} ({e.strerror}): choose an output folder you can write to"
+            ) from None
         yield
-    finally:
-        os.close(fd)  # releases the lock; the file stays (deleting it would race with a waiting run)
 
 
-def _open_lock(out: Path) -> int:
-    """Create ``out`` if needed and open its lock file; one-line errors for outputs that cannot be."""
+def _check_output(out: Path) -> None:
+    """Create ``out`` if needed; one-line errors for outputs that cannot be."""
     try:
         if out.exists() and not out.is_dir():
             raise GrefelError(f"the output {out} is a file: choose a folder")
@@ -458,7 +455,6 @@ def _open_lock(out: Path) -> int:
         if out.is_dir() and not ours and any(out.iterdir()):
             raise GrefelError(f"{out} exists and is not a grefel prepared dataset: choose another output folder")
         out.mkdir(parents=True, exist_ok=True)
-        return os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise GrefelError(f"cannot write to {out} ({e.strerror}): choose an output folder you can write to") from None
 

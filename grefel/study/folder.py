@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from grefel.errors import GrefelError
-from grefel.io import atomic_path, read_json, write_json
+from grefel.io import LockHeld, atomic_path, exclusive_lock, read_json, write_json
 
 STUDY_JSON = "study.json"
 STUDY_TOML = "study.toml"
@@ -86,21 +86,16 @@ def save_plan(study_dir: Path, study, source_text: str | None) -> None:
 @contextlib.contextmanager
 def study_lock(study_dir: Path):
     """Hold the study folder's lock (fcntl.flock) for the block; refuse when another process holds it."""
-    path = Path(study_dir) / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, since {now()}"
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            held.enter_context(exclusive_lock(Path(study_dir) / LOCK, holder))
+        except LockHeld as e:
             raise GrefelError(
-                f"{study_dir} is in use by another study run ({holder}): wait for it to finish, or stop it first"
+                f"{study_dir} is in use by another study run ({e.holder or 'another process'}): wait for it to finish, "
+                "or stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}".encode(), 0)
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def acquire_run_lock(folder: Path, wait_s: float = 5.0) -> int | None:
