@@ -442,6 +442,8 @@ def main(argv=None) -> None:
         if not args.skip_model_only:
             ips_model = model_only(args, device)
             print(f"model only : {ips_model:9.1f} img/s")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # free memory decides data_on_device auto: give back what the parts above cached
     report.update(flops_per_image=flops, model_only_ips=ips_model)
     with tempfile.TemporaryDirectory() as tmp:
         data = prepared_data(args, Path(tmp), world)
