@@ -96,39 +96,43 @@ EOF
 stage env 60 20 bash -c "{ nvidia-smi || true; python3 '$W/env.py'; } >'$OUT/env.txt' 2>&1; rc=\$?; cat '$OUT/env.txt'; exit \$rc"
 stage smoke 180 60 bash -c "bash bench/gpu_smoke.sh $MODE >'$OUT/smoke.log' 2>&1; rc=\$?; tail -3 '$OUT/smoke.log'; exit \$rc"
 
-# The sweep, most informative first: the data path (loader against held faces, eager), then the compile
-# modes on held faces, the batch, max-autotune last (its autotuning is the slowest compile).
+# The sweep, most informative first: the data path (loader against held faces, eager), CUDA graphs on
+# held faces, a profile of the fastest so far, inference; then the other compile modes and the batch
+# (max-autotune last: its autotuning is the slowest compile). Each run is bench_train_gpu.py --epochs 4.
 train eager-cl-loader 120 45 --channels-last --data-on-device off
 train eager-cl-held 90 35 --channels-last --data-on-device on --skip-model-only
 train reduce-overhead-cl-held 180 90 --compile --compile-mode=reduce-overhead --channels-last --data-on-device on --skip-model-only
-train compile-cl-held 180 90 --compile --compile-mode=default --channels-last --data-on-device on --skip-model-only
 
-# the fastest configuration so far (end to end, validation included), profiled on one more epoch
+# the flags of the fastest configuration so far (end to end, validation included); BATCH overrides its batch
 best_args() {
-  python3 - "$RES" <<'EOF'
+  python3 - "$RES" "${1:-}" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+rows = [r for r in rows if not r["config"]["profile"]]
 if not rows:
     sys.exit(1)
 c = max(rows, key=lambda r: r["end_to_end_ips"])["config"]
-args = ["--batch", str(c["batch"]), "--data-on-device", c["data_on_device"]]
+args = ["--batch", sys.argv[2] or str(c["batch"]), "--data-on-device", c["data_on_device"]]
 args += ["--compile", f"--compile-mode={c['compile_mode']}"] if c["compile"] else []
 args += ["--channels-last"] if c["channels_last"] else []
 print(" ".join(args))
 EOF
 }
-if BEST=$(best_args); then
-  # shellcheck disable=SC2086  # BEST is a list of plain flags
-  train "profile" 180 60 $BEST --skip-model-only --epochs 2 --profile --sync-debug --trace "$OUT/profile_trace.json.gz"
-  # shellcheck disable=SC2086
-  train "batch512" 150 70 $(echo "$BEST" | sed 's/--batch [0-9]*/--batch 512/') --skip-model-only
-fi
+# shellcheck disable=SC2046  # best_args prints plain flags
+BEST=$(best_args) && train profile 180 60 $BEST --skip-model-only --epochs 2 --profile --sync-debug \
+  --trace "$OUT/profile_trace.json.gz"
 
 if [ "$MODE" = cpu ]; then
-  stage "evaluate speed" 300 20 python3 bench/evaluate_speed.py --preset tiny --n 256 --repeats 1 --settings cpu-fp32 --json "$OUT/evaluate_speed.json"
+  stage "evaluate speed" 300 20 python3 bench/evaluate_speed.py --preset tiny --n 256 --repeats 1 \
+    --settings cpu-fp32 --json "$OUT/evaluate_speed.json"
 else
-  stage "evaluate speed" 90 30 python3 bench/evaluate_speed.py --preset full --n 4096 --batch-size 256 --repeats 2 --settings cuda-fp32,cuda-bf16 --json "$OUT/evaluate_speed.json"
+  stage "evaluate speed" 90 30 python3 bench/evaluate_speed.py --preset full --n 4096 --batch-size 256 \
+    --repeats 2 --settings cuda-fp32,cuda-bf16 --json "$OUT/evaluate_speed.json"
 fi
+
+train compile-cl-held 180 90 --compile --compile-mode=default --channels-last --data-on-device on --skip-model-only
+# shellcheck disable=SC2046
+BEST=$(best_args 512) && train batch512 150 70 $BEST --skip-model-only
 train eager-nchw-held 90 35 --data-on-device on --skip-model-only
 train max-autotune-cl-held 240 150 --compile --compile-mode=max-autotune --channels-last --data-on-device on --skip-model-only
 
