@@ -49,7 +49,7 @@ from grefel.checkpoint import load_checkpoint, save_checkpoint
 from grefel.errors import CheckpointError, DatasetError, GrefelError
 from grefel.io import atomic_path, write_json
 from grefel.recipe import DEFAULT_EPOCHS, PRECISIONS, RELIABILITY
-from grefel.train_config import TrainConfig, resumable_settings, train_argv, validate_settings
+from grefel.train_config import CUDAGRAPH_MODES, TrainConfig, resumable_settings, train_argv, validate_settings
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -537,6 +537,11 @@ class Run:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
+    @property
+    def cudagraphs(self) -> bool:
+        """The compiled model replays CUDA graphs (each step must then be marked as a new one)."""
+        return self.cfg.compile and self.cfg.compile_mode in CUDAGRAPH_MODES and self.device.type == "cuda"
+
 
 def diverged(run: Run, window: dict, epoch: int, step: int, lr: float) -> TrainingDiverged:
     """The error for a non-finite loss: where, each loss part, and what to try."""
@@ -568,9 +573,14 @@ def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: 
     for step, batch in enumerate(loader):
         images = batch["images"].to(device, non_blocking=True)
         y = batch["labels"].to(device, non_blocking=True)
-        x = train_batch(images, uniforms[batch["pos"]], aug) if cfg.augment else eval_batch(images, crop=cfg.crop)
+        if cfg.augment:  # the epoch's uniforms are on the device already: no copy per step
+            x = train_batch(images, uniforms[batch["pos"].to(uniforms.device, non_blocking=True)], aug)
+        else:
+            x = eval_batch(images, crop=cfg.crop)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if run.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with run.autocast():
             out = model(x)
         progress_epochs = epoch + step / steps
@@ -625,11 +635,10 @@ def evaluate(model, criterion, loader, run: Run, num_classes: int) -> tuple[dict
         y = batch["labels"].to(device, non_blocking=True)
         with run.autocast():
             out = model(x)
-        loss_sum += torch.stack(
-            [criterion(out, y)["total"].double() * len(y), torch.tensor(len(y), device=device, dtype=torch.float64)]
-        )
-        rows.append(torch.stack([y, out.corrected.argmax(1), out.primary.argmax(1)], 1).cpu())
-    local = torch.cat(rows).numpy() if rows else np.zeros((0, 3), np.int64)
+        n = torch.full((), len(y), device=device, dtype=torch.float64)  # a fill, not a copy from the host
+        loss_sum += torch.stack([criterion(out, y)["total"].double() * n, n])
+        rows.append(torch.stack([y, out.corrected.argmax(1), out.primary.argmax(1)], 1))
+    local = torch.cat(rows).cpu().numpy() if rows else np.zeros((0, 3), np.int64)  # one copy after the loop
     gdist.all_reduce_sum(loss_sum)
     y, pred, prim = np.concatenate(gdist.gather_objects(local)).T
     if len(y) == 0:
@@ -685,22 +694,44 @@ def log_epoch(run: Run, m: dict, is_best: bool) -> None:
     )
 
 
+def make_batch_sources(run: Run, data: TrainData, sampler, val_sampler) -> tuple:
+    """Training and validation batches: DataLoader workers reading the shards, or (``data_on_device``)
+    the faces held on the device and gathered there (:mod:`grefel.data.resident`). Both yield the
+    same batches; validation is scored with the labels the run learns from."""
+    from grefel.data.loader import make_loader
+    from grefel.data.resident import ResidentBatches, ResidentFaces, faces_nbytes, use_data_on_device
+
+    cfg, ds, device = run.cfg, data.ds, run.device
+    workers = min(cfg.workers, gdist.usable_cores())  # more loader processes than cores only thrash
+    held = np.union1d(data.pool, data.val_idx)
+    wanted = use_data_on_device(cfg.data_on_device, faces_nbytes(len(held), ds.image_size), device)
+    if gdist.all_ok(wanted, device):  # every rank alike
+        t0 = time.perf_counter()
+        faces = ResidentFaces(ds, data.labels, held, device, workers=workers)
+        run.console.print(
+            f"data on {device}: {len(faces)} faces ({faces.nbytes / 2**30:.2f} GiB) copied in "
+            f"{time.perf_counter() - t0:.1f} s; batches gathered there, no loader workers"
+        )
+        return ResidentBatches(faces, sampler), ResidentBatches(faces, val_sampler)
+    pin = device.type == "cuda"
+    loader = make_loader(ds, data.labels, sampler, workers=workers, pin_memory=pin, persistent=True)
+    val_loader = make_loader(ds, data.labels, val_sampler, workers=min(workers, 2), pin_memory=pin, persistent=True)
+    return loader, val_loader
+
+
 def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, last_epoch: int) -> None:
     """Epochs ``state.epoch + 1 .. last_epoch``: plan, train, validate, checkpoint, log."""
-    from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
+    from grefel.data.loader import EvalBatches, RankBatches, epoch_plan
     from grefel.data.transforms import augment_uniforms
 
     cfg, info, ds = run.cfg, run.info, data.ds
-    pin = run.device.type == "cuda"
     sampler = RankBatches(np.zeros(0, np.int64), cfg.batch_size, info.rank, info.world_size)
-    workers = min(cfg.workers, gdist.usable_cores())  # more loader processes than cores only thrash
-    loader = make_loader(ds, data.labels, sampler, workers=workers, pin_memory=pin, persistent=True)
     eval_bs = cfg.eval_batch_size or max(1, 2 * cfg.batch_size // info.world_size)
     val_sampler = EvalBatches(data.val_idx, eval_bs, info.rank, info.world_size)
-    # validation is scored with the labels the run learns from
-    val_loader = make_loader(ds, data.labels, val_sampler, workers=min(workers, 2), pin_memory=pin, persistent=True)
+    loader, val_loader = make_batch_sources(run, data, sampler, val_sampler)
     plain = model.module if info.enabled else model  # no DDP wrapper for validation
-    model_run = torch.compile(model) if cfg.compile else model
+    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    model_run = torch.compile(model, mode=mode) if cfg.compile else model
     writer = on_main(info, lambda: tblog.open_writer(run.folder, state.epoch) if cfg.tensorboard else None)
     progress = _progress(run.console)
     with progress, contextlib.closing(writer) if writer is not None else contextlib.nullcontext():
@@ -718,7 +749,7 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
                 n_pg=cfg.n_pg or None,
                 per_class=cfg.per_class,
             )
-            uniforms = augment_uniforms(len(plan.indices), cfg.seed, epoch)
+            uniforms = augment_uniforms(len(plan.indices), cfg.seed, epoch).to(run.device)
             sampler.set_plan(plan.indices)
             torch.manual_seed(derive_seed(cfg.seed, epoch, info.rank, 7))  # dropout / drop-path of this epoch
             set_train_mode(model, cfg.freeze_bn)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from grefel import settings
+from grefel.errors import GrefelError
 from grefel.recipe import DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
 from grefel.settings import setting
 
@@ -27,6 +28,10 @@ M = "Model and ablations (Tables 2, 6)"
 L = "Loss (eq. 23; Tables 3, 4, 8)"
 O = "Optimisation"  # noqa: E741
 R = "Run, devices and precision"
+
+DATA_ON_DEVICE = ("auto", "on", "off")  # faces held on the training device (grefel.data.resident)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile modes
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 
 
 @dataclass
@@ -168,6 +173,13 @@ class TrainConfig:
         choices=PRECISIONS,
     )
     compile: bool = setting(False, help="torch.compile the model.", panel=R, resumable=True)
+    compile_mode: str = setting(
+        "default",
+        help="torch.compile mode when compile is on (reduce-overhead and max-autotune replay CUDA graphs).",
+        panel=R,
+        choices=COMPILE_MODES,
+        resumable=True,
+    )
     channels_last: bool = setting(False, help="Channels-last memory format (faster convolutions on GPUs).", panel=R)
     freeze_bn: bool = setting(False, help="BatchNorm layers keep their running statistics (no update).", panel=R)
     sync_bn: bool = setting(True, help="SyncBatchNorm when training on several GPUs.", panel=R)
@@ -176,6 +188,14 @@ class TrainConfig:
     )
     workers: int = setting(
         4, help="Data-loading processes per training process.", panel=R, short="-j", min=0, resumable=True
+    )
+    data_on_device: str = setting(
+        "auto",
+        help="Hold the train and validation faces on the training device and gather batches there (no "
+        "loader workers); auto: on a GPU when they take at most a quarter of its free memory, off on the CPU.",
+        panel=R,
+        choices=DATA_ON_DEVICE,
+        resumable=True,
     )
     eval_batch_size: int | None = setting(
         None,
@@ -256,10 +276,16 @@ def resumable_settings() -> tuple[str, ...]:
 def validate_settings(values: Mapping[str, Any]) -> None:
     """Check a dict of training settings (keys: TrainConfig field names) against their declarations.
 
-    Raises a one-line GrefelError naming the first unknown key (with the nearest known one) or the
-    first value outside its type, range or choices.
+    Raises a one-line GrefelError naming the first unknown key (with the nearest known one), the
+    first value outside its type, range or choices, or a compile_mode set without compile.
     """
     settings.validate(TrainConfig, values, what="training setting")
+    mode = values.get("compile_mode", "default")
+    if mode != "default" and not values.get("compile", False):
+        raise GrefelError(
+            f"training setting 'compile_mode' ({mode}) takes effect only with compile on: "
+            "turn compile on, or leave compile_mode at default"
+        )
 
 
 def train_argv(values: Mapping[str, Any]) -> list[str]:

@@ -11,6 +11,8 @@ augments a whole uint8 batch on the device the model runs on, with per-sample ra
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -27,9 +29,16 @@ def to_float_nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+@functools.cache
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor made once per device: ``torch.tensor(..., device="cuda")`` is a
+    copy from pageable host memory, which waits for the GPU's queue to drain, at every step."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = _constant(IMAGENET_MEAN, x.device, x.dtype).view(1, 3, 1, 1)
+    std = _constant(IMAGENET_STD, x.device, x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -222,9 +231,9 @@ def _colour(x: torch.Tensor, col: dict, aug: TrainAugment) -> torch.Tensor:
     """Colour jitter + /255 + normalisation as one per-sample affine colour map (one batched matmul)."""
     b, _, c, _ = x.shape
     dev = x.device
-    wgt = torch.tensor(GRAY_WEIGHTS, device=dev)
-    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1)
-    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1)
+    wgt = _constant(GRAY_WEIGHTS, dev, torch.float32)
+    mean = _constant(IMAGENET_MEAN, dev, torch.float32).view(1, 3, 1)
+    std = _constant(IMAGENET_STD, dev, torch.float32).view(1, 3, 1)
     bf = (1 + (2 * col["brightness"] - 1) * aug.brightness).view(b)
     cf = (1 + (2 * col["contrast"] - 1) * aug.contrast).view(b)
     sf = (1 + (2 * col["saturation"] - 1) * aug.saturation).view(b)
