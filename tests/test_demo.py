@@ -125,3 +125,28 @@ def test_the_demo_study_file_trains_each_run_as_the_recipe_says(tmp_path):
     assert len(study.runs) == 2 * 2 * 4 and study.seeds == [0, 1, 2, 3]
     assert {r.cell["labels"] for r in study.runs} == {"sym20-s0", "asym40-s0"}
     assert re.search(r"^seeds = \[0, 1, 2, 3\]$", study_text("d", ["x"], two), re.M)
+
+
+def test_the_demo_never_says_more_than_the_verdict():
+    """The sentence the demo ends with, for each verdict of the study's statistics."""
+    from grefel.demo import rb_sentence
+    from grefel.study import stats as S
+
+    def comparison(on, off):
+        c = S.paired(on, off)
+        c["p_holm"] = S.holm([c["p"] if c["n"] >= S.MIN_SEEDS else None])[0]
+        return {**c, "verdict": S.verdict(c["n"], c["p_holm"])}
+
+    two = rb_sentence(comparison([0.90, 0.95], [0.80, 0.82]), "20 % symmetric label noise")
+    assert "not enough seeds" in two and "no conclusion" in two and "significant" not in two
+    clear = comparison([0.90, 0.91, 0.92, 0.93], [0.80, 0.80, 0.81, 0.80])
+    assert clear["verdict"] == "significant"
+    text = rb_sentence(clear, "clean labels")
+    assert text.endswith("significant at 0.05 on these faces.") and f"{100 * clear['diff_mean']:+.1f} points" in text
+    unclear = comparison([0.90, 0.70, 0.95], [0.85, 0.88, 0.86])
+    assert unclear["verdict"] == "not significant"
+    text = rb_sentence(unclear, "clean labels")
+    lo, hi = (100 * x for x in unclear["ci"])
+    assert "not significant" in text and f"anywhere from {lo:+.1f} to {hi:+.1f} points" in text
+    same = comparison([0.9, 0.8, 0.7], [0.8, 0.7, 0.6])
+    assert "t-test is undefined" in rb_sentence(same, "clean labels")
