@@ -1,20 +1,39 @@
-"""`grefel report --ckpt CKPT [--ckpt MORE ...]`: one self-contained HTML report, figures and JSON."""
+"""`grefel report --ckpt CKPT [--ckpt MORE ...]` or `grefel report --study DIR`: one self-contained HTML
+report, figures and JSON."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
+from grefel.study.report import RUN_CHOICES
 from grefel_cli.app import app
+
+StudyRuns = StrEnum("StudyRuns", {c: c for c in RUN_CHOICES})
 
 
 @app.command(no_args_is_help=True)
 def report(
     ckpt: list[Path] = typer.Option(
-        ..., "--ckpt", help="Checkpoint (or predictions .parquet); repeat to compare runs."
+        [], "--ckpt", help="Checkpoint (or predictions .parquet); repeat to compare runs.", show_default=False
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder \\[default: <first run>/report]."),
+    study: Path | None = typer.Option(
+        None,
+        "--study",
+        help="A study folder (`grefel study run`): its tables over seeds, paired comparisons and curves, "
+        "then the sections of its runs (instead of --ckpt).",
+        show_default=False,
+    ),
+    study_runs: StudyRuns = typer.Option(
+        RUN_CHOICES[0],
+        "--study-runs",
+        help="With --study: which runs get their own section: one per setting (its lowest seed), all, none.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report folder \\[default: <first run>/report; with --study: <study>/report]."
+    ),
     split: str = typer.Option("test", "--split", help="Split to report on."),
     labels: str | None = typer.Option(None, "--labels", help="Label set for label_noisy \\[default: each run's own]."),
     dataset: str | None = typer.Option(
@@ -51,6 +70,11 @@ def report(
     scores, where the wrong predictions are, calibration, per-group accuracy, the paper's Table 1 beside this run, and
     with several checkpoints tables and curves in the layout of Tables 6-8. Reading guide: docs/report.md.
 
+    With --study DIR (a `grefel study` folder) the page starts with the study: every setting's mean with its
+    95 % interval over seeds, Tables 2, 3 and 5-8 in the paper's layout where the grid covers them, forest plots
+    of the paired comparisons (test and Holm-adjusted p), accuracy against label noise with its bands, and the
+    failed runs; report.json holds every number. docs/study.md.
+
     [bold]Examples:[/bold]
 
       grefel report --ckpt runs/rafdb-full-clean/best.pt
@@ -61,11 +85,33 @@ def report(
       grefel report --ckpt best.pt --sample 12 --sample 907 --tsne-points 0
 
       grefel report --ckpt runs/a/predictions/best-test-clean.parquet
+
+      grefel report --study rb-noise --tsne-points 0
     """
     from grefel.console import make_console
-    from grefel.pipeline import evaluate_and_report
 
     console = make_console(stderr=True)
+    if study is not None:
+        if ckpt:
+            raise typer.BadParameter("give --ckpt or --study, not both", param_hint="--study")
+        from grefel.study.report import study_report
+
+        html = study_report(
+            study,
+            out,
+            runs=StudyRuns(study_runs).value,
+            samples=sample,
+            n_changed=most_changed,
+            tsne_points=tsne_points,
+            seed=seed,
+            log=lambda s: console.print(s, highlight=False),
+        )
+        make_console().print(f"report: {html}")
+        return
+    if not ckpt:
+        raise typer.BadParameter("give a checkpoint (--ckpt) or a study folder (--study)", param_hint="--ckpt")
+    from grefel.pipeline import evaluate_and_report
+
     html = evaluate_and_report(
         ckpt,
         out,

@@ -2,7 +2,6 @@
 choices, the argument list of a dict of settings and its validation all come from that declaration."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -87,10 +86,10 @@ def test_paper_defaults():
 
 
 def test_demo_keeps_its_measured_settings():
-    from grefel.demo import DemoSettings, _train_config
+    from grefel.demo import DemoSettings, train_settings
 
     s = DemoSettings(characters=2, per_class=4, imbalance=1.0, epochs=1, refine_per_class=4)
-    cfg = _train_config(Path("/x"), "sym20-s0", "rb-on", "both", Path("/runs"), s)
+    cfg = TrainConfig(**train_settings(s))
     assert cfg.label_smoothing == 0.0 and cfg.lr == 1e-3 and cfg.n_pg is None
 
 

@@ -7,7 +7,8 @@ it draws. Classes keep one colour and one order (the checkpoint's class order) i
 
 Paper counterparts: Fig. 4 (:func:`confusion_figure`), Fig. 5 (:func:`tsne_figure`), Fig. 7
 (:func:`wrong_shares_figure`), Fig. 9 (:func:`distributions_figure`), Tables 6-8
-(:func:`comparison_figure`).
+(:func:`comparison_figure`). A study's report adds :func:`forest_figure` (paired differences with
+their intervals) and :func:`ci_curves_figure` (means with confidence bands).
 """
 
 from __future__ import annotations
@@ -309,6 +310,75 @@ def comparison_figure(curves: list[dict]) -> Figure:
         ax.set_title(panel["title"], fontsize=9)
         ax.set_xlabel(panel["x_label"])
         ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+VERDICT_COLORS = {"significant": "#1b7837", "not significant": "0.25", "not enough seeds": "#b8860b"}
+
+
+@_styled
+def forest_figure(rows: Sequence[dict], title: str, x_label: str = "difference (points)") -> Figure:
+    """Paired differences with their confidence intervals, one row each, and a line at 0.
+
+    ``rows``: ``[{"label", "diff", "ci": [low, high] or None, "note", "verdict"}]``, top to bottom;
+    ``note`` is printed at the right of the row (the test, n, adjusted p, verdict), ``verdict``
+    picks the colour (:data:`VERDICT_COLORS`).
+    """
+    n = max(1, len(rows))
+    fig = Figure(figsize=(9.5, 0.9 + 0.42 * n), layout="constrained")
+    ax = fig.subplots()
+    ys = np.arange(n)[::-1]
+    for y, r in zip(ys, rows):
+        color = VERDICT_COLORS.get(r.get("verdict"), "0.25")
+        if r.get("diff") is None:
+            continue
+        if r.get("ci"):
+            lo, hi = r["ci"]
+            ax.plot([lo, hi], [y, y], color=color, linewidth=2)
+        ax.plot([r["diff"]], [y], marker="s", markersize=6, color=color, linestyle="none")
+    ax.axvline(0, color="0.5", linestyle="--", linewidth=1)
+    ax.set_yticks(ys, [r["label"] for r in rows], fontsize=8)
+    ax.set_ylim(-0.7, n - 0.3)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(ys, [r.get("note", "") for r in rows], fontsize=7)
+    right.tick_params(length=0)
+    ax.set_xlabel(x_label)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", visible=False)
+    return fig
+
+
+@_styled
+def ci_curves_figure(panels: Sequence[dict]) -> Figure:
+    """Means against a setting with their confidence bands, one panel each.
+
+    ``panels``: ``[{"title", "x_label", "y_label", "lines": [{"label", "x", "y", "lo", "hi", "reference"}]}]``;
+    ``lo``/``hi`` (None where a point has no interval) shade the band; reference lines (the
+    paper's numbers) are dashed grey without a band.
+    """
+    n = max(1, len(panels))
+    fig = Figure(figsize=(5.2 * n, 3.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n))
+    for ax, panel in zip(axes, panels):
+        own = [ln for ln in panel["lines"] if not ln.get("reference")]
+        pal = sns.color_palette("colorblind", max(1, len(own)))
+        k = 0
+        for ln in panel["lines"]:
+            if ln.get("reference"):
+                ax.plot(ln["x"], ln["y"], linestyle="--", marker=".", color="0.6", linewidth=1, label=ln["label"])
+                continue
+            x = np.asarray(ln["x"], dtype=float)
+            ax.plot(x, ln["y"], marker="o", color=pal[k], linewidth=1.6, label=ln["label"])
+            lo = np.array([np.nan if v is None else v for v in ln.get("lo") or [None] * len(x)], dtype=float)
+            hi = np.array([np.nan if v is None else v for v in ln.get("hi") or [None] * len(x)], dtype=float)
+            has = ~np.isnan(lo) & ~np.isnan(hi)
+            if has.any():
+                ax.fill_between(x, lo, hi, where=has, color=pal[k], alpha=0.2, linewidth=0)
+            k += 1
+        ax.set_title(panel["title"], fontsize=9)
+        ax.set_xlabel(panel["x_label"])
+        ax.set_ylabel(panel.get("y_label", "accuracy (%)"))
         ax.legend(fontsize=7, frameon=False)
     return fig
 

@@ -2,7 +2,8 @@
 
 Table 1 compares accuracy across datasets; a report puts this run's accuracy beside it under the
 column of the run's dataset. Tables 6 and 7 (number of anchors K, label noise) serve as dashed
-reference curves when a report compares several runs.
+reference curves when a report compares several runs. A study's report puts its means beside the
+cells of Tables 2, 3 and 5-8 (:func:`paper_value`).
 """
 
 from __future__ import annotations
@@ -71,8 +72,21 @@ def dataset_column(dataset_name: str | None, synthetic: bool = False) -> str | N
     return DATASET_COLUMNS.get(dataset_name.lower().replace("-", "").replace("_", ""))
 
 
+def paper_value(table: str, row: str, column: str) -> float | None:
+    """One published number: ``paper_value("T7", "K=10", "noise 20")`` is 60.33 (None: not in the paper)."""
+    return _cells().get((table, row, column))
+
+
+@lru_cache(maxsize=1)
+def _cells() -> dict:
+    return {(r["table"], r["row"], r["column"]): r["value"] for r in paper_results()}
+
+
+REFERENCE_K = (0, 10)  # the paper's Table 7 rows drawn as reference curves (the smallest and largest K)
+
+
 def reference_curves() -> dict:
-    """Paper Table 6 (accuracy vs K) and Table 7 (accuracy vs noise per K), Aff-Wild2."""
+    """Paper Table 6 (accuracy vs K) and Table 7 (accuracy vs noise for K = 0 and 10), Aff-Wild2."""
     t6 = [
         (int(r["row"].split("=")[1]), r["value"])
         for r in paper_results()
@@ -80,6 +94,6 @@ def reference_curves() -> dict:
     ]
     t7: dict[int, list] = {}
     for r in paper_results():
-        if r["table"] == "T7" and r["value"] is not None:
+        if r["table"] == "T7" and r["value"] is not None and int(r["row"].split("=")[1]) in REFERENCE_K:
             t7.setdefault(int(r["row"].split("=")[1]), []).append((float(r["column"].split()[-1]), r["value"]))
     return {"anchors": sorted(t6), "noise": {k: sorted(v) for k, v in t7.items()}}
