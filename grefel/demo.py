@@ -73,7 +73,7 @@ class DemoSettings:
     tsne_points: int = 2000  # t-SNE of the report's per-run sections (0 skips it)
 
 
-DEFAULT = DemoSettings(characters=6, per_class=600, imbalance=3.0, epochs=16, refine_per_class=300)
+DEFAULT = DemoSettings(characters=6, per_class=600, imbalance=3.0, epochs=12, refine_per_class=300)
 QUICK = DemoSettings(characters=6, per_class=80, imbalance=3.0, epochs=4, refine_per_class=100, tsne_points=500)
 
 

@@ -94,7 +94,10 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, num_classes: int, sources: dict | None = None) -> torch.nn.Module:
+    """The model the settings describe. The landmark stream is frozen when it starts from pretrained
+    weights (``sources``: a MobileFaceNet or POSTER++ file, as in the paper) and trains when the run
+    starts from scratch (``from_scratch``; the tiny preset's own default); ``model_args`` override."""
     from grefel.models import create_model
 
     overrides = dict(reliability=cfg.reliability, num_anchors=cfg.num_anchors, dropout=cfg.dropout)
@@ -102,7 +105,9 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         overrides["delta"] = cfg.delta
     if cfg.drop_path is not None:
         overrides["drop_path"] = cfg.drop_path
-    if cfg.from_scratch:  # a landmark stream frozen at random weights would stay random
+    if {"mobilefacenet", "poster"} & set(sources or ()):
+        overrides["encoder"] = {"freeze_landmarks": True}
+    elif cfg.from_scratch:  # a landmark stream frozen at random weights would stay random
         overrides["encoder"] = {"freeze_landmarks": False}
     for key, value in cfg.model_args.items():
         both = isinstance(value, dict) and isinstance(overrides.get(key), dict)
@@ -800,7 +805,7 @@ def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sour
         from grefel.models import model_from_kwargs
 
         return model_from_kwargs(ckpt.get("model_kwargs"), ckpt.get("model_config")), None
-    model = build_model(cfg, num_classes)
+    model = build_model(cfg, num_classes, sources)
     if not sources:
         return model, None
     from grefel.models.weights import load_pretrained
