@@ -464,3 +464,22 @@ def test_landmark_stream_frozen_by_default_and_trainable_on_request():
             assert all(not p.requires_grad for p in lm.parameters()) and all(g is None for g in grads)
         else:
             assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_conv_init_kaiming_for_the_tiny_preset_and_checked():
+    """tiny starts its convolutions from He's fan-out normal init; the full preset keeps PyTorch's."""
+    import math
+
+    torch.manual_seed(0)
+    tiny = create_model("tiny", C).encoder
+    torch.manual_seed(0)
+    full_like = create_model("tiny", C, encoder={"conv_init": "default"}).encoder
+    w, w0 = tiny.conv3.weight, full_like.conv3.weight  # (64, 64, 3, 3): fan_in = fan_out = 576
+    # He fan-out normal: std sqrt(2 / 576) = 0.059; PyTorch's default: uniform in +-1/sqrt(576), std 0.024.
+    # Over 36,864 draws the sample std is within 1 % of its expectation.
+    assert float(w.std()) == pytest.approx(math.sqrt(2 / 576), rel=0.05)
+    assert float(w0.std()) == pytest.approx(1 / math.sqrt(3 * 576), rel=0.05)
+    lm_tiny, lm_default = tiny.face_landback.state_dict(), full_like.face_landback.state_dict()
+    assert all(torch.equal(lm_tiny[k], lm_default[k]) for k in lm_tiny)  # the landmark stream keeps its init
+    with pytest.raises(ValueError, match="conv_init"):
+        create_model("tiny", C, encoder={"conv_init": "xavier"})

@@ -181,6 +181,7 @@ class PosterEncoder(nn.Module):
         global_pool: str = "token",
         embed_norm: bool = False,
         freeze_landmarks: bool = True,
+        conv_init: str = "default",
     ):
         super().__init__()
         if global_pool not in ("token", "avg", "max"):
@@ -220,14 +221,23 @@ class PosterEncoder(nn.Module):
         self.VIT = FusionViT(self.num_tokens, embed_dim, depth, num_heads, vit_drop_path)
         # not in POSTER++ (tiny preset only): BatchNorm on the pooled embedding, before the SE gate
         self.embed_norm = nn.BatchNorm1d(embed_dim) if embed_norm else None
-        self._init_trainable()
+        if conv_init not in ("default", "kaiming"):
+            raise ValueError(f"conv_init must be 'default' (PyTorch's, as POSTER++) or 'kaiming', got {conv_init!r}")
+        self._init_trainable(conv_init)
 
-    def _init_trainable(self):
+    def _init_trainable(self, conv_init: str):
+        """ViT-style Linear init; with ``conv_init="kaiming"`` (from scratch: the tiny preset) the
+        convolutions get He's fan-out normal init, as torchvision's ResNets, instead of PyTorch's
+        default (a third of the variance), which left some seeds at chance for several epochs."""
         for name, m in self.named_modules():
-            if name.startswith("face_landback"):
+            if name.startswith("face_landback"):  # the landmark stream keeps PyTorch's init (or its weights)
                 continue
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d) and conv_init == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
