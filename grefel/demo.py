@@ -139,10 +139,6 @@ def run_demo(
     """
     import torch
 
-    from grefel.data.corrupt import corrupt
-    from grefel.data.prepare import prepare
-    from grefel.data.refine import refine
-    from grefel.data.synth import generate
     from grefel.distributed import usable_cores
     from grefel.study.report import study_report
 
@@ -151,32 +147,11 @@ def run_demo(
         raise GrefelError(f"seeds must be at least 1 (3 or more for the paired test), got {s.seeds}")
     console = console or make_console()
     work = _work_folder(workdir)
-    raw, data_root = work / "raw", work / "data"
     cores = usable_cores()
     torch.set_num_threads(cores)  # the steps in this process; each run of the study sets its own
     t0 = time.perf_counter()
-    steps: list[tuple[str, float]] = []
-
-    def step(title: str, fn):
-        console.rule(f"[bold]{len(steps) + 1}. {title}")
-        t = time.perf_counter()
-        result = fn()
-        steps.append((title, time.perf_counter() - t))
-        console.print(f"[green]done[/green] in {steps[-1][1]:.1f} s")
-        return result
-
-    size = dict(characters=s.characters, per_class=s.per_class, size=DEMO_SIZE, imbalance=s.imbalance)
-    step("synthesise faces (FERG-DB layout)", lambda: generate(raw, **size, seed=s.seed, workers=min(2, cores)))
-    ds_path = step("prepare ferg", lambda: prepare("ferg", raw, data_root=data_root))
-    step(
-        "refine: seeded split and the paper's per-epoch refinement",
-        lambda: refine(ds_path, seed=s.seed, per_class=s.refine_per_class, console=console),
-    )
-    regimes = [(s.noise, "symmetric")] + ([(s.second_noise, s.second_mode)] if s.second_noise else [])
-    label_sets = step(
-        "corrupt: " + " and ".join(f"{n:.0%} {m} label noise" for n, m in regimes),
-        lambda: [corrupt(ds_path, n, m, seed=s.seed) for n, m in regimes],
-    )
+    step = _Steps(console)
+    ds_path, label_sets = _data_steps(step, work, s, cores, console)
     n_runs = len(label_sets) * len(RELIABILITY) * s.seeds
     result = step(
         f"study: train and evaluate {n_runs} runs (reliability balancing on / off x {s.seeds} seeds)",
@@ -189,8 +164,8 @@ def run_demo(
     total = time.perf_counter() - t0
     summary = result["summary"]
     effects = rb_effects(summary)
-    _print_end(console, steps, total, effects, report)
-    _write_demo_json(work, s, quick, steps, total, summary, effects, report)
+    _print_end(console, step.done, total, effects, report)
+    _write_demo_json(work, s, quick, step.done, total, summary, effects, report)
     if summary["failed"]:
         failed = summary["failed"]
         raise GrefelError(
@@ -198,6 +173,44 @@ def run_demo(
             f"{work / STUDY}); the report lists them; running the demo again retries them"
         )
     return report
+
+
+class _Steps:
+    """Runs each step of the demo under a numbered rule and keeps its time (``done``)."""
+
+    def __init__(self, console: Console):
+        self.console, self.done = console, []
+
+    def __call__(self, title: str, fn):
+        self.console.rule(f"[bold]{len(self.done) + 1}. {title}")
+        t = time.perf_counter()
+        result = fn()
+        self.done.append((title, time.perf_counter() - t))
+        self.console.print(f"[green]done[/green] in {self.done[-1][1]:.1f} s")
+        return result
+
+
+def _data_steps(step: _Steps, work: Path, s: DemoSettings, cores: int, console: Console) -> tuple[Path, list[str]]:
+    """synth -> prepare -> refine -> corrupt in ``work``; the prepared dataset and its label sets."""
+    from grefel.data.corrupt import corrupt
+    from grefel.data.prepare import prepare
+    from grefel.data.refine import refine
+    from grefel.data.synth import generate
+
+    raw, data_root = work / "raw", work / "data"
+    size = dict(characters=s.characters, per_class=s.per_class, size=DEMO_SIZE, imbalance=s.imbalance)
+    step("synthesise faces (FERG-DB layout)", lambda: generate(raw, **size, seed=s.seed, workers=min(2, cores)))
+    ds_path = step("prepare ferg", lambda: prepare("ferg", raw, data_root=data_root))
+    step(
+        "refine: seeded split and the paper's per-epoch refinement",
+        lambda: refine(ds_path, seed=s.seed, per_class=s.refine_per_class, console=console),
+    )
+    regimes = [(s.noise, "symmetric")] + ([(s.second_noise, s.second_mode)] if s.second_noise else [])
+    label_sets = step(
+        "corrupt: " + " and ".join(f"{n:.0%} {m} label noise" for n, m in regimes),
+        lambda: [corrupt(ds_path, n, m, seed=s.seed) for n, m in regimes],
+    )
+    return ds_path, label_sets
 
 
 def _work_folder(workdir) -> Path:

@@ -84,21 +84,7 @@ def prepare(
 
       grefel prepare ferg ~/data/FERG_DB_256 --out /tmp/ferg --force
     """
+    options = dict(locals())  # every option is an argument of the same name of the library function
     from grefel.data.prepare import prepare as run
 
-    run(
-        dataset,
-        raw,
-        out=out,
-        data_root=data_root,
-        align=align,
-        workers=workers,
-        size=size,
-        protocol=protocol,
-        weights_dir=weights_dir,
-        device=device,
-        shard_items=shard_items,
-        compression=compression,
-        threads=threads,
-        force=force,
-    )
+    run(**options)

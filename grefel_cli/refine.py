@@ -77,19 +77,8 @@ def refine(
 
       grefel refine --dataset ferg --seed 1 --force
     """
+    options = dict(locals())  # the library's arguments, by name (the label set is --labels here)
+    options.update(n_pg=n_pg or None, label_set=options.pop("labels"))
     from grefel.data.refine import refine as run
 
-    run(
-        dataset,
-        method=method,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        n_pg=n_pg or None,
-        per_class=per_class,
-        epoch=epoch,
-        split_set=split_set,
-        label_set=labels,
-        force=force,
-        data_root=data_root,
-    )
+    run(**options)

@@ -43,11 +43,7 @@ def report(
         [], "--sample", help="Global sample index to show in the Fig. 9 panel; repeat \\[default: one per class]."
     ),
     most_changed: int = typer.Option(
-        6,
-        "--most-changed",
-        min=0,
-        metavar="<int>",
-        help="How many of the samples reliability balancing changed most to show.",
+        6, "--most-changed", min=0, metavar="<int>", help="How many of the samples RB changed most to show."
     ),
     tsne_points: int = typer.Option(
         2000, "--tsne-points", min=0, metavar="<int>", help="Embeddings in the t-SNE (stratified sample); 0 skips it."
@@ -82,50 +78,52 @@ def report(
       grefel report --ckpt runs/k0/best.pt --ckpt runs/k4/best.pt \\
         --ckpt runs/k10/best.pt --out reports/anchors
 
-      grefel report --ckpt best.pt --sample 12 --sample 907 --tsne-points 0
-
-      grefel report --ckpt runs/a/predictions/best-test-clean.parquet
+      grefel report --ckpt runs/a/predictions/best-test-clean.parquet \\
+        --sample 12 --sample 907
 
       grefel report --study rb-noise --tsne-points 0
     """
+    if study is not None and ckpt:
+        raise typer.BadParameter("give --ckpt or --study, not both", param_hint="--study")
+    if study is None and not ckpt:
+        raise typer.BadParameter("give a checkpoint (--ckpt) or a study folder (--study)", param_hint="--ckpt")
+    shared = dict(samples=sample, n_changed=most_changed, tsne_points=tsne_points, seed=seed)
+    if study is not None:
+        html = _study(study, out, StudyRuns(study_runs).value, shared)
+    else:
+        html = _checkpoints(ckpt, out, split, labels, dataset, data_root, batch_size, device, fp32, shared)
+    from grefel.console import make_console
+
+    make_console().print(f"report: {html}")
+
+
+def _log():
     from grefel.console import make_console
 
     console = make_console(stderr=True)
-    if study is not None:
-        if ckpt:
-            raise typer.BadParameter("give --ckpt or --study, not both", param_hint="--study")
-        from grefel.study.report import study_report
+    return lambda s: console.print(s, highlight=False)
 
-        html = study_report(
-            study,
-            out,
-            runs=StudyRuns(study_runs).value,
-            samples=sample,
-            n_changed=most_changed,
-            tsne_points=tsne_points,
-            seed=seed,
-            log=lambda s: console.print(s, highlight=False),
-        )
-        make_console().print(f"report: {html}")
-        return
-    if not ckpt:
-        raise typer.BadParameter("give a checkpoint (--ckpt) or a study folder (--study)", param_hint="--ckpt")
+
+def _study(study: Path, out: Path | None, runs: str, shared: dict) -> Path:
+    from grefel.study.report import study_report
+
+    return study_report(study, out, runs=runs, log=_log(), **shared)
+
+
+def _checkpoints(ckpt, out, split, labels, dataset, data_root, batch_size, device, fp32: bool, shared: dict) -> Path:
+    """Evaluate the checkpoints whose predictions are missing or stale, then report them."""
     from grefel.pipeline import evaluate_and_report
 
-    html = evaluate_and_report(
+    return evaluate_and_report(
         ckpt,
         out,
         split=split,
         label_set=labels,
         dataset=dataset,
         data_root=data_root,
-        samples=sample,
-        n_changed=most_changed,
-        tsne_points=tsne_points,
         batch_size=batch_size,
         device=device,
-        seed=seed,
         amp=False if fp32 else None,
-        log=lambda s: console.print(s, highlight=False),
+        log=_log(),
+        **shared,
     )
-    make_console().print(f"report: {html}")
