@@ -20,7 +20,7 @@ The baseline below is POSTER++'s forward pass as the authors wrote it, op for op
 resize separately, the frozen landmark net runs in train mode, queries are reshaped with
 ``repeat``, cross-attention and ViT attention are written out (``(q * scale) @ k^T + bias``,
 softmax, ``@ v``), windows are partitioned / reversed with copies. It reuses our IR-50 and
-MobileFaceNet modules, which compute exactly the authors' layers. Target (issue 3): ours >= 1.25x
+MobileFaceNet modules, which compute exactly the authors' layers. Goal: ours >= 1.25x
 the baseline's images/s for both training and inference.
 """
 
