@@ -139,8 +139,8 @@ def run_demo(
     """
     import torch
 
-    from grefel.distributed import usable_cores
     from grefel.study.report import study_report
+    from grefel.system import usable_cores
 
     s = settings or (QUICK if quick else DEFAULT)
     if s.seeds < 1:

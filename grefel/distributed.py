@@ -37,11 +37,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _pick_device(flag: str, local_rank: int) -> torch.device:
     if flag in ("auto", "", None):
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")

@@ -49,6 +49,7 @@ from grefel.checkpoint import load_checkpoint, save_checkpoint
 from grefel.errors import CheckpointError, DatasetError, GrefelError
 from grefel.io import atomic_path, write_json
 from grefel.recipe import DEFAULT_EPOCHS, PRECISIONS, RELIABILITY
+from grefel.system import usable_cores
 from grefel.train_config import CUDAGRAPH_MODES, TrainConfig, resumable_settings, train_argv, validate_settings
 
 __all__ = [
@@ -707,7 +708,7 @@ def make_batch_sources(run: Run, data: TrainData, sampler, val_sampler) -> tuple
     from grefel.data.resident import ResidentBatches, ResidentFaces, faces_nbytes, use_data_on_device
 
     cfg, ds, device = run.cfg, data.ds, run.device
-    workers = min(cfg.workers, gdist.usable_cores())  # more loader processes than cores only thrash
+    workers = min(cfg.workers, usable_cores())  # more loader processes than cores only thrash
     held = np.union1d(data.pool, data.val_idx)
     wanted = use_data_on_device(cfg.data_on_device, faces_nbytes(len(held), ds.image_size), device)
     if gdist.all_ok(wanted, device):  # every rank alike

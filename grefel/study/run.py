@@ -136,7 +136,7 @@ def visible_gpus() -> list[str]:
 
 def local_slots(todo: int, parallel: int | None, gpus_per_run: int = 1, use_gpus: bool = True) -> list[Slot]:
     """One slot per concurrent run: a GPU (group) each, else ``parallel`` CPU runs sharing the cores."""
-    from grefel.distributed import usable_cores
+    from grefel.system import usable_cores
 
     cores = usable_cores()
     gpus = visible_gpus() if use_gpus else []
