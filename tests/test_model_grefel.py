@@ -474,7 +474,7 @@ def test_conv_init_kaiming_for_the_tiny_preset_and_checked():
     tiny = create_model("tiny", C).encoder
     torch.manual_seed(0)
     full_like = create_model("tiny", C, encoder={"conv_init": "default"}).encoder
-    w, w0 = tiny.conv3.weight, full_like.conv3.weight  # (64, 64, 3, 3): fan_in = fan_out = 576
+    w, w0 = tiny.conv3.weight.detach(), full_like.conv3.weight.detach()  # (64, 64, 3, 3): fan_in = fan_out = 576
     # He fan-out normal: std sqrt(2 / 576) = 0.059; PyTorch's default: uniform in +-1/sqrt(576), std 0.024.
     # Over 36,864 draws the sample std is within 1 % of its expectation.
     assert float(w.std()) == pytest.approx(math.sqrt(2 / 576), rel=0.05)
