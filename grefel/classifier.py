@@ -50,15 +50,14 @@ class TorchClassifier:
     backend = "torch"
 
     def __init__(self, ckpt: str | os.PathLike, device: str | None = None):
-        import torch
 
         from grefel.checkpoint import load_checkpoint
-        from grefel.evaluate import default_device, eval_crop, model_from_checkpoint
+        from grefel.evaluate import eval_crop, model_from_checkpoint, pick_device
 
         payload = load_checkpoint(ckpt)
         self.path = str(ckpt)
         self.classes = checkpoint_classes(payload, ckpt)
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = pick_device(device)
         self.model = model_from_checkpoint(payload, self.device, ckpt)
         self.size, self.crop = stored_size(payload), eval_crop(payload)
 
@@ -112,7 +111,12 @@ class OnnxClassifier:
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         want_cuda = device is not None and str(device).startswith("cuda")
         providers = ["CPUExecutionProvider"]
-        if want_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        if want_cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise GrefelError(
+                f"device '{device}' asked for, but this ONNX Runtime has no CUDA provider: "
+                "install onnxruntime-gpu, or use cpu"
+            )
+        if want_cuda:
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)

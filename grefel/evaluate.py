@@ -40,6 +40,20 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device (``None`` or ``"auto"``: the GPU when there is one); a CUDA device
+    asked for where torch sees none is an error, not a silent fall-back or a traceback."""
+    if device is None or str(device) in ("", "auto"):
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise GrefelError(f"unknown device '{device}': use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GrefelError(f"device '{device}' asked for, but torch sees no CUDA GPU here: use cpu")
+    return dev
+
+
 def model_from_checkpoint(
     payload: dict, device: str | torch.device = "cpu", path: str | os.PathLike = "checkpoint"
 ) -> torch.nn.Module:
@@ -247,7 +261,7 @@ def evaluate(
     noisy = ds.labels(labels)[indices] if labels else None
     _check_output(path)
 
-    dev = torch.device(device) if device is not None else default_device()
+    dev = pick_device(device)
     model = model_from_checkpoint(payload, dev, ckpt)
     crop = eval_crop(payload)
     facts = {"checkpoint_sha256": ckpt_sha, "split": split, "split_set": split_set, "crop": crop}

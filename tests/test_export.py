@@ -161,3 +161,18 @@ def test_export_to_unwritable_path_is_one_line(tiny, tmp_path):
     blocker.write_text("x")
     r = CliRunner().invoke(app, ["export", "--ckpt", str(ckpt), "--onnx", str(blocker / "m.onnx")])
     assert r.exit_code == 1 and error_line(r).startswith("Error: cannot write")
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_one_line(tiny, astronaut, monkeypatch):
+    """--device cuda never falls back to the CPU in silence, through PyTorch or ONNX Runtime."""
+    import onnxruntime as ort
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    ckpt, onnx = tiny
+    for model in (["--ckpt", str(ckpt)], ["--onnx", str(onnx)]):
+        r = CliRunner().invoke(app, ["predict", *model, "--device", "cuda", str(astronaut)])
+        assert r.exit_code == 1 and "device 'cuda' asked for" in error_line(r), r.output
+    r = CliRunner().invoke(app, ["predict", "--ckpt", str(ckpt), "--device", "tpu", str(astronaut)])
+    assert r.exit_code == 1 and "unknown device 'tpu'" in error_line(r), r.output
