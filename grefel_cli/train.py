@@ -6,6 +6,9 @@ panel, range, choices), turned into a Typer option by ``grefel_cli._settings``.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from grefel.errors import GrefelError
 from grefel.train_config import TrainConfig, resumable_settings
 from grefel_cli import _settings
@@ -69,9 +72,17 @@ def train(**params):
         raise GrefelError(
             "--from-scratch starts from random weights: drop it, or drop --ir50 / --mobilefacenet / --poster"
         )
-    from grefel.weights_store import MissingWeightsError
-
     try:
         run(cfg)
-    except MissingWeightsError as e:
-        raise GrefelError(str(e).replace("set from_scratch", "pass --from-scratch")) from None
+    except GrefelError as e:
+        raise GrefelError(_in_flags(str(e))) from None
+
+
+def _in_flags(message: str) -> str:
+    """The library names settings by field ("set allow_partial"); the command says "pass --allow-partial"."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    return re.sub(
+        r"\bset (\w+)",
+        lambda m: f"pass {_settings.flags(TrainConfig, [m[1]])[0]}" if m[1] in fields else m[0],
+        message,
+    )

@@ -66,3 +66,14 @@ def test_from_scratch_trains_the_landmark_stream_and_takes_no_files(tmp_path):
         pretrained_files(_cfg(tmp_path, from_scratch=True, ir50="ir50.pth"))
     r = CliRunner().invoke(app, ["train", "--from-scratch", "--ir50", "x.pth"])
     assert r.exit_code == 1 and "--from-scratch starts from random weights" in r.output
+
+
+def test_library_messages_name_settings_and_the_command_names_flags():
+    """grefel.train says "set allow_partial" to Python callers; `grefel train` says "pass --allow-partial"."""
+    from grefel_cli.train import _in_flags
+
+    assert _in_flags("a.pth does not fit: or set allow_partial to load what matches") == (
+        "a.pth does not fit: or pass --allow-partial to load what matches"
+    )
+    assert _in_flags("or set from_scratch to train") == "or pass --from-scratch to train"
+    assert _in_flags("set nothing_declared here") == "set nothing_declared here"

@@ -235,7 +235,7 @@ def test_partial_file(tiny_files):
         del sd[k]
     sd["module.VIT.cls_token"] = torch.full_like(sd["module.VIT.cls_token"], 3.0)
     torch.save(sd, tmp / "partial.pth")
-    with pytest.raises(CheckpointError, match=f"{len(dropped)} encoder keys missing .*--allow-partial"):
+    with pytest.raises(CheckpointError, match=f"{len(dropped)} encoder keys missing .*set allow_partial"):
         load_pretrained(model, poster=tmp / "partial.pth")
     assert not torch.equal(model.encoder.VIT.cls_token, sd["module.VIT.cls_token"])  # refused: nothing loaded
     rep = load_pretrained(model, poster=tmp / "partial.pth", allow_partial=True).sources[0]

@@ -311,7 +311,7 @@ def match_weights(
         }[kind]
         raise CheckpointError(
             f"{path}: none of its {len(sd)} keys fit the encoder's {kind} part ({hint}); "
-            f"--{kind} expects {_HOW_TO_GET[kind]}"
+            f"the {kind} weights are {_HOW_TO_GET[kind]}"
         )
     return rep, to_load
 
@@ -432,7 +432,7 @@ def load_pretrained(
         if not rep.complete and not allow_partial:
             raise CheckpointError(
                 f"{Path(path).name} does not fit the {kind} part of this model: {rep.problems()}. "
-                f"Use the full preset with {_HOW_TO_GET[kind]}, or pass --allow-partial to load what matches"
+                f"Use the full preset with {_HOW_TO_GET[kind]}, or set allow_partial to load what matches"
             )
         staged.append((rep, tensors))
     for rep, tensors in staged:
