@@ -130,7 +130,7 @@ def _overview(summary: dict) -> Section:
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items() if v)
     axes = "; ".join(f"{a['name']}: {', '.join(a['values'])} (baseline {a['baseline']})" for a in summary["axes"])
     text = (
-        f"Study {summary['study']} on dataset {summary['dataset']}: {len(summary['runs'])} runs ({counts}); "
+        f"Study '{summary['study']}' on dataset {summary['dataset']}: {len(summary['runs'])} runs ({counts}); "
         f"seeds {summary['seeds']}; grid {axes or 'none'}. Every figure is computed over the seeds "
         "whose run finished (n); the interval is the 95 % t-interval of the mean over seeds "
         "(scipy.stats.t), not a bootstrap. Metrics on the clean test split, in percent."
