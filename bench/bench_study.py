@@ -5,6 +5,7 @@ Prints figures (medians over --repeats; ratios measured in the same process), as
     python bench/bench_study.py              # the demo's study (DemoSettings DEFAULT): long
     python bench/bench_study.py --quick      # the quick demo's settings
     python bench/bench_study.py --short      # tiny data and runs: checks that the script works
+    python bench/bench_study.py --skip-pool  # (a) only
 
 (a) overhead  `grefel demo` (its study path) in a fresh work folder: the wall time of the study step
               (plan, label sets, the pool, one process per run, train, evaluate, statistics) and of
@@ -112,6 +113,7 @@ def main() -> None:
     size.add_argument("--short", action="store_true", help="tiny data and runs: checks that the script works")
     p.add_argument("--repeats", type=int, default=1, help="repeats of (b), each a fresh pair of studies")
     p.add_argument("--no-tsne", action="store_true", help="report without its t-SNE (a smaller report share)")
+    p.add_argument("--skip-pool", action="store_true", help="measure (a) only (the pool takes twice as long)")
     p.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = p.parse_args()
 
@@ -139,6 +141,8 @@ def main() -> None:
             f"{100 * a['evaluate']:.1f} %, report {100 * a['report']:.1f} %, start-up / scheduling / idle "
             f"slots / statistics {100 * a['rest']:.1f} %; planning {1000 * a['planning_s']:.0f} ms"
         )
+        if args.skip_pool:
+            return
         rows = [pool_vs_sequence(work / "demo", s, i, quiet) for i in range(args.repeats)]
         seq = statistics.median(r["sequence"]["images_per_s"] for r in rows)
         par = statistics.median(r["pool"]["images_per_s"] for r in rows)

@@ -72,10 +72,11 @@ class DemoSettings:
     second_noise: float | None = None  # a second label set (e.g. 0.4), trained with RB on and off too
     second_mode: str = "asymmetric"
     seed: int = 0  # data: synthesis, split, label noise; and the first training seed
-    tsne_points: int = 2000  # t-SNE of the report's per-run sections (0 skips it)
+    tsne_points: int = 1000  # t-SNE of the report's per-run sections (0 skips it)
+    val_every: int = 0  # validate every N epochs; 0: once, after the last (best.pt is the last epoch)
 
 
-DEFAULT = DemoSettings(characters=6, per_class=600, imbalance=3.0, epochs=14, refine_per_class=300)
+DEFAULT = DemoSettings(characters=6, per_class=600, imbalance=3.0, epochs=10, refine_per_class=300)
 QUICK = DemoSettings(
     characters=6, per_class=80, imbalance=3.0, epochs=4, refine_per_class=100, batch_size=32, tsne_points=500
 )
@@ -86,6 +87,7 @@ def train_settings(s: DemoSettings) -> dict:
     return {
         "preset": "tiny",
         "epochs": s.epochs,
+        "val_every": s.val_every or s.epochs,
         "per_class": s.refine_per_class,
         "batch_size": s.batch_size,
         "lr": s.lr,
