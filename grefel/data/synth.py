@@ -837,10 +837,13 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> None:
                 _write_one(job)
                 step()
             return
+        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         chunk = max(1, min(64, len(jobs) // (8 * workers)))
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: a fork of a process whose other threads hold locks (torch's or ONNX
+        # Runtime's pools, in a notebook or a test session) can leave the children waiting forever
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             for _ in pool.map(_write_one, jobs, chunksize=chunk):
                 step()
 
