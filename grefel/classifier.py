@@ -50,7 +50,6 @@ class TorchClassifier:
     backend = "torch"
 
     def __init__(self, ckpt: str | os.PathLike, device: str | None = None):
-
         from grefel.checkpoint import load_checkpoint
         from grefel.evaluate import eval_crop, model_from_checkpoint, pick_device
 
