@@ -51,7 +51,8 @@ class TorchClassifier:
 
     def __init__(self, ckpt: str | os.PathLike, device: str | None = None):
         from grefel.checkpoint import load_checkpoint
-        from grefel.evaluate import eval_crop, model_from_checkpoint, pick_device
+        from grefel.distributed import pick_device
+        from grefel.evaluate import eval_crop, model_from_checkpoint
 
         payload = load_checkpoint(ckpt)
         self.path = str(ckpt)

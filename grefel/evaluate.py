@@ -27,6 +27,7 @@ import torch
 from grefel.checkpoint import load_checkpoint
 from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.data.transforms import MODEL_INPUT, eval_batch
+from grefel.distributed import pick_device
 from grefel.errors import CheckpointError, DatasetError, GrefelError
 from grefel.io import atomic_path, read_json, sha256_file, writable_dir, write_json
 from grefel.paths import resolve_dataset
@@ -36,24 +37,6 @@ CHUNK = 2048  # samples per resumable part file
 
 
 # -- checkpoint -> model ---------------------------------------------------------------------------
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch device (``None`` or ``"auto"``: the GPU when there is one); a CUDA device
-    asked for where torch sees none is an error, not a silent fall-back or a traceback."""
-    if device is None or str(device) in ("", "auto"):
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise GrefelError(f"unknown device '{device}': use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GrefelError(f"device '{device}' asked for, but torch sees no CUDA GPU here: use cpu")
-    return dev
-
-
 def model_from_checkpoint(
     payload: dict, device: str | torch.device = "cpu", path: str | os.PathLike = "checkpoint"
 ) -> torch.nn.Module:
