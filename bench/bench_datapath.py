@@ -62,7 +62,7 @@ def write_both(images: np.ndarray, root: Path, num_classes: int = 7) -> tuple[Pa
     from PIL import Image
 
     from grefel.data.shards import Sample, shard_name, write_shard
-    from grefel.io import write_json
+    from grefel.core.io import write_json
 
     classes = [f"c{k}" for k in range(num_classes)]
     labels = np.arange(len(images)) % num_classes

@@ -7,7 +7,7 @@ same run, interleaved, so that machine load hits both alike); asserts nothing.
     python bench/bench_onnx.py --presets tiny --batches 64 --threads 2
 
 What is timed: one call on a batch of aligned uint8 faces (128 x 128, random pixels, random-weight
-models) through the model interface `grefel predict` uses (``grefel.classifier``): the evaluation
+models) through the model interface `grefel predict` uses (``grefel.inference.classifier``): the evaluation
 preset (centre crop 112, mean/std) plus the forward pass returning the primary and corrected
 distributions and the embedding. PyTorch: ``TorchClassifier`` (eval mode, ``inference_mode``, fp32).
 ONNX Runtime: ``OnnxClassifier`` on the file ``grefel export`` writes (preprocessing in numpy).
@@ -32,7 +32,7 @@ def random_checkpoint(preset: str, out: Path) -> Path:
     """A random-weight checkpoint of ``preset`` with 7 classes (what `grefel export` and predict read)."""
     import torch
 
-    from grefel.checkpoint import save_checkpoint
+    from grefel.training.checkpoint import save_checkpoint
     from grefel.models import create_model
 
     torch.manual_seed(0)
@@ -60,8 +60,8 @@ def main() -> None:
 
     import torch
 
-    from grefel.classifier import OnnxClassifier, TorchClassifier
-    from grefel.export import export_onnx
+    from grefel.inference.classifier import OnnxClassifier, TorchClassifier
+    from grefel.inference.export import export_onnx
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)

@@ -39,7 +39,7 @@ from bench_onnx import random_checkpoint  # noqa: E402
 def write_clip(path: Path, frames: int, size=(640, 360), rate: float = 25.0) -> Path:
     import cv2
 
-    from grefel.data import synth
+    from grefel.synth import faces as synth
 
     a = np.asarray(synth.draw(0, 3, "anger", 1, size=128).convert("RGB"))
     b = np.asarray(synth.draw(0, 1, "joy", 1, size=160).convert("RGB"))
@@ -65,8 +65,8 @@ def main() -> None:
     import torch
 
     from grefel.data.align import FaceAligner
-    from grefel.predict import Predictor
-    from grefel.video import VideoReader
+    from grefel.inference.predict import Predictor
+    from grefel.inference.video import VideoReader
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -235,7 +235,7 @@ def part_size(work: Path, n: int) -> None:
 
     from grefel.data.align import FaceAligner, align_landmarks
     from grefel.data.shards import PreparedDataset, Sample, write_shard
-    from grefel.io import write_json
+    from grefel.core.io import write_json
 
     photos = [
         skimage.data.astronaut(),

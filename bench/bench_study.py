@@ -50,7 +50,7 @@ def overhead(work: Path, s, console) -> dict:
     from grefel.demo import STUDY, run_demo
     from grefel.study.folder import load_plan, read_status, run_folder
     from grefel.study.run import local_slots
-    from grefel.system import usable_cores
+    from grefel.core.devices import usable_cores
 
     run_demo(work, settings=s, console=console)
     demo = json.loads((work / "demo.json").read_text())
@@ -120,7 +120,7 @@ def main() -> None:
     import torch
     from rich.console import Console
 
-    from grefel.console import make_console
+    from grefel.core.console import make_console
 
     quiet = Console(quiet=True)
     s = settings(args)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grefel.data.synth import EXPRESSIONS, draw, generate
+from grefel.synth.faces import EXPRESSIONS, draw, generate
 
 
 def _jobs(n: int):

@@ -7,7 +7,7 @@ Prints figures (medians of several runs; the ratio is measured in the same run),
 
 model only   forward + GReFELLoss + backward + Adam step of ``create_model("tiny")`` on random
              normalised (B, 3, 112, 112) tensors already in memory: the ceiling.
-end to end   ``grefel.train.train`` (preset tiny, the paper's recipe: refinement, full
+end to end   ``grefel.training.loop.train`` (preset tiny, the paper's recipe: refinement, full
              augmentation, all three losses, validation each epoch) on a prepared dataset of
              128 px faces read from shards; the figure is the training loop's images/s of each
              epoch after the first (metrics.jsonl), so data loading and augmentation are included.
@@ -32,7 +32,7 @@ def make_dataset(root: Path, classes: int, per_class: int, seed: int = 0) -> Pat
     from bench_datapath import faces
 
     from grefel.data.shards import Sample, shard_name, write_shard
-    from grefel.io import write_json
+    from grefel.core.io import write_json
 
     n_val = max(2, per_class // 4)
     n = classes * (per_class + n_val)
@@ -101,7 +101,7 @@ def model_only(preset: str, classes: int, batch: int, steps: int) -> float:
 def end_to_end(
     prepared: Path, runs: Path, name: str, preset: str, per_class: int, batch: int, epochs: int, workers: int
 ) -> list[float]:
-    from grefel.train import TrainConfig, train
+    from grefel.training.loop import TrainConfig, train
 
     run = train(
         TrainConfig(

@@ -16,7 +16,7 @@ flops        training FLOPs per image (forward + backward, counted by torch.util
              one batch of the model as trained; the frozen landmark stream has no weight gradients).
 model only   forward + GReFELLoss + backward + Adam of the model on a batch already on the GPU
              (the ceiling of the device), with the same precision / compile / channels-last.
-end to end   grefel.train.train on a prepared dataset (B x N_cls = 500 x 8 images per epoch; the
+end to end   grefel.training.loop.train on a prepared dataset (B x N_cls = 500 x 8 images per epoch; the
              faces held on the GPU or read by DataLoader workers, as --data-on-device says;
              augmentation on the GPU, validation each epoch); per epoch after the first: images/s
              of the training loop, seconds of validation and of checkpoint writing, wall time.
@@ -223,8 +223,8 @@ def instrument(args, report: dict, device) -> None:
     """Time validation and checkpoints per epoch; profile / sync-debug the extra last epoch."""
     import torch
 
-    import grefel.tblog as tblog
-    import grefel.train as gt
+    import grefel.training.tblog as tblog
+    import grefel.training.loop as gt
 
     timed = {"evaluate": (gt, "evaluate"), "save_epoch": (gt, "save_epoch"), "tensorboard": (tblog, "log_epoch")}
     originals = {name: getattr(module, attr) for name, (module, attr) in timed.items()}
@@ -288,7 +288,7 @@ def make_dataset(root: Path, classes: int, per_class: int) -> Path:
 
 
 def end_to_end(args, data: str, root: Path, world: int) -> Path:
-    from grefel.train import TrainConfig, train
+    from grefel.training.loop import TrainConfig, train
 
     extra = int(args.profile or args.sync_debug)
     return train(
@@ -419,7 +419,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     import torch
 
-    from grefel import distributed as gdist
+    from grefel.training import distributed as gdist
 
     if args.tiny:
         torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 """Evaluation throughput and numerical agreement across devices and precisions (`grefel evaluate`).
 
 Builds a random-weight model of a preset and a generated prepared dataset (no downloads), then runs
-:func:`grefel.evaluate.evaluate` end to end (shard reads, preset, model, Parquet write) several
+:func:`grefel.evaluation.evaluate.evaluate` end to end (shard reads, preset, model, Parquet write) several
 times per setting and prints the median wall time, images per second, the ratio against the first
 setting measured in the same run, and how far the corrected distributions (eq. 19) are from the
 first setting's (max absolute difference, share of equal top classes).
@@ -25,12 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grefel.checkpoint import save_checkpoint  # noqa: E402
+from grefel.training.checkpoint import save_checkpoint  # noqa: E402
 from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard  # noqa: E402
-from grefel.evaluate import evaluate  # noqa: E402
-from grefel.io import write_json  # noqa: E402
+from grefel.evaluation.evaluate import evaluate  # noqa: E402
+from grefel.core.io import write_json  # noqa: E402
 from grefel.models import create_model  # noqa: E402
-from grefel.report.predictions import read_predictions  # noqa: E402
+from grefel.evaluation.predictions import read_predictions  # noqa: E402
 
 SETTINGS = {"cpu-fp32": ("cpu", False), "cuda-fp32": ("cuda", False), "cuda-bf16": ("cuda", True)}
 

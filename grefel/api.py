@@ -7,8 +7,8 @@ Example::
     df = model.predict(["a.jpg", "clip.mp4"])        # pandas DataFrame, one row per face (per frame)
     df = model.predict_faces(faces)                  # already-aligned uint8 faces (N, H, W, 3)
 
-It runs :class:`grefel.predict.Predictor`, the code `grefel predict` runs; the rows are those of
-`grefel predict --csv` (:func:`grefel.predict.records_frame`).
+It runs :class:`grefel.inference.predict.Predictor`, the code `grefel predict` runs; the rows are those of
+`grefel predict --csv` (:func:`grefel.inference.predict.records_frame`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from grefel.predict import Predictor, records_frame
+from grefel.inference.predict import Predictor, records_frame
 
 
 class Model(Predictor):
-    """A trained GReFEL model with its face aligner (see :class:`grefel.predict.Predictor` for ``align``)."""
+    """A trained GReFEL model with its face aligner (see :class:`grefel.inference.predict.Predictor` for ``align``)."""
 
     @property
     def backend(self) -> str:

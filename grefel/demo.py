@@ -23,9 +23,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from grefel.console import make_console
-from grefel.errors import GrefelError
-from grefel.io import atomic_path, write_json
+from grefel.core.console import make_console
+from grefel.core.errors import GrefelError
+from grefel.core.io import atomic_path, write_json
 
 DEMO_SIZE = 128  # synthesised, stored and model-input size (the demo trains without random crops)
 STUDY = "study"  # the study's name: its file is <work>/study.toml, its folder <work>/study/
@@ -136,13 +136,13 @@ def run_demo(
 ) -> Path:
     """Run the demo pipeline in ``workdir``; return the path of the HTML report.
 
-    Raises :class:`~grefel.errors.GrefelError` at the end when a run of the study failed (the
+    Raises :class:`~grefel.core.errors.GrefelError` at the end when a run of the study failed (the
     report lists it with its log).
     """
     import torch
 
     from grefel.study.report import study_report
-    from grefel.system import usable_cores
+    from grefel.core.devices import usable_cores
 
     s = settings or (QUICK if quick else DEFAULT)
     if s.seeds < 1:
@@ -197,7 +197,7 @@ def _data_steps(step: _Steps, work: Path, s: DemoSettings, cores: int, console: 
     from grefel.data.corrupt import corrupt
     from grefel.data.prepare import prepare
     from grefel.data.refine import refine
-    from grefel.data.synth import generate
+    from grefel.synth.faces import generate
 
     raw, data_root = work / "raw", work / "data"
     size = dict(characters=s.characters, per_class=s.per_class, size=DEMO_SIZE, imbalance=s.imbalance)

@@ -1,4 +1,4 @@
-"""Typer options derived from declared settings (:mod:`grefel.settings`), and the config back.
+"""Typer options derived from declared settings (:mod:`grefel.core.settings`), and the config back.
 
 ``options(TrainConfig)`` gives one ``inspect.Parameter`` per field, named like the field, whose
 default is a ``typer.Option`` carrying the field's flag, short flag, help, panel, range (Typer's
@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import typer
 
-from grefel import settings
+from grefel.core import settings
 
 
 def _half_open(flag: str, spec: settings.Spec):

@@ -1,7 +1,7 @@
 """The Typer application every command module registers on.
 
 Each command lives in its own module of this package (``grefel_cli/prepare.py`` ...), parses its
-options and calls one library function. Library errors (:class:`grefel.errors.GrefelError`) come
+options and calls one library function. Library errors (:class:`grefel.core.errors.GrefelError`) come
 out as one line, ``Error: ...``, with exit status 1 and no traceback. Keep heavy imports (torch,
 h5py) inside the command functions so that ``grefel --help`` stays fast.
 """
@@ -13,7 +13,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 
 def reflow_help(text: str) -> str:
@@ -49,7 +49,7 @@ class _Group(TyperGroup):
 def _own_message(e: GrefelError) -> str:
     """The error's own line. An error raised in a DataLoader worker comes back with torch's
     "Caught DatasetError in DataLoader worker process 0. Original Traceback ..." around it: keep the
-    last line, ``grefel.errors.DatasetError: <message>``, without the class name."""
+    last line, ``grefel.core.errors.DatasetError: <message>``, without the class name."""
     text = str(e)
     if "Original Traceback" not in text:
         return text

@@ -44,7 +44,7 @@ def corrupt(
     """
     from rich.table import Table
 
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.data.corrupt import corrupt_dataset
 
     res = corrupt_dataset(dataset, noise, mode, seed, name, force=force, data_root=data_root)

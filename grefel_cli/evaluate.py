@@ -54,8 +54,8 @@ def evaluate(
       grefel evaluate --ckpt best.pt --dataset /scratch/rafdb \\
         --out preds.parquet --device cuda
     """
-    from grefel.console import make_console
-    from grefel.evaluate import evaluate as run
+    from grefel.core.console import make_console
+    from grefel.evaluation.evaluate import evaluate as run
 
     path = run(
         ckpt,

@@ -27,8 +27,8 @@ def export(
 
       grefel predict --onnx model.onnx photo.jpg
     """
-    from grefel.console import make_console
-    from grefel.export import export_onnx
+    from grefel.core.console import make_console
+    from grefel.inference.export import export_onnx
 
     res = export_onnx(ckpt, onnx)
     console = make_console()

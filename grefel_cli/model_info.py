@@ -31,7 +31,7 @@ def model_info(
 
       grefel model-info --preset full --reliability none --json
     """
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.models.info import model_summary
 
     summary = model_summary(preset, num_classes, reliability=reliability, num_anchors=num_anchors)

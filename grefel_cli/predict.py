@@ -72,8 +72,8 @@ def predict(
       grefel predict --onnx model.onnx clip.mp4 --fps 5 --smooth 5 \\
         --csv clip.csv --save-annotated out/
     """
-    from grefel.console import make_console
-    from grefel.predict import predict as run
+    from grefel.core.console import make_console
+    from grefel.inference.predict import predict as run
 
     if (ckpt is None) == (onnx is None):
         raise typer.BadParameter("pass the model as --ckpt best.pt or --onnx model.onnx (one of them)")
@@ -93,7 +93,7 @@ def _print_results(console, results, classes) -> None:
     """One row per image face, one summary row per video, then each error on one line."""
     from rich.table import Table
 
-    from grefel.video import video_summary
+    from grefel.inference.video import video_summary
 
     faces = [r for r in results if r.top_class is not None and r.frame is None]
     videos = video_summary(results)
@@ -126,7 +126,7 @@ def _print_results(console, results, classes) -> None:
 def _write_outputs(results, classes, model, align, json_out, csv_out, parquet_out) -> None:
     import json
 
-    from grefel.predict import records_frame
+    from grefel.inference.predict import records_frame
 
     if json_out is not None:
         text = json.dumps(
@@ -161,8 +161,8 @@ def _write(path: Path, data) -> None:
     if str(path) == "-":
         sys.stdout.write(data)
         return
-    from grefel.errors import GrefelError
-    from grefel.io import atomic_path
+    from grefel.core.errors import GrefelError
+    from grefel.core.io import atomic_path
 
     try:
         with atomic_path(path) as tmp:

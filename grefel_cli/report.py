@@ -92,13 +92,13 @@ def report(
         html = _study(study, out, StudyRuns(study_runs).value, shared)
     else:
         html = _checkpoints(ckpt, out, split, labels, dataset, data_root, batch_size, device, fp32, shared)
-    from grefel.console import make_console
+    from grefel.core.console import make_console
 
     make_console().print(f"report: {html}")
 
 
 def _log():
-    from grefel.console import make_console
+    from grefel.core.console import make_console
 
     console = make_console(stderr=True)
     return lambda s: console.print(s, highlight=False)
@@ -112,7 +112,7 @@ def _study(study: Path, out: Path | None, runs: str, shared: dict) -> Path:
 
 def _checkpoints(ckpt, out, split, labels, dataset, data_root, batch_size, device, fp32: bool, shared: dict) -> Path:
     """Evaluate the checkpoints whose predictions are missing or stale, then report them."""
-    from grefel.pipeline import evaluate_and_report
+    from grefel.report.pipeline import evaluate_and_report
 
     return evaluate_and_report(
         ckpt,

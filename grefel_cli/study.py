@@ -47,7 +47,7 @@ def plan(
 
       grefel study plan rb-noise.toml
     """
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.study.run import open_study
     from grefel.study.show import print_plan
 
@@ -91,7 +91,7 @@ def run(
 
       grefel study run rb-noise.toml --executor slurm
     """
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.study.run import run_study
 
     console = make_console()
@@ -118,7 +118,7 @@ def status(folder: Path = typer.Argument(..., help="Study folder.", show_default
 
       grefel study status rb-noise
     """
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.study.folder import study_states
     from grefel.study.show import print_status
 
@@ -145,7 +145,7 @@ def summary(
 
       grefel study summary rb-noise --json rb-noise.json
     """
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.study.show import print_summary
     from grefel.study.stats import write_summary
 

@@ -46,7 +46,7 @@ def synth(
       grefel synth ~/synth-ferg --per-class 400 --seed 1 --workers 2 \\
         && grefel prepare ferg ~/synth-ferg
     """
-    from grefel.data.synth import generate
+    from grefel.synth.faces import generate
 
     generate(
         out, characters=characters, per_class=per_class, size=size, seed=seed, imbalance=imbalance, workers=workers

@@ -1,6 +1,6 @@
 """`grefel train --dataset NAME`: train GReFEL with the paper's recipe; every part of it a flag.
 
-The options are not written here: each is a field of ``grefel.train_config.TrainConfig`` (help,
+The options are not written here: each is a field of ``grefel.training.config.TrainConfig`` (help,
 panel, range, choices), turned into a Typer option by ``grefel_cli._settings``.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from grefel.errors import GrefelError
-from grefel.train_config import TrainConfig, resumable_settings
+from grefel.core.errors import GrefelError
+from grefel.training.config import TrainConfig, resumable_settings
 from grefel_cli import _settings
 from grefel_cli.app import app
 
@@ -57,7 +57,7 @@ def train(**params):
       torchrun --nproc_per_node 8 -m grefel_cli.main train \\
         --dataset affectnet8 --batch-size 512
     """
-    from grefel.train import train as run
+    from grefel.training.loop import train as run
 
     cfg = _settings.build(TrainConfig, params)
     if cfg.resume:

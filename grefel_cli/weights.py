@@ -48,8 +48,8 @@ def add(
     """
     import sys
 
-    from grefel.console import make_console
-    from grefel.weights_store import add_weights
+    from grefel.core.console import make_console
+    from grefel.weights.store import add_weights
 
     console = make_console()
 
@@ -78,8 +78,8 @@ def list_(
 
       grefel weights list --verify
     """
-    from grefel.console import make_console
-    from grefel.weights_store import list_weights
+    from grefel.core.console import make_console
+    from grefel.weights.store import list_weights
 
     listing = list_weights(data_root, verify=verify)
     make_console().print(listing)

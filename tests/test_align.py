@@ -17,7 +17,7 @@ from grefel.data.align import (
     template,
     warp,
 )
-from grefel.errors import CheckpointError, GrefelError
+from grefel.core.errors import CheckpointError, GrefelError
 
 SIZE = 128
 

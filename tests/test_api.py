@@ -13,7 +13,7 @@ from test_predict_video import FRAMES, two_faces, write_video
 from typer.testing import CliRunner
 
 import grefel
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 from grefel_cli.main import app
 
 
@@ -35,7 +35,7 @@ def ckpt(tmp_path_factory):
 
 def test_import_grefel_stays_light():
     code = (
-        "import sys, grefel; heavy = ('torch', 'pandas', 'onnxruntime', 'cv2', 'grefel.api', 'grefel.predict');"
+        "import sys, grefel; heavy = ('torch', 'pandas', 'onnxruntime', 'cv2', 'grefel.api', 'grefel.inference.predict');"
         "print([m for m in heavy if m in sys.modules], callable(grefel.load))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -69,7 +69,7 @@ def test_predict_images_and_videos_as_the_cli_does(files, ckpt, tmp_path):
 def test_predict_faces_numpy_and_torch(ckpt):
     import torch
 
-    from grefel.classifier import TorchClassifier
+    from grefel.inference.classifier import TorchClassifier
 
     model = grefel.load(ckpt)
     rng = np.random.default_rng(0)

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from grefel.data.corrupt import asymmetric_map, corrupt, corrupt_dataset, read_label_set_attrs
 from grefel.data.shards import PreparedDataset
-from grefel.errors import DatasetError
-from grefel.io import sha256_file
+from grefel.core.errors import DatasetError
+from grefel.core.io import sha256_file
 
 EMOTIONS = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
 

@@ -17,12 +17,12 @@ import torch
 from helpers import PATTERNS, pattern_image
 from typer.testing import CliRunner
 
-import grefel.evaluate as E
-from grefel.checkpoint import save_checkpoint
+import grefel.evaluation.evaluate as E
+from grefel.training.checkpoint import save_checkpoint
 from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
-from grefel.errors import CheckpointError, DatasetError, GrefelError
-from grefel.io import write_json
-from grefel.report.predictions import read_predictions
+from grefel.core.errors import CheckpointError, DatasetError, GrefelError
+from grefel.core.io import write_json
+from grefel.evaluation.predictions import read_predictions
 
 torch.set_num_threads(2)
 CLASSES = ["hstripes", "vstripes", "disc", "checker"]

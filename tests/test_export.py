@@ -47,7 +47,7 @@ def faces(n=5, size=128, seed=0):
 
 
 def assert_match(ckpt, onnx, x):
-    from grefel.classifier import OnnxClassifier, TorchClassifier
+    from grefel.inference.classifier import OnnxClassifier, TorchClassifier
 
     ref = TorchClassifier(ckpt, "cpu").run(x)
     got = OnnxClassifier(onnx).run(x)
@@ -72,8 +72,8 @@ def test_tiny_matches_pytorch_and_carries_metadata(tiny):
 def test_full_preset_matches_pytorch(tmp_path):
     import torch
 
-    from grefel.checkpoint import save_checkpoint
-    from grefel.export import export_onnx
+    from grefel.training.checkpoint import save_checkpoint
+    from grefel.inference.export import export_onnx
     from grefel.models import create_model
 
     torch.manual_seed(0)
@@ -91,7 +91,7 @@ def test_full_preset_matches_pytorch(tmp_path):
 def test_numpy_preset_equals_eval_batch():
     """Same float32 operations in the same order (x / 255, crop, (x - mean) / std): equal up to a rounding
     of the last step (|x| < 2.7, so 1e-6 is four ulps)."""
-    from grefel.classifier import preprocess
+    from grefel.inference.classifier import preprocess
     from grefel.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_batch
 
     x = faces(4, size=128)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 from grefel.models.losses import GReFELLoss, anchor_loss, center_loss, class_distribution_loss
 from grefel.models.output import GReFELOutput
 
@@ -111,7 +111,7 @@ def test_label_smoothing_range():
 
 
 def test_aux_warmup_scales_anchor_and_center_terms_only():
-    from grefel.train import warmup_ramp
+    from grefel.training.loop import warmup_ramp
 
     assert [warmup_ramp(p, 2.0) for p in (0.0, 0.5, 1.0, 2.0, 7.0)] == [0.0, 0.25, 0.5, 1.0, 1.0]
     assert warmup_ramp(0.0, 0.0) == 1.0  # no warm-up: the paper's eq. (23) from the first step

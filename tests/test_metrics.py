@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from grefel.report import metrics as M
+from grefel.evaluation import metrics as M
 
 
 @pytest.fixture

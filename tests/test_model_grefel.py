@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 from grefel.models import GReFELLoss, GReFELOutput, create_model, list_presets
 from grefel.models.info import model_summary
 

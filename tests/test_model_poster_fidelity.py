@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from grefel.models import create_model
-from grefel.models.weights import load_pretrained
+from grefel.weights.verify import load_pretrained
 
 # ---------------------------------------------------------------- literal POSTER++ forward pass
 

@@ -97,7 +97,7 @@ def test_nothing_classified_exits_1(photos, ckpt):
 
 
 def test_align_none_classifies_the_whole_image(photos, ckpt):
-    from grefel.predict import predict
+    from grefel.inference.predict import predict
 
     res, classes = predict(ckpt, [photos / "coffee.png"], align="none", show_progress=False)
     assert (
@@ -117,7 +117,7 @@ def test_unusable_checkpoint_fails_cleanly(photos, ckpt, tmp_path):
 
     import torch
 
-    from grefel.checkpoint import save_checkpoint
+    from grefel.training.checkpoint import save_checkpoint
 
     payload = torch.load(ckpt, weights_only=True)
     payload["dataset"] = {**payload["dataset"], "classes": ["a", "b", "c"]}  # 3 names for a 4-class head

@@ -30,7 +30,7 @@ def two_faces(n=FRAMES):
 
     (Characters 1 and 3 of seed 0 are ones the offline detector finds in every frame; checked when written.)
     """
-    from grefel.data import synth
+    from grefel.synth import faces as synth
 
     a = np.asarray(synth.draw(0, 3, "anger", 1, size=112).convert("RGB"))
     b = np.asarray(synth.draw(0, 1, "joy", 1, size=112).convert("RGB"))
@@ -160,7 +160,7 @@ def test_unwritable_annotation_folder_is_one_line(clips, ckpt, tmp_path):
 
 
 def test_tracker_keeps_ids_through_short_gaps():
-    from grefel.video import IoUTracker
+    from grefel.inference.video import IoUTracker
 
     t = IoUTracker(min_iou=0.3, max_missed=2)
     a, b = np.array([0, 0, 10, 10.0]), np.array([50, 50, 60, 60.0])
@@ -176,7 +176,7 @@ def test_tracker_keeps_ids_through_short_gaps():
 
 
 def test_frame_sampling_slots(clips):
-    from grefel.video import VideoReader
+    from grefel.inference.video import VideoReader
 
     assert [k for k, _, _ in VideoReader(clips / "two.avi")] == list(range(FRAMES))
     assert [k for k, _, _ in VideoReader(clips / "two.avi", fps=5)] == [0, 2, 4, 6, 8, 10]
@@ -216,8 +216,8 @@ def test_evaluate_video_f1_against_sklearn(clips, ckpt, tmp_path):
 
 
 def test_evaluate_video_face_choice_and_errors(tmp_path):
-    from grefel.abaw import evaluate_video
-    from grefel.errors import GrefelError
+    from grefel.evaluation.video import evaluate_video
+    from grefel.core.errors import GrefelError
 
     rows = []
     for k in range(4):  # a big face on the left says "a", a small one on the right "b"

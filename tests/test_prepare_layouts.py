@@ -13,7 +13,7 @@ import pytest
 from grefel.data.definitions import dataset_ids, load_definition
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset
-from grefel.errors import DatasetError
+from grefel.core.errors import DatasetError
 
 
 def run(dataset, raw, tmp_path, **kw) -> PreparedDataset:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset, ShardWriter
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 TESTS = Path(__file__).resolve().parent
 
@@ -271,7 +271,7 @@ def test_shards_are_readable_without_grefel(tmp_path):
         assert set(f["attributes"]) == {"gender", "race", "age"}
         assert f["landmarks"].shape[1:] == (5, 2) and f["transform"].shape[1:] == (2, 3)
         assert len(f["source_sha256"][0]) == 64
-    from grefel.io import sha256_file
+    from grefel.core.io import sha256_file
 
     assert all(sha256_file(out / s["file"]) == s["sha256"] for s in manifest["shards"])
     prov = json.loads((out / "provenance.json").read_text())

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from grefel.data.loader import RankBatches, epoch_plan
 from grefel.data.refine import group_codes, make_splits, refine, refine_epoch
 from grefel.data.shards import PreparedDataset
-from grefel.errors import DatasetError
+from grefel.core.errors import DatasetError
 
 
 def _toy_meta(n_groups=6, per_group=(300, 40, 7), num_classes=3, seed=0):

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from grefel.report import figures as F
 from grefel.report.build import build_report
 from grefel.report.compare import compare_runs, run_settings
-from grefel.report.metrics import expected_calibration_error, group_accuracy
-from grefel.report.predictions import read_predictions
+from grefel.evaluation.metrics import expected_calibration_error, group_accuracy
+from grefel.evaluation.predictions import read_predictions
 
 
 def _check_written(saved: dict, panels: int) -> None:
@@ -254,7 +254,7 @@ def test_synthetic_runs_get_their_own_table1_column(tmp_path):
     assert "drawn by <code>grefel synth</code>" in (tmp_path / "rep" / "report.html").read_text()
 
 
-FORBIDDEN = ("grefel.evaluate", "grefel.checkpoint", "grefel.train", "grefel.models", "grefel.pipeline", "torch")
+FORBIDDEN = ("grefel.evaluation.evaluate", "grefel.training.checkpoint", "grefel.training.loop", "grefel.models", "grefel.report.pipeline", "torch")
 
 
 def _imported_names(path) -> list[str]:
@@ -339,7 +339,7 @@ def test_sections_added_to_the_page(tmp_path):
 def test_build_report_takes_predictions_not_checkpoints(tmp_path):
     from test_evaluate import make_checkpoint
 
-    from grefel.errors import GrefelError
+    from grefel.core.errors import GrefelError
 
     ckpt = make_checkpoint(tmp_path)
     with pytest.raises(GrefelError, match="not a predictions file"):

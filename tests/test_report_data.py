@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from grefel.errors import GrefelError
-from grefel.report.predictions import read_predictions, read_predictions_meta, write_predictions
+from grefel.core.errors import GrefelError
+from grefel.evaluation.predictions import read_predictions, read_predictions_meta, write_predictions
 
 CLASSES = ("Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger")
 

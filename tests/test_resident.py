@@ -7,14 +7,14 @@ import pytest
 import torch
 from helpers import make_prepared
 
-import grefel.train
-from grefel.checkpoint import load_checkpoint
+import grefel.training.loop
+from grefel.training.checkpoint import load_checkpoint
 from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
 from grefel.data.resident import RESIDENT_SHARE, ResidentBatches, ResidentFaces, use_data_on_device
 from grefel.data.shards import PreparedDataset
 from grefel.data.transforms import TrainAugment, augment_uniforms, train_batch
-from grefel.errors import GrefelError
-from grefel.train import TrainConfig, train, validate_settings
+from grefel.core.errors import GrefelError
+from grefel.training.loop import TrainConfig, train, validate_settings
 
 KEYS = ("images", "labels", "index", "pos")
 
@@ -79,7 +79,7 @@ def test_training_on_device_held_faces_equals_the_loader_path(tmp_path, monkeypa
     """Same images and labels at every step, same weights and metrics after two epochs."""
     make_prepared(n_per_class=8, num_classes=2, n_groups=2, split={"train": 0.75, "val": 0.25})
     seen = {}
-    original = grefel.train.make_batch_sources
+    original = grefel.training.loop.make_batch_sources
 
     def recording(run, data, sampler, val_sampler):
         sources = original(run, data, sampler, val_sampler)
@@ -99,7 +99,7 @@ def test_training_on_device_held_faces_equals_the_loader_path(tmp_path, monkeypa
 
         return tuple(Recorded(s) for s in sources)
 
-    monkeypatch.setattr(grefel.train, "make_batch_sources", recording)
+    monkeypatch.setattr(grefel.training.loop, "make_batch_sources", recording)
     base = dict(dataset="toy", preset="tiny", epochs=2, per_class=4, batch_size=4, workers=0, quiet=True)
     runs = {
         mode: train(TrainConfig(**base, data_on_device=mode, run_dir=str(tmp_path), name=mode, deterministic=True))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
-from grefel.errors import DatasetError
-from grefel.io import write_json
-from grefel.paths import resolve_dataset
+from grefel.core.errors import DatasetError
+from grefel.core.io import write_json
+from grefel.core.paths import resolve_dataset
 
 CLASSES = ["a", "b", "c"]
 

@@ -125,7 +125,7 @@ def test_plan_prints_names_and_commands_and_bad_files_exit_with_one_line(tmp_pat
 
 def test_train_argv_is_parsed_by_the_cli_into_the_same_config(monkeypatch):
     """The printed command is what runs: the CLI turns it back into exactly the study's settings."""
-    import grefel.train
+    import grefel.training.loop
     from grefel.study.job import train_command
 
     text = STUDY.replace(
@@ -135,7 +135,7 @@ def test_train_argv_is_parsed_by_the_cli_into_the_same_config(monkeypatch):
     )
     study = parse_study(text)
     seen = []
-    monkeypatch.setattr(grefel.train, "train", lambda cfg: seen.append(cfg))
+    monkeypatch.setattr(grefel.training.loop, "train", lambda cfg: seen.append(cfg))
     for run in (study.run("clean-rb_both-K10-all-s0"), study.run("asym40-s1-rb_none-K4-cls-s1")):
         args = train_command(run)
         res = CliRunner().invoke(app, args)
@@ -146,7 +146,7 @@ def test_train_argv_is_parsed_by_the_cli_into_the_same_config(monkeypatch):
             want["labels"] = None
         got = {k: getattr(cfg, k) for k in want}
         assert got == want, shlex.join(args)
-        defaults = {f.name: f.default for f in dataclasses.fields(grefel.train.TrainConfig) if f.name not in want}
+        defaults = {f.name: f.default for f in dataclasses.fields(grefel.training.loop.TrainConfig) if f.name not in want}
         assert all(getattr(cfg, k) == v for k, v in defaults.items() if k != "model_args")
 
 

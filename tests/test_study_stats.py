@@ -131,7 +131,7 @@ CORRECT = {  # images right out of 40, per run (the first k images of the split)
 
 
 def _write_run(study_dir, name: str, k: int) -> None:
-    from grefel.report.predictions import write_predictions
+    from grefel.evaluation.predictions import write_predictions
 
     y = np.arange(N) % 4
     pred = np.where(np.arange(N) < k, y, (y + 1) % 4)

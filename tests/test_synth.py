@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from grefel.data import synth
-from grefel.data.synth import (
+from grefel.synth import faces as synth
+from grefel.synth.faces import (
     EXPRESSIONS,
     MARKER,
     character_names,
@@ -23,8 +23,8 @@ from grefel.data.synth import (
     draw,
     generate,
 )
-from grefel.errors import GrefelError
-from grefel.io import read_json
+from grefel.core.errors import GrefelError
+from grefel.core.io import read_json
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -155,7 +155,7 @@ def test_resume_redraws_missing_and_truncated_files(tmp_path):
 def test_killed_run_leaves_only_whole_pngs_and_resumes(tmp_path):
     out = tmp_path / "s"
     kw = dict(characters=2, per_class=70, imbalance=1.0, size=32, seed=2, progress=False)
-    code = f"from grefel.data.synth import generate; generate({str(out)!r}, **{kw!r})"
+    code = f"from grefel.synth.faces import generate; generate({str(out)!r}, **{kw!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.time() + 120

@@ -9,10 +9,10 @@ import torch
 from helpers import make_prepared
 from typer.testing import CliRunner
 
-from grefel.checkpoint import load_checkpoint
-from grefel.errors import CheckpointError, DatasetError, GrefelError
+from grefel.training.checkpoint import load_checkpoint
+from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.models import create_model
-from grefel.train import TrainConfig, TrainingDiverged, train
+from grefel.training.loop import TrainConfig, TrainingDiverged, train
 
 TIME_KEYS = ("images_per_s", "epoch_time_s")
 
@@ -119,7 +119,7 @@ def test_resume_after_epoch_two_equals_unbroken_run(tmp_path):
 
 
 def test_nan_loss_stops_with_diagnosis_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    import grefel.train as gt
+    import grefel.training.loop as gt
 
     real = gt.build_loss
     calls = {"n": 0}

@@ -7,8 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from grefel.errors import GrefelError
-from grefel.train import MetricLogger, TrainConfig, train_argv, validate_settings
+from grefel.core.errors import GrefelError
+from grefel.training.loop import MetricLogger, TrainConfig, train_argv, validate_settings
 from grefel_cli.main import app
 
 
@@ -24,10 +24,10 @@ def _options():
 
 def _parsed(argv, monkeypatch) -> TrainConfig:
     """The TrainConfig `grefel train ARGV` hands to the library (training itself is replaced)."""
-    import grefel.train
+    import grefel.training.loop
 
     seen = []
-    monkeypatch.setattr(grefel.train, "train", seen.append)
+    monkeypatch.setattr(grefel.training.loop, "train", seen.append)
     r = CliRunner().invoke(app, ["train", *argv])
     assert r.exit_code == 0, r.output + repr(r.exception)
     return seen[0]
@@ -63,7 +63,7 @@ def test_defaults_and_choices_have_one_source():
     from grefel.data.refine import N_PG, PER_CLASS
     from grefel.models import RELIABILITY
     from grefel.models.grefel import GReFEL
-    from grefel.settings import specs
+    from grefel.core.settings import specs
 
     cfg = TrainConfig()
     assert (cfg.n_pg, cfg.per_class) == (N_PG, PER_CLASS)

@@ -8,7 +8,7 @@ import json
 import pytest
 from test_train import _small
 
-from grefel.train import train
+from grefel.training.loop import train
 
 pytest.importorskip("tensorboard")
 

@@ -11,8 +11,8 @@ import torch
 from helpers import make_prepared
 from typer.testing import CliRunner
 
-from grefel.errors import GrefelError
-from grefel.train import TrainConfig, train
+from grefel.core.errors import GrefelError
+from grefel.training.loop import TrainConfig, train
 from grefel_cli.main import app
 
 
@@ -153,8 +153,8 @@ def test_read_only_run_folder_is_a_one_line_error_for_train_and_resume(tmp_path,
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path, monkeypatch):
-    import grefel.train as gt
-    from grefel.train import TrainingDiverged
+    import grefel.training.loop as gt
+    from grefel.training.loop import TrainingDiverged
 
     _dataset()
     runs = tmp_path / "runs"

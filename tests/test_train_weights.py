@@ -10,10 +10,10 @@ from rich.console import Console
 from test_weights import ir50_split_format, mobilefacenet_format
 from typer.testing import CliRunner
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 from grefel.models import create_model
-from grefel.train import TrainConfig, build_model, create_run_model, pretrained_files
-from grefel.weights_store import MissingWeightsError, add_weights
+from grefel.training.loop import TrainConfig, build_model, create_run_model, pretrained_files
+from grefel.weights.store import MissingWeightsError, add_weights
 from grefel_cli.main import app
 
 
@@ -69,7 +69,7 @@ def test_from_scratch_trains_the_landmark_stream_and_takes_no_files(tmp_path):
 
 
 def test_library_messages_name_settings_and_the_command_names_flags():
-    """grefel.train says "set allow_partial" to Python callers; `grefel train` says "pass --allow-partial"."""
+    """grefel.training.loop says "set allow_partial" to Python callers; `grefel train` says "pass --allow-partial"."""
     from grefel_cli.train import _in_flags
 
     assert _in_flags("a.pth does not fit: or set allow_partial to load what matches") == (

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from grefel.errors import CheckpointError
+from grefel.core.errors import CheckpointError
 from grefel.models import create_model
-from grefel.models.weights import load_pretrained
+from grefel.weights.verify import load_pretrained
 
 REFERENCE = Path(__file__).parent / "data" / "state_dicts"  # key lists of the published files (README there)
 IR50_STAGES = (("body1", 3), ("body2", 4), ("body3", 14))

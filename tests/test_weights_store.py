@@ -14,10 +14,10 @@ from test_evaluate import error_line
 from test_weights import ir50_evolve_format, ir50_split_format, mobilefacenet_format, poster_format
 from typer.testing import CliRunner
 
-from grefel.errors import CheckpointError
+from grefel.core.errors import CheckpointError
 from grefel.models import create_model
-from grefel.models.weights import FACEXLIB_RELEASE, identify
-from grefel.weights_store import (
+from grefel.weights.verify import FACEXLIB_RELEASE, identify
+from grefel.weights.store import (
     REGISTRY,
     MissingWeightsError,
     add_weights,
@@ -195,7 +195,7 @@ def test_bad_files_get_one_line_each_and_the_rest_go_in(small, tmp_path, encoder
 
 
 def test_a_failed_install_keeps_the_registry_whole(small, monkeypatch):
-    import grefel.weights_store as ws
+    import grefel.weights.store as ws
 
     add_weights([small / "detection_mobilenet0.25_Final.pth"])
     reg = (store_dir() / REGISTRY).read_bytes()
@@ -293,7 +293,7 @@ def test_weights_help_examples_fit_80_columns():
 
 def _register(kind: str, root: Path | None = None) -> Path:
     """A registry entry for ``kind`` without the (slow) verification: for the planning tests only."""
-    from grefel.weights_store import WeightEntry, _read, _write
+    from grefel.weights.store import WeightEntry, _read, _write
 
     store = store_dir(root)
     path = store / kind / f"{kind}.pth"
@@ -390,7 +390,7 @@ def test_predict_finds_the_detector_in_the_store(small, tmp_path, monkeypatch):
     from test_evaluate import make_checkpoint
 
     import grefel.data.align as A
-    from grefel.predict import predict
+    from grefel.inference.predict import predict
 
     looked_up = []
     real = A.facexlib_weights

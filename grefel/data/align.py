@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.errors import CheckpointError, GrefelError
+from grefel.core.errors import CheckpointError, GrefelError
 
 # facexlib.detection.align_trans.get_reference_facial_points(default_square=True): the ArcFace
 # template (96 x 112 points padded to a square). Kept as a constant so importing it needs no torch.
@@ -304,7 +304,7 @@ def facexlib_weights(
                 f"(published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
             )
         return path, None
-    from grefel.weights_store import registered_entry, store_dir
+    from grefel.weights.store import registered_entry, store_dir
 
     entry = registered_entry(method, data_root)
     if entry is None:

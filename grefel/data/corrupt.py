@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 
 from grefel.data.shards import LABELS_DIR, PreparedDataset
-from grefel.errors import DatasetError
-from grefel.io import atomic_path
+from grefel.core.errors import DatasetError
+from grefel.core.io import atomic_path
 
 MODES = ("symmetric", "asymmetric")
 
@@ -183,7 +183,7 @@ def corrupt_dataset(
     data_root: str | os.PathLike | None = None,
 ) -> CorruptResult:
     """:func:`corrupt`, returning the full record (rate, flips, transition matrix)."""
-    from grefel.paths import resolve_dataset
+    from grefel.core.paths import resolve_dataset
 
     if not 0 <= noise < 1:
         raise DatasetError(f"noise must be a fraction in [0, 1) (0.2 for 20 %), got {noise}")

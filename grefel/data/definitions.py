@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 
-from grefel.errors import DatasetError
+from grefel.core.errors import DatasetError
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from grefel.data.shards import PreparedDataset
-from grefel.errors import GrefelError
-from grefel.io import atomic_path, read_json
-from grefel.paths import resolve_dataset
+from grefel.core.errors import GrefelError
+from grefel.core.io import atomic_path, read_json
+from grefel.core.paths import resolve_dataset
 
 SHEET = "contact-sheet.png"
 
@@ -25,7 +25,7 @@ SHEET = "contact-sheet.png"
 def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
     """Counts per split x class, group and attribute summaries, skipped reasons and provenance."""
     from grefel.data.prepare import SKIPPED, reason_kind
-    from grefel.paths import PROVENANCE
+    from grefel.core.paths import PROVENANCE
 
     labels = ds.labels(label_set)
     splits = ds.splits(split_set)
@@ -169,7 +169,7 @@ def _print(s: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.data.prepare import print_skipped
 
     con = make_console()

@@ -43,10 +43,10 @@ from grefel import __version__
 from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, cv2_threads, resize_square
 from grefel.data.raw import CONFLICTING_LINE, DUPLICATE_LINE, ImageError, RawItem, RawReader, Skip, open_reader
 from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
-from grefel.errors import DatasetError, GrefelError
-from grefel.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
-from grefel.paths import MANIFEST, PROVENANCE
-from grefel.paths import data_root as resolve_data_root
+from grefel.core.errors import DatasetError, GrefelError
+from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
+from grefel.core.paths import MANIFEST, PROVENANCE
+from grefel.core.paths import data_root as resolve_data_root
 
 ALIGN_CHOICES = ("none", "landmarks", *DETECTORS)
 DEFAULT_SIZE = 128
@@ -575,7 +575,7 @@ def _describe_align(work: ItemWork) -> dict:
 def synthetic_source(reader: RawReader) -> dict | None:
     """What ``grefel synth`` recorded, when the raw tree is its output (its marker file at or above
     the tree's root); ``None`` for real data. Reports keep such runs out of the paper's columns."""
-    from grefel.data.synth import MARKER
+    from grefel.synth.faces import MARKER
 
     root = Path(reader.tree.root).resolve()
     for folder in (root, *root.parents[:2]):
@@ -752,7 +752,7 @@ def _provenance(reader, fingerprint, work, workers, lanes, aligner_info, sources
 def _console(progress: bool):
     if not progress:
         return None
-    from grefel.console import make_console
+    from grefel.core.console import make_console
 
     return make_console()
 

@@ -31,9 +31,9 @@ import h5py
 import numpy as np
 
 from grefel.data.shards import SPLITS_DIR, PreparedDataset
-from grefel.errors import DatasetError
-from grefel.io import atomic_path
-from grefel.recipe import N_PG, PER_CLASS  # section 4.1
+from grefel.core.errors import DatasetError
+from grefel.core.io import atomic_path
+from grefel.core.recipe import N_PG, PER_CLASS  # section 4.1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,8 +323,8 @@ def refine(
     Existing split files are kept unless ``force``. The preview shows the class histogram of the
     training split before refinement, after the per-group cap and in the refined epoch.
     """
-    from grefel.console import make_console
-    from grefel.paths import resolve_dataset
+    from grefel.core.console import make_console
+    from grefel.core.paths import resolve_dataset
 
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatasetError("val_fraction and test_fraction must be in (0, 1) and sum below 1")

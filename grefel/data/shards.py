@@ -61,9 +61,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from grefel.errors import DatasetError
-from grefel.io import atomic_path, read_json, sha256_file, write_json
-from grefel.paths import MANIFEST, PROVENANCE
+from grefel.core.errors import DatasetError
+from grefel.core.io import atomic_path, read_json, sha256_file, write_json
+from grefel.core.paths import MANIFEST, PROVENANCE
 
 SCHEMA_VERSION = 1
 SHARD_DIR = "shards"
@@ -139,7 +139,7 @@ class ShardWriter:
     """Write one shard sample by sample in constant memory; it appears under its name only when whole.
 
     Use as a context manager: on a clean exit the file is closed, fsynced and renamed over ``path``
-    (:func:`grefel.io.atomic_path`) and :attr:`entry` holds its manifest entry; on an exception the
+    (:func:`grefel.core.io.atomic_path`) and :attr:`entry` holds its manifest entry; on an exception the
     temporary file is removed. ``skipped`` (source, reason) pairs and extra file ``attrs`` can be
     given before the exit.
     """
@@ -298,7 +298,7 @@ class PreparedDataset:
 
     Opening checks that every shard is there with the size the manifest gives (cheap);
     :meth:`verify_contents` checks their sha256. A shard that cannot be read, at any time, is a
-    :class:`~grefel.errors.DatasetError` naming it and the command that rebuilds it.
+    :class:`~grefel.core.errors.DatasetError` naming it and the command that rebuilds it.
     """
 
     def __init__(self, root: str | os.PathLike):

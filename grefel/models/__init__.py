@@ -2,7 +2,7 @@
 
 ``create_model(preset, num_classes, **overrides)`` builds a model from a registered preset
 (``full``, ``tiny``); ``GReFELLoss`` is eq. (23); ``load_pretrained`` (in
-:mod:`grefel.models.weights`) loads IR-50 / MobileFaceNet / POSTER++ weight files.
+:mod:`grefel.weights.verify`) loads IR-50 / MobileFaceNet / POSTER++ weight files.
 """
 
 from grefel.models.grefel import RELIABILITY, GReFEL, create_model, list_presets, model_from_kwargs, register_preset

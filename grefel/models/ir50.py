@@ -3,7 +3,7 @@
 Only the first three stages run, as in POSTER++: ``input_layer`` (3x3 conv, BN, PReLU) at 112,
 then ``body1`` (56x56), ``body2`` (28x28) and ``body3`` (14x14). Module names follow POSTER++'s
 split IR-50 (``input_layer.*``, ``body1/2/3.N.{shortcut_layer,res_layer}.*``) so its weights load
-1:1; face.evoLVe's ``body.N`` numbering is mapped in :mod:`grefel.models.weights`.
+1:1; face.evoLVe's ``body.N`` numbering is mapped in :mod:`grefel.weights.verify`.
 
 Widths and unit counts are arguments so that the ``tiny`` preset keeps the same architecture.
 """

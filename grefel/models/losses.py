@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 from grefel.models.output import GReFELOutput
 from grefel.models.reliability import mix
 

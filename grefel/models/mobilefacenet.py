@@ -3,7 +3,7 @@
 POSTER++ uses the 68-point landmark network ``MobileFaceNet([112, 112], 136)`` and reads three of
 its feature maps: after ``conv_3`` (64 x 28 x 28), after ``conv_4`` (128 x 14 x 14) and after
 ``conv_6_sep`` (512 x 7 x 7). Its landmark head (``output_layer``, 136 outputs) never runs, so
-it is not built here; :mod:`grefel.models.weights` reports its keys as unused.
+it is not built here; :mod:`grefel.weights.verify` reports its keys as unused.
 
 Module names match the public checkpoint (``conv1.conv.weight``, ``conv_3.model.0.conv_dw.bn.*``,
 ...). Widths, expansions and block counts are arguments so the ``tiny`` preset keeps the same

@@ -1,8 +1,8 @@
 """`grefel report`: one self-contained HTML page (plus PNG/SVG figures and a JSON of every number).
 
-The report reads predictions files (:mod:`grefel.report.predictions`, written by `grefel
+The report reads predictions files (:mod:`grefel.evaluation.predictions`, written by `grefel
 evaluate`) and nothing else: it never loads a checkpoint or runs a model. Turning checkpoints into
-predictions first is :func:`grefel.pipeline.evaluate_and_report`'s job. Reads top to bottom:
+predictions first is :func:`grefel.report.pipeline.evaluate_and_report`'s job. Reads top to bottom:
 
 1. each run is a predictions table and the name it is shown under (:class:`ReportRun`);
 2. :func:`analyze` computes the numbers of one run (scikit-learn metrics, calibration, t-SNE ...);
@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.errors import GrefelError
-from grefel.io import writable_dir
+from grefel.core.errors import GrefelError
+from grefel.core.io import writable_dir
 from grefel.report import figures as F
-from grefel.report import metrics as M
+from grefel.evaluation import metrics as M
 from grefel.report.compare import SETTING_LABELS, compare_runs, run_settings
 from grefel.report.page import Section, section_contexts, unique_slugs, write_page
 from grefel.report.paper import dataset_column, table1
-from grefel.report.predictions import Predictions, read_predictions
+from grefel.evaluation.predictions import Predictions, read_predictions
 
 GAP_MIN_COUNT = 10  # a group needs this many samples to decide the largest accuracy gap
 
@@ -60,7 +60,7 @@ def as_report_run(run: ReportRun | Predictions | str | os.PathLike) -> ReportRun
     if path.suffix != ".parquet":
         raise GrefelError(
             f"{path} is not a predictions file (.parquet): the report reads predictions; evaluate the checkpoint "
-            "first (grefel.evaluate.evaluate) or report it with grefel.pipeline.evaluate_and_report"
+            "first (grefel.evaluation.evaluate.evaluate) or report it with grefel.report.pipeline.evaluate_and_report"
         )
     if not path.is_file():
         raise GrefelError(f"predictions file {path} not found: write it with `grefel evaluate`")
@@ -297,7 +297,7 @@ def build_report(
 ) -> Path:
     """Build ``<out>/report.html`` (+ ``figures/``, ``report.json``) from predictions; return the HTML path.
 
-    ``runs``: predictions files, loaded :class:`~grefel.report.predictions.Predictions` or
+    ``runs``: predictions files, loaded :class:`~grefel.evaluation.predictions.Predictions` or
     :class:`ReportRun` (to name them). ``out`` defaults to ``<folder of the first predictions
     file>/report``. ``sections`` come first on the page (:mod:`grefel.report.page`);
     ``problems``: one line per run the caller could not produce, listed at the top.
@@ -343,7 +343,7 @@ def _report_folder(runs: list[ReportRun], out) -> Path:
 def _run_contexts(runs: list[ReportRun], slugs: list[str], fig_root: Path, options: dict, log) -> list[dict]:
     """Every run's section; with several runs and cores, one worker process per core (each run's
     t-SNE and figures are single-threaded, so runs side by side take about 1 / cores the time)."""
-    from grefel.system import usable_cores
+    from grefel.core.devices import usable_cores
 
     workers = min(len(runs), usable_cores())
     if workers < 2:

@@ -25,7 +25,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from grefel.io import atomic_path
+from grefel.core.io import atomic_path
 
 PRIMARY_LABEL = "primary (without RB)"
 CORRECTED_LABEL = "corrected (with RB)"
@@ -58,7 +58,7 @@ def _color_ticks(labels, colors) -> None:
 @_styled
 def confusion_figure(cm_primary: np.ndarray, cm_corrected: np.ndarray, classes: Sequence[str]) -> Figure:
     """Fig. 4: confusion matrices without / with reliability balancing, counts and row-normalised."""
-    from grefel.report.metrics import row_normalize
+    from grefel.evaluation.metrics import row_normalize
 
     c = len(classes)
     size = max(3.2, 0.55 * c + 1.2)

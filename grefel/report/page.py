@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from grefel.io import atomic_path, write_json
+from grefel.core.io import atomic_path, write_json
 from grefel.report import figures as F
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from grefel.errors import GrefelError
-from grefel.io import LockHeld, atomic_path, exclusive_lock, read_json, write_json
+from grefel.core.errors import GrefelError
+from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, write_json
 
 STUDY_JSON = "study.json"
 STUDY_TOML = "study.toml"
@@ -159,7 +159,7 @@ def epochs_done(folder: Path) -> tuple[int, float | None]:
 
 
 def run_epochs(settings: dict) -> int:
-    from grefel.train import DEFAULT_EPOCHS
+    from grefel.training.loop import DEFAULT_EPOCHS
 
     return int(settings.get("epochs") or DEFAULT_EPOCHS)
 

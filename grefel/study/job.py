@@ -48,7 +48,7 @@ from grefel.study.folder import (
     write_status,
 )
 from grefel.study.spec import train_argv
-from grefel.train_config import resumable_settings
+from grefel.training.config import resumable_settings
 
 EXIT_FAILED, EXIT_STOPPED = 1, 143
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 from grefel.study.tables import PCT, context_text, contexts, dims, fmt_diff, fmt_p, study_tables
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def study_report(
     as :func:`grefel.report.build.build_report`.
     """
     from grefel.report.build import ReportRun, build_report
-    from grefel.report.predictions import read_predictions
+    from grefel.evaluation.predictions import read_predictions
     from grefel.study.stats import summarize
 
     if runs not in RUN_CHOICES:

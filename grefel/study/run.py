@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from grefel.errors import DatasetError, GrefelError
+from grefel.core.errors import DatasetError, GrefelError
 from grefel.study.folder import (
     LOCK,
     LOG,
@@ -87,7 +87,7 @@ def ensure_label_sets(study) -> list[str]:
     """Make every label set the runs need that the dataset lacks (`grefel corrupt`); return those made."""
     from grefel.data.corrupt import corrupt, read_label_set_attrs
     from grefel.data.shards import PreparedDataset
-    from grefel.paths import resolve_dataset
+    from grefel.core.paths import resolve_dataset
 
     if not study.label_sets:
         return []
@@ -136,7 +136,7 @@ def visible_gpus() -> list[str]:
 
 def local_slots(todo: int, parallel: int | None, gpus_per_run: int = 1, use_gpus: bool = True) -> list[Slot]:
     """One slot per concurrent run: a GPU (group) each, else ``parallel`` CPU runs sharing the cores."""
-    from grefel.system import usable_cores
+    from grefel.core.devices import usable_cores
 
     cores = usable_cores()
     gpus = visible_gpus() if use_gpus else []
@@ -377,7 +377,7 @@ def run_study(
     at a time (default: one per GPU, else as many as cores). ``cluster``: submitit's cluster for the
     Slurm executor ("local" runs it on this machine).
     """
-    from grefel.console import make_console
+    from grefel.core.console import make_console
     from grefel.study.show import print_status, print_summary
     from grefel.study.stats import write_summary
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run")
 TABLES = ("study", "train", "grid", "label_sets", "baseline", "slurm")
@@ -162,9 +162,9 @@ class Study:
 # settings -> `grefel train` arguments, and value checks: TrainConfig's own declarations
 # ---------------------------------------------------------------------------------------------
 def train_argv(settings: dict) -> list[str]:
-    """``grefel train`` arguments for TrainConfig ``settings`` (:func:`grefel.train_config.train_argv`);
+    """``grefel train`` arguments for TrainConfig ``settings`` (:func:`grefel.training.config.train_argv`);
     unset (None) settings and the clean label set are left out."""
-    from grefel.train_config import train_argv as argv
+    from grefel.training.config import train_argv as argv
 
     return argv({k: v for k, v in settings.items() if v is not None and not (k == "labels" and v == "clean")})
 
@@ -172,8 +172,8 @@ def train_argv(settings: dict) -> list[str]:
 def check_setting(key: str, value: Any) -> str | None:
     """Why ``value`` is not a valid value of TrainConfig field ``key`` (None when it is), from the
     field's declaration (type, range, choices); presets are checked against the registry."""
-    from grefel import settings
-    from grefel.train_config import TrainConfig
+    from grefel.core import settings
+    from grefel.training.config import TrainConfig
 
     _, spec, base, optional = settings.specs(TrainConfig)[key]
     why = settings.problem(value, spec, base, optional)
@@ -343,7 +343,7 @@ def _dataset(dataset: str | None, here: Path, data_root: str | None) -> str | No
 
 def _settings(table: dict, err, where: str, here: Path, *keys: str) -> dict:
     """Check one table of TrainConfig settings; path-valued ones become absolute."""
-    from grefel.train import TrainConfig
+    from grefel.training.loop import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     out = {}
@@ -372,7 +372,7 @@ def _fmt(value: Any) -> str:
 
 
 def _axes(grid: dict, err, here: Path) -> list[Axis]:
-    from grefel.train import TrainConfig
+    from grefel.training.loop import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     axes, owner = [], {}

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -81,8 +81,8 @@ def read_outcomes(path: str | os.PathLike):
 
 def run_metrics(path: str | os.PathLike) -> dict:
     """The metrics of one run from its predictions file (those of the HTML report)."""
-    from grefel.report.metrics import classification_metrics
-    from grefel.report.predictions import read_predictions_meta
+    from grefel.evaluation.metrics import classification_metrics
+    from grefel.evaluation.predictions import read_predictions_meta
 
     df = read_outcomes(path)
     k = len(read_predictions_meta(path)["classes"])
@@ -353,7 +353,7 @@ def _compare(study, metric, i, value, base, ctx, by_cell, done, outcomes) -> dic
 
 def write_summary(study_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[dict, Path]:
     """:func:`summarize` and write it as JSON (default ``<study>/summary.json``)."""
-    from grefel.io import write_json
+    from grefel.core.io import write_json
     from grefel.study.folder import SUMMARY_JSON
 
     summary = summarize(study_dir)

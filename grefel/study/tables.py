@@ -49,7 +49,7 @@ DIM_FIELDS = {
 
 @lru_cache(maxsize=1)
 def _defaults() -> dict:
-    from grefel.train_config import TrainConfig
+    from grefel.training.config import TrainConfig
 
     return dataclasses.asdict(TrainConfig())
 

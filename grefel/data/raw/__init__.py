@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from grefel.data.definitions import Definition, load_definition
-from grefel.errors import DatasetError
+from grefel.core.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 

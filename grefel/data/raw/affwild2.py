@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from grefel.data.raw import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs
-from grefel.errors import DatasetError
+from grefel.core.errors import DatasetError
 
 ANNOTATION_DIRS = ("EXPR_Classification_Challenge", "EXPR_Set")
 SPLIT_DIRS = ("Train_Set", "Validation_Set")

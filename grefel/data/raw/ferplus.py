@@ -71,14 +71,14 @@ class Reader(RawReader):
             hv = [c.strip() for c in next(rv, [])]
             ip = {c: hp.index(c) for c in ("pixels", "Usage") if c in hp}
             if len(ip) < 2:
-                from grefel.errors import DatasetError
+                from grefel.core.errors import DatasetError
 
                 raise DatasetError(
                     f"{self.pixel_file} has no 'pixels' and 'Usage' columns (header: {','.join(hp)[:80]}): "
                     "pass the original fer2013.csv"
                 )
             if not all(c in hv for c in VOTE_COLUMNS):
-                from grefel.errors import DatasetError
+                from grefel.core.errors import DatasetError
 
                 raise DatasetError(
                     f"{self.vote_file} lacks the vote columns {','.join(VOTE_COLUMNS)}: "

@@ -1,6 +1,6 @@
 """Constants of the paper's recipe that several layers share (section 4.1; Tables 2 and 6).
 
-Kept in a module without heavy imports: the training settings (``grefel.train_config``), which
+Kept in a module without heavy imports: the training settings (``grefel.training.config``), which
 the CLI reads at start-up, the data refinement (``grefel.data.refine``) and the model
 (``grefel.models.grefel``) all take them from here, so each is declared once.
 """

@@ -9,7 +9,7 @@ Shaped like torchvision's ``references/classification/train.py``:
 * :class:`RunState` (model, optimizer, scheduler, scaler, RNG, epoch, best, history) is what a
   checkpoint holds: ``save()`` writes it, ``resume()`` restores it.
 
-The settings are declared in :mod:`grefel.train_config` (re-exported here: ``TrainConfig``,
+The settings are declared in :mod:`grefel.training.config` (re-exported here: ``TrainConfig``,
 ``train_argv``, ``validate_settings``).
 
 Recipe (paper section 4.1 and supplement): Adam, lr 3e-4, exponential decay 0.995 per epoch,
@@ -43,14 +43,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grefel import distributed as gdist
-from grefel import tblog
-from grefel.checkpoint import load_checkpoint, save_checkpoint
-from grefel.errors import CheckpointError, DatasetError, GrefelError
-from grefel.io import atomic_path, write_json
-from grefel.recipe import DEFAULT_EPOCHS, PRECISIONS, RELIABILITY
-from grefel.system import usable_cores
-from grefel.train_config import CUDAGRAPH_MODES, TrainConfig, resumable_settings, train_argv, validate_settings
+from grefel.training import distributed as gdist
+from grefel.training import tblog
+from grefel.training.checkpoint import load_checkpoint, save_checkpoint
+from grefel.core.errors import CheckpointError, DatasetError, GrefelError
+from grefel.core.io import atomic_path, write_json
+from grefel.core.recipe import DEFAULT_EPOCHS, PRECISIONS, RELIABILITY
+from grefel.core.devices import usable_cores
+from grefel.training.config import CUDAGRAPH_MODES, TrainConfig, resumable_settings, train_argv, validate_settings
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -159,7 +159,7 @@ def on_main(info: gdist.DistInfo, fn):
 
 
 def _console(quiet: bool, is_main: bool):
-    from grefel.console import make_console
+    from grefel.core.console import make_console
 
     return make_console(stderr=True, quiet=quiet or not is_main)
 
@@ -400,7 +400,7 @@ def load_data(cfg: TrainConfig) -> TrainData:
     """Open the dataset; fix the split set by name (so a resume keeps it even if `grefel refine`
     runs meanwhile) in ``cfg``; check the label set and the crop; select train and val images."""
     from grefel.data.shards import PreparedDataset
-    from grefel.paths import resolve_dataset
+    from grefel.core.paths import resolve_dataset
 
     ds = PreparedDataset(resolve_dataset(cfg.dataset, cfg.data_root))
     ds.verify_contents()  # every shard's sha256 once (cached by size and mtime): damage is one line, not NaNs
@@ -809,7 +809,7 @@ def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sour
     model = build_model(cfg, num_classes, sources)
     if not sources:
         return model, None
-    from grefel.models.weights import load_pretrained
+    from grefel.weights.verify import load_pretrained
 
     report = load_pretrained(model, **{k: str(p) for k, p in sources.items()}, allow_partial=cfg.allow_partial)
     for source in report.sources:
@@ -820,7 +820,7 @@ def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sour
 def pretrained_files(cfg: TrainConfig) -> dict[str, Path]:
     """The weight files a new run starts from: those given, the rest from the weights store. A preset
     with published weights (``full``) refuses to start without them unless ``from_scratch``."""
-    from grefel.weights_store import plan_pretrained
+    from grefel.weights.store import plan_pretrained
 
     given = {k: getattr(cfg, k) for k in ("ir50", "mobilefacenet", "poster") if getattr(cfg, k)}
     if cfg.from_scratch:

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from grefel import __version__
-from grefel.errors import CheckpointError, torch_load_failure
-from grefel.io import atomic_path
+from grefel.core.errors import CheckpointError, torch_load_failure
+from grefel.core.io import atomic_path
 
 FORMAT = "grefel-checkpoint"
 FORMAT_VERSION = 1

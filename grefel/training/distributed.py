@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 
 @dataclass

@@ -52,8 +52,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from grefel import __version__
-from grefel.errors import GrefelError
-from grefel.io import atomic_path, read_json, write_json
+from grefel.core.errors import GrefelError
+from grefel.core.io import atomic_path, read_json, write_json
 
 # FERG-DB's expressions in its README order (the folder suffixes).
 EXPRESSIONS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
@@ -670,7 +670,7 @@ def _write_one(job: tuple) -> None:
     """Draw one image and write it under a temporary name, then rename it into place.
 
     A killed run therefore never leaves a partial PNG under a final name. Unlike
-    ``grefel.io.atomic_path`` there is no fsync per file (it tripled the time per image here): an
+    ``grefel.core.io.atomic_path`` there is no fsync per file (it tripled the time per image here): an
     OS crash may leave a truncated file, and a rerun redraws any file that does not end in a whole
     PNG.
     """
@@ -787,7 +787,7 @@ def generate(
 def _print_summary(out: Path, characters: int, counts: dict[str, int], drawn: int, total: int) -> None:
     from rich.table import Table
 
-    from grefel.console import make_console
+    from grefel.core.console import make_console
 
     console = make_console()
     if not drawn:

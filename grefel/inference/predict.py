@@ -1,8 +1,8 @@
 """`grefel predict`: classify the faces in photographs and videos with a trained model.
 
 The model is a `grefel train` checkpoint (run by PyTorch) or a `grefel export` ONNX file (run by
-ONNX Runtime, torch not imported): :mod:`grefel.classifier`. Each image, and each sampled video
-frame (:mod:`grefel.video`), goes through the same face aligner as ``grefel prepare`` (detect, five
+ONNX Runtime, torch not imported): :mod:`grefel.inference.classifier`. Each image, and each sampled video
+frame (:mod:`grefel.inference.video`), goes through the same face aligner as ``grefel prepare`` (detect, five
 points, similarity warp to the template at the stored size), then the evaluation preset and the
 model. Every face gets its primary prediction (eq. 9) and its corrected prediction after
 reliability balancing (eq. 19). A file that cannot be read, or an image that holds no face,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 ALIGN_CHOICES = ("retinaface-onnx", "facexlib-resnet50", "facexlib-mobile0.25", "none")
@@ -55,7 +55,7 @@ class FacePrediction:
 
 def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files named directly (whatever their suffix) plus images and videos found under named folders, sorted."""
-    from grefel.video import VIDEO_SUFFIXES
+    from grefel.inference.video import VIDEO_SUFFIXES
 
     wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     out: list[Path] = []
@@ -117,7 +117,7 @@ class Predictor:
         weights_dir: str | os.PathLike | None = None,
         device: str | None = None,
     ):
-        from grefel.classifier import open_classifier
+        from grefel.inference.classifier import open_classifier
 
         if align not in ALIGN_CHOICES:
             raise GrefelError(f"unknown face aligner '{align}': choose one of {', '.join(ALIGN_CHOICES)}")
@@ -174,12 +174,12 @@ class Predictor:
 
         Videos: frames sampled at ``fps`` per second (None: every frame), faces tracked, the
         corrected distribution averaged over each track's last ``smooth`` sampled frames
-        (:func:`grefel.video.predict_video`). ``save_annotated``: folder for copies with boxes and
+        (:func:`grefel.inference.video.predict_video`). ``save_annotated``: folder for copies with boxes and
         labels drawn (``<stem>.annotated.png`` per image, ``<stem>.annotated.mp4`` per video).
         """
         from rich.progress import Progress
 
-        from grefel.video import is_video, predict_video
+        from grefel.inference.video import is_video, predict_video
 
         files = find_inputs(inputs)
         if not files:
@@ -331,7 +331,7 @@ def draw_annotations(rgb: np.ndarray, recs: Iterable[FacePrediction], classes: l
     """Save :func:`annotate`'s picture as PNG at ``path`` (atomically)."""
     from PIL import Image
 
-    from grefel.io import atomic_path
+    from grefel.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(annotate(rgb, recs, classes)).save(tmp, format="PNG")

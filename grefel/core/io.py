@@ -80,10 +80,10 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create folder ``path`` (with its parents) and check that a file can be written in it.
 
     Run before long work, so that an unusable output fails at the start in one line (a
-    :class:`~grefel.errors.GrefelError`) rather than as a traceback once the work is done. ``what``
+    :class:`~grefel.core.errors.GrefelError`) rather than as a traceback once the work is done. ``what``
     names the folder in the message ("report folder", "predictions folder").
     """
-    from grefel.errors import GrefelError
+    from grefel.core.errors import GrefelError
 
     path = Path(path)
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)

@@ -6,7 +6,7 @@
   indices start at 0. A file OpenCV cannot open, or that decodes no frame, is one error record; a
   video that stops decoding before the frame count its header states keeps the rows of the frames
   it did decode, plus one error record.
-- Faces: the same aligner as images (:class:`grefel.predict.Predictor`), on each sampled frame.
+- Faces: the same aligner as images (:class:`grefel.inference.predict.Predictor`), on each sampled frame.
 - Tracks: :class:`IoUTracker` gives each face the id of the live track whose last box overlaps it
   most (one-to-one, Hungarian assignment on IoU, at least ``min_iou``); a track unseen for more
   than ``max_missed`` sampled frames ends; new faces start new ids (0, 1, ... per video).
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 HELD_FRAMES = 16  # frames kept in memory at most while their faces wait for a forward pass
@@ -211,8 +211,8 @@ def predict_video(
     annotated: Path | None = None,
     progress=None,
 ) -> list:
-    """Records of every sampled frame and face of one video (:class:`grefel.predict.FacePrediction`)."""
-    from grefel.predict import Batch, FacePrediction, annotate, face_record
+    """Records of every sampled frame and face of one video (:class:`grefel.inference.predict.FacePrediction`)."""
+    from grefel.inference.predict import Batch, FacePrediction, annotate, face_record
 
     try:
         reader = VideoReader(path, fps)

@@ -4,7 +4,7 @@ exported ONNX file run by ONNX Runtime (no torch imported).
 Both take aligned uint8 faces (N, S, S, 3) at the stored size ``S`` of the training data and
 return float32 numpy arrays: ``primary`` (eq. 9), ``corrected`` (eq. 19), each (N, C), and the
 ``embedding`` e (N, D). Both apply the same evaluation preset (centre crop, ImageNet mean/std;
-:mod:`grefel.data.transforms`); the ONNX file records it in its metadata (:mod:`grefel.export`).
+:mod:`grefel.data.transforms`); the ONNX file records it in its metadata (:mod:`grefel.inference.export`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.errors import CheckpointError, GrefelError
+from grefel.core.errors import CheckpointError, GrefelError
 
 OUTPUTS = ("primary", "corrected", "embedding")
 
@@ -38,7 +38,7 @@ def stored_size(payload: dict) -> int:
     """Stored face size of the training data (its manifest, when still on disk), else 128."""
     path = (payload.get("dataset") or {}).get("path")
     if path and (Path(path) / "manifest.json").is_file():
-        from grefel.io import read_json
+        from grefel.core.io import read_json
 
         return int(read_json(Path(path) / "manifest.json").get("image_size", 128))
     return 128
@@ -50,9 +50,9 @@ class TorchClassifier:
     backend = "torch"
 
     def __init__(self, ckpt: str | os.PathLike, device: str | None = None):
-        from grefel.checkpoint import load_checkpoint
-        from grefel.distributed import pick_device
-        from grefel.evaluate import eval_crop, model_from_checkpoint
+        from grefel.training.checkpoint import load_checkpoint
+        from grefel.training.distributed import pick_device
+        from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
 
         payload = load_checkpoint(ckpt)
         self.path = str(ckpt)
@@ -66,7 +66,7 @@ class TorchClassifier:
         return "cuda" if self.device.type == "cuda" else "cpu"
 
     def run(self, faces: np.ndarray) -> dict[str, np.ndarray]:
-        from grefel.evaluate import run_model
+        from grefel.evaluation.evaluate import run_model
 
         out = run_model(self.model, faces, self.device, crop=self.crop)
         return {k: out[k] for k in OUTPUTS}
@@ -96,7 +96,7 @@ def preprocess(faces: np.ndarray, crop: int, mean, std) -> np.ndarray:
 
 
 class OnnxClassifier:
-    """A model written by :func:`grefel.export.export_onnx`, run by ONNX Runtime; torch is not imported."""
+    """A model written by :func:`grefel.inference.export.export_onnx`, run by ONNX Runtime; torch is not imported."""
 
     backend = "onnx"
 

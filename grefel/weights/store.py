@@ -1,7 +1,7 @@
 """The pretrained-weights store: ``<data root>/weights/``, files identified by content, with a registry.
 
 ``grefel weights add FILE...`` (:func:`add_weights`) identifies each file by its keys
-(:func:`grefel.models.weights.identify`: face.evoLVe or POSTER++ IR-50, MobileFaceNet, a POSTER++
+(:func:`grefel.weights.verify.identify`: face.evoLVe or POSTER++ IR-50, MobileFaceNet, a POSTER++
 checkpoint, facexlib's RetinaFace detectors), verifies every key and shape against the model it is
 for, records its sha256, size and coverage, and copies it (or links it) to
 ``<data root>/weights/<kind>/<file name>``. ``registry.json`` beside the files says what is there;
@@ -26,10 +26,10 @@ from functools import cache
 from pathlib import Path
 
 from grefel.data.align import FACEXLIB_WEIGHTS
-from grefel.errors import CheckpointError, GrefelError
-from grefel.io import atomic_path, read_json, sha256_file, write_json
-from grefel.models.weights import PUBLISHED, WEIGHT_KINDS, check_weight_file
-from grefel.paths import data_root as resolve_data_root
+from grefel.core.errors import CheckpointError, GrefelError
+from grefel.core.io import atomic_path, read_json, sha256_file, write_json
+from grefel.weights.verify import PUBLISHED, WEIGHT_KINDS, check_weight_file
+from grefel.core.paths import data_root as resolve_data_root
 
 STORE_FOLDER = "weights"
 REGISTRY = "registry.json"
@@ -102,7 +102,7 @@ class MissingWeightsError(CheckpointError):
 
 # -- the registry ----------------------------------------------------------------------------------
 def store_dir(data_root: str | os.PathLike | None = None) -> Path:
-    """``<data root>/weights`` (data root as in :mod:`grefel.paths`)."""
+    """``<data root>/weights`` (data root as in :mod:`grefel.core.paths`)."""
     return resolve_data_root(data_root) / STORE_FOLDER
 
 
@@ -358,7 +358,7 @@ def plan_pretrained(
     scratch_hint: str = "or train from random weights on purpose (from_scratch)",
 ) -> dict[str, Path]:
     """The files to start ``preset`` from: kind -> path, in load order (keyword arguments of
-    :func:`grefel.models.weights.load_pretrained`).
+    :func:`grefel.weights.verify.load_pretrained`).
 
     Files given as arguments come first; the store fills in the rest of the first set of
     :func:`pretrained_sources` that holds every given kind. Presets that take no pretrained weights

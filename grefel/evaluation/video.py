@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.errors import DatasetError, GrefelError
+from grefel.core.errors import DatasetError, GrefelError
 
 PREDICTION_COLUMNS = {"corrected": "top_class", "primary": "primary_class", "smoothed": "smoothed_class"}
 FACE_CHOICES = ("auto", "largest", "left", "right")

@@ -2,7 +2,7 @@
 
 The checkpoint alone says what to evaluate: it records its dataset (name, protocol, classes,
 path), the label set it was trained with and its model configuration. The result is one Parquet
-file (schema: :mod:`grefel.report.predictions`) with the primary distribution (eq. 9), both
+file (schema: :mod:`grefel.evaluation.predictions`) with the primary distribution (eq. 9), both
 corrections (eq. 15, 17, 18), the corrected distribution (eq. 19), the confidences (eq. 10-11) and
 the embedding of every sample, beside its clean and noisy labels, group and attributes. Reports,
 notebooks and other tools read that file; nothing downstream re-runs the model.
@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from grefel.checkpoint import load_checkpoint
+from grefel.training.checkpoint import load_checkpoint
 from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.data.transforms import MODEL_INPUT, eval_batch
-from grefel.distributed import pick_device
-from grefel.errors import CheckpointError, DatasetError, GrefelError
-from grefel.io import atomic_path, read_json, sha256_file, writable_dir, write_json
-from grefel.paths import resolve_dataset
-from grefel.report.predictions import CONFIDENCES, DISTRIBUTIONS, read_predictions_meta, write_predictions
+from grefel.training.distributed import pick_device
+from grefel.core.errors import CheckpointError, DatasetError, GrefelError
+from grefel.core.io import atomic_path, read_json, sha256_file, writable_dir, write_json
+from grefel.core.paths import resolve_dataset
+from grefel.evaluation.predictions import CONFIDENCES, DISTRIBUTIONS, read_predictions_meta, write_predictions
 
 CHUNK = 2048  # samples per resumable part file
 
@@ -312,7 +312,7 @@ def _prediction_columns(
     attributes: list[str],
     outputs: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """The columns of the predictions file (schema: :mod:`grefel.report.predictions`), in order."""
+    """The columns of the predictions file (schema: :mod:`grefel.evaluation.predictions`), in order."""
     meta_df = ds.meta.loc[indices]
     columns: dict[str, np.ndarray] = {
         "index": indices.astype(np.int64),

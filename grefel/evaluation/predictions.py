@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from grefel.errors import GrefelError
-from grefel.io import atomic_path, json_default
+from grefel.core.errors import GrefelError
+from grefel.core.io import atomic_path, json_default
 
 FORMAT = "grefel-predictions"
 FORMAT_VERSION = 1
@@ -142,7 +142,7 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
 
 
 def _json_default(o: Any) -> Any:
-    """Like :func:`grefel.io.json_default`, but lenient: tensors as lists, anything else as its str."""
+    """Like :func:`grefel.core.io.json_default`, but lenient: tensors as lists, anything else as its str."""
     try:
         return json_default(o)
     except TypeError:

@@ -1,9 +1,9 @@
 """Every setting of a training run, declared once (``grefel train``'s options are derived from it).
 
 Each field of :class:`TrainConfig` carries its default, help text, help panel, short flag, allowed
-range or choices, and whether a resumed run may change it (:mod:`grefel.settings`). From these
+range or choices, and whether a resumed run may change it (:mod:`grefel.core.settings`). From these
 declarations come the options of ``grefel train`` (``grefel_cli/train.py``), the validation of a
-configuration (:meth:`TrainConfig.validate`, called by ``grefel.train.train``), the validation of
+configuration (:meth:`TrainConfig.validate`, called by ``grefel.training.loop.train``), the validation of
 a dict of settings such as a study file (:func:`validate_settings`) and the ``grefel train``
 arguments of a dict of settings (:func:`train_argv`). Adding a setting is one field here.
 
@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from grefel import settings
-from grefel.errors import GrefelError
-from grefel.recipe import DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
-from grefel.settings import setting
+from grefel.core import settings
+from grefel.core.errors import GrefelError
+from grefel.core.recipe import DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
+from grefel.core.settings import setting
 
 D = "Data and refinement"
 A = "Augmentation (Table 5)"

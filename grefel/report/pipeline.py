@@ -1,7 +1,7 @@
 """Library stages run one after another as one command: evaluate checkpoints, then report on them.
 
 :mod:`grefel.report` reads predictions files only; whether a checkpoint must be evaluated first is
-decided here (by :func:`grefel.evaluate.evaluate`, which reuses an up-to-date predictions file).
+decided here (by :func:`grefel.evaluation.evaluate.evaluate`, which reuses an up-to-date predictions file).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from grefel.errors import GrefelError
-from grefel.io import writable_dir
+from grefel.core.errors import GrefelError
+from grefel.core.io import writable_dir
 
 
 def run_name(source: str | os.PathLike) -> str:
@@ -25,13 +25,13 @@ def run_name(source: str | os.PathLike) -> str:
 
 def predictions_for(source: str | os.PathLike, **evaluate_options) -> Path:
     """The predictions file of ``source``: itself for a ``.parquet`` file, else the checkpoint's,
-    evaluated now when it is missing or stale (``evaluate_options``: see :func:`grefel.evaluate.evaluate`)."""
+    evaluated now when it is missing or stale (``evaluate_options``: see :func:`grefel.evaluation.evaluate.evaluate`)."""
     source = Path(source)
     if source.suffix == ".parquet":
         if not source.is_file():
             raise GrefelError(f"predictions file {source} not found: write it with `grefel evaluate`")
         return source
-    from grefel.evaluate import evaluate
+    from grefel.evaluation.evaluate import evaluate
 
     return evaluate(source, **evaluate_options)
 
@@ -59,7 +59,7 @@ def evaluate_and_report(
     source>/report``. ``report_options`` (samples, n_changed, tsne_points, seed, sections, title)
     go to :func:`grefel.report.build.build_report`.
     """
-    from grefel.evaluate import check_batch_size
+    from grefel.evaluation.evaluate import check_batch_size
     from grefel.report.build import build_report, check_report_options
 
     if not sources:
@@ -85,7 +85,7 @@ def evaluate_and_report(
 def _load_runs(sources, evaluate_options: dict, log: Callable[[str], None]):
     """Predictions of every source that can be used, and one line for each that cannot."""
     from grefel.report.build import ReportRun
-    from grefel.report.predictions import read_predictions
+    from grefel.evaluation.predictions import read_predictions
 
     runs, problems = [], []
     for src in sources:

@@ -15,7 +15,7 @@ lists as JSON):
 The export uses torch.onnx's dynamo exporter at its default opset (20 with torch 2.14; the tiny
 preset's antialiased resize needs 18 or later) and checks the file with ONNX Runtime against
 PyTorch on random inputs before it is renamed into place.
-:class:`grefel.classifier.OnnxClassifier` runs the result without torch.
+:class:`grefel.inference.classifier.OnnxClassifier` runs the result without torch.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.classifier import OUTPUTS, checkpoint_classes, stored_size
-from grefel.errors import GrefelError
+from grefel.inference.classifier import OUTPUTS, checkpoint_classes, stored_size
+from grefel.core.errors import GrefelError
 
 VERIFY_BATCH = 3
 
@@ -90,9 +90,9 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None) -
     """Write checkpoint ``ckpt`` as ONNX to ``out`` (default: beside it, ``<stem>.onnx``), verified."""
     import torch
 
-    from grefel.checkpoint import load_checkpoint
-    from grefel.evaluate import eval_crop, model_from_checkpoint
-    from grefel.io import atomic_path, sha256_file
+    from grefel.training.checkpoint import load_checkpoint
+    from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
+    from grefel.core.io import atomic_path, sha256_file
 
     out = Path(out) if out is not None else Path(ckpt).with_suffix(".onnx")
     payload = load_checkpoint(ckpt)

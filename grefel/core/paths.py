@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from grefel.errors import DatasetError
+from grefel.core.errors import DatasetError
 
 ENV_DATA_ROOT = "GREFEL_DATA_ROOT"
 MANIFEST = "manifest.json"

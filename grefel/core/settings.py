@@ -1,6 +1,6 @@
 """Settings declared once: a dataclass field carries its default, help, range and resume rule.
 
-A configuration dataclass (``grefel.train_config.TrainConfig``) declares each setting with
+A configuration dataclass (``grefel.training.config.TrainConfig``) declares each setting with
 :func:`setting`; everything else is derived from that declaration:
 
 * validation of a dict of settings, with messages that name the setting (:func:`validate`);
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass
 from typing import Any
 
-from grefel.errors import GrefelError
+from grefel.core.errors import GrefelError
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ Two more kinds are facexlib's RetinaFace detectors (``facexlib-resnet50``: ``det
 ``facexlib-mobile0.25``: ``detection_mobilenet0.25_Final.pth``), matched against facexlib's own network by
 :func:`match_detector`. :func:`identify` tells the five kinds apart by their keys alone (whatever the
 file is called) and :func:`check_weight_file` identifies and verifies a file in one call (what
-``grefel weights add`` runs, :mod:`grefel.weights_store`).
+``grefel weights add`` runs, :mod:`grefel.weights.store`).
 
 Files are read with ``torch.load(..., weights_only=True)``. Trained POSTER++ checkpoints also pickle
 the authors' ``RecorderMeter`` objects, which ``weights_only`` refuses; such non-tensor objects are
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from grefel.data.align import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS
-from grefel.errors import CheckpointError, torch_load_failure
+from grefel.core.errors import CheckpointError, torch_load_failure
 
 IR50_LAYOUT = (3, 4, 14, 3)  # units per stage of face.evoLVe's IR-50
 

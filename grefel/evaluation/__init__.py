@@ -1,0 +1,1 @@
+"""Evaluation: a checkpoint over a split, the predictions file, metrics, video scoring."""

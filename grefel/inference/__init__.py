@@ -1,0 +1,1 @@
+"""Inference on photos and videos: predict, the torch and ONNX backends, export."""

@@ -1,0 +1,1 @@
+"""Training: settings, the loop, run folders and checkpoints, torchrun, TensorBoard."""

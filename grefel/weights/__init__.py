@@ -1,0 +1,1 @@
+"""Pretrained weight files: what is published (catalog), the store, checks against the model."""
