@@ -61,8 +61,8 @@ def write_both(images: np.ndarray, root: Path, num_classes: int = 7) -> tuple[Pa
     """The same images as a prepared dataset (shards) and as an ImageFolder tree of JPEGs."""
     from PIL import Image
 
-    from grefel.data.shards import Sample, shard_name, write_shard
     from grefel.core.io import write_json
+    from grefel.data.shards import Sample, shard_name, write_shard
 
     classes = [f"c{k}" for k in range(num_classes)]
     labels = np.arange(len(images)) % num_classes

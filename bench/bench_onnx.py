@@ -32,8 +32,8 @@ def random_checkpoint(preset: str, out: Path) -> Path:
     """A random-weight checkpoint of ``preset`` with 7 classes (what `grefel export` and predict read)."""
     import torch
 
-    from grefel.training.checkpoint import save_checkpoint
     from grefel.models import create_model
+    from grefel.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = create_model(preset, num_classes=7)

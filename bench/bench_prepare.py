@@ -233,9 +233,9 @@ def part_size(work: Path, n: int) -> None:
     import skimage.data
     from PIL import Image
 
+    from grefel.core.io import write_json
     from grefel.data.align import FaceAligner, align_landmarks
     from grefel.data.shards import PreparedDataset, Sample, write_shard
-    from grefel.core.io import write_json
 
     photos = [
         skimage.data.astronaut(),

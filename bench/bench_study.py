@@ -47,10 +47,10 @@ def settings(args):
 
 def overhead(work: Path, s, console) -> dict:
     """(a): the demo in ``work``; its study's and report's wall time against its runs' training time."""
+    from grefel.core.devices import usable_cores
     from grefel.demo import STUDY, run_demo
     from grefel.study.folder import load_plan, read_status, run_folder
     from grefel.study.run import local_slots
-    from grefel.core.devices import usable_cores
 
     run_demo(work, settings=s, console=console)
     demo = json.loads((work / "demo.json").read_text())

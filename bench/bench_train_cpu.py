@@ -31,8 +31,8 @@ def make_dataset(root: Path, classes: int, per_class: int, seed: int = 0) -> Pat
     """A prepared dataset of jittered face crops, ``per_class`` train + a quarter as many val per class."""
     from bench_datapath import faces
 
-    from grefel.data.shards import Sample, shard_name, write_shard
     from grefel.core.io import write_json
+    from grefel.data.shards import Sample, shard_name, write_shard
 
     n_val = max(2, per_class // 4)
     n = classes * (per_class + n_val)

@@ -223,8 +223,8 @@ def instrument(args, report: dict, device) -> None:
     """Time validation and checkpoints per epoch; profile / sync-debug the extra last epoch."""
     import torch
 
-    import grefel.training.tblog as tblog
     import grefel.training.loop as gt
+    import grefel.training.tblog as tblog
 
     timed = {"evaluate": (gt, "evaluate"), "save_epoch": (gt, "save_epoch"), "tensorboard": (tblog, "log_epoch")}
     originals = {name: getattr(module, attr) for name, (module, attr) in timed.items()}

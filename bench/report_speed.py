@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grefel.report import build as B  # noqa: E402
 from grefel.evaluation import metrics as M  # noqa: E402
 from grefel.evaluation.predictions import read_predictions, write_predictions  # noqa: E402
+from grefel.report import build as B  # noqa: E402
 
 CLASSES = ["Neutral", "Happiness", "Sadness", "Surprise", "Fear", "Disgust", "Anger"]
 

@@ -141,8 +141,8 @@ def run_demo(
     """
     import torch
 
-    from grefel.study.report import study_report
     from grefel.core.devices import usable_cores
+    from grefel.study.report import study_report
 
     s = settings or (QUICK if quick else DEFAULT)
     if s.seeds < 1:

@@ -40,9 +40,9 @@ def evaluate_video(
 
     from rich.table import Table
 
-    from grefel.evaluation.video import evaluate_video as run
     from grefel.core.console import make_console
     from grefel.core.io import write_json
+    from grefel.evaluation.video import evaluate_video as run
 
     score = run(predictions, annotations, prediction=prediction, face=face)
     console = make_console()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.data.shards import Sample, shard_name, write_shard
 from grefel.core.io import write_json
 from grefel.core.paths import data_root
+from grefel.data.shards import Sample, shard_name, write_shard
 
 PATTERNS = ("hstripes", "vstripes", "disc", "checker", "ring", "cross", "dots", "frame")
 

@@ -7,6 +7,7 @@ import prepare_fixtures as fx
 import pytest
 import torch
 
+from grefel.core.errors import CheckpointError, GrefelError
 from grefel.data.align import (
     TEMPLATE_112,
     FaceAligner,
@@ -17,7 +18,6 @@ from grefel.data.align import (
     template,
     warp,
 )
-from grefel.core.errors import CheckpointError, GrefelError
 
 SIZE = 128
 

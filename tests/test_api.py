@@ -35,7 +35,8 @@ def ckpt(tmp_path_factory):
 
 def test_import_grefel_stays_light():
     code = (
-        "import sys, grefel; heavy = ('torch', 'pandas', 'onnxruntime', 'cv2', 'grefel.api', 'grefel.inference.predict');"
+        "import sys, grefel; heavy = ('torch', 'pandas', 'onnxruntime', 'cv2', 'grefel.api',"
+        " 'grefel.inference.predict');"
         "print([m for m in heavy if m in sys.modules], callable(grefel.load))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,10 +8,10 @@ import pytest
 from helpers import make_prepared
 from typer.testing import CliRunner
 
-from grefel.data.corrupt import asymmetric_map, corrupt, corrupt_dataset, read_label_set_attrs
-from grefel.data.shards import PreparedDataset
 from grefel.core.errors import DatasetError
 from grefel.core.io import sha256_file
+from grefel.data.corrupt import asymmetric_map, corrupt, corrupt_dataset, read_label_set_attrs
+from grefel.data.shards import PreparedDataset
 
 EMOTIONS = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
 

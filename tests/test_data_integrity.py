@@ -21,10 +21,10 @@ import pytest
 from helpers import make_prepared
 from typer.testing import CliRunner
 
+from grefel.core.errors import DatasetError, GrefelError
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset, ShardWriter
 from grefel.synth.faces import generate
-from grefel.core.errors import DatasetError, GrefelError
 
 TESTS = Path(__file__).resolve().parent
 SMALL = dict(characters=2, per_class=3, imbalance=1.0, size=32, progress=False)  # 42 images

@@ -18,11 +18,11 @@ from helpers import PATTERNS, pattern_image
 from typer.testing import CliRunner
 
 import grefel.evaluation.evaluate as E
-from grefel.training.checkpoint import save_checkpoint
-from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.core.io import write_json
+from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
 from grefel.evaluation.predictions import read_predictions
+from grefel.training.checkpoint import save_checkpoint
 
 torch.set_num_threads(2)
 CLASSES = ["hstripes", "vstripes", "disc", "checker"]

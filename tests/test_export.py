@@ -72,9 +72,9 @@ def test_tiny_matches_pytorch_and_carries_metadata(tiny):
 def test_full_preset_matches_pytorch(tmp_path):
     import torch
 
-    from grefel.training.checkpoint import save_checkpoint
     from grefel.inference.export import export_onnx
     from grefel.models import create_model
+    from grefel.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("full", num_classes=7)
@@ -91,8 +91,8 @@ def test_full_preset_matches_pytorch(tmp_path):
 def test_numpy_preset_equals_eval_batch():
     """Same float32 operations in the same order (x / 255, crop, (x - mean) / std): equal up to a rounding
     of the last step (|x| < 2.7, so 1e-6 is four ulps)."""
-    from grefel.inference.classifier import preprocess
     from grefel.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_batch
+    from grefel.inference.classifier import preprocess
 
     x = faces(4, size=128)
     np.testing.assert_allclose(preprocess(x, 112, IMAGENET_MEAN, IMAGENET_STD), eval_batch(x, 112).numpy(), atol=1e-6)

@@ -216,8 +216,8 @@ def test_evaluate_video_f1_against_sklearn(clips, ckpt, tmp_path):
 
 
 def test_evaluate_video_face_choice_and_errors(tmp_path):
-    from grefel.evaluation.video import evaluate_video
     from grefel.core.errors import GrefelError
+    from grefel.evaluation.video import evaluate_video
 
     rows = []
     for k in range(4):  # a big face on the left says "a", a small one on the right "b"

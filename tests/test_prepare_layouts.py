@@ -10,10 +10,10 @@ import numpy as np
 import prepare_fixtures as fx
 import pytest
 
+from grefel.core.errors import DatasetError
 from grefel.data.definitions import dataset_ids, load_definition
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset
-from grefel.core.errors import DatasetError
 
 
 def run(dataset, raw, tmp_path, **kw) -> PreparedDataset:

@@ -19,9 +19,9 @@ import prepare_fixtures as fx
 import pytest
 from PIL import Image
 
+from grefel.core.errors import GrefelError
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset, ShardWriter
-from grefel.core.errors import GrefelError
 
 TESTS = Path(__file__).resolve().parent
 

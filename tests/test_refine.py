@@ -6,10 +6,10 @@ import pytest
 from helpers import make_prepared
 from typer.testing import CliRunner
 
+from grefel.core.errors import DatasetError
 from grefel.data.loader import RankBatches, epoch_plan
 from grefel.data.refine import group_codes, make_splits, refine, refine_epoch
 from grefel.data.shards import PreparedDataset
-from grefel.core.errors import DatasetError
 
 
 def _toy_meta(n_groups=6, per_group=(300, 40, 7), num_classes=3, seed=0):

@@ -11,11 +11,11 @@ from sklearn import metrics as skm
 from test_report_data import CLASSES, fake_predictions
 from typer.testing import CliRunner
 
+from grefel.evaluation.metrics import expected_calibration_error, group_accuracy
+from grefel.evaluation.predictions import read_predictions
 from grefel.report import figures as F
 from grefel.report.build import build_report
 from grefel.report.compare import compare_runs, run_settings
-from grefel.evaluation.metrics import expected_calibration_error, group_accuracy
-from grefel.evaluation.predictions import read_predictions
 
 
 def _check_written(saved: dict, panels: int) -> None:
@@ -254,7 +254,14 @@ def test_synthetic_runs_get_their_own_table1_column(tmp_path):
     assert "drawn by <code>grefel synth</code>" in (tmp_path / "rep" / "report.html").read_text()
 
 
-FORBIDDEN = ("grefel.evaluation.evaluate", "grefel.training.checkpoint", "grefel.training.loop", "grefel.models", "grefel.report.pipeline", "torch")
+FORBIDDEN = (
+    "grefel.evaluation.evaluate",
+    "grefel.training.checkpoint",
+    "grefel.training.loop",
+    "grefel.models",
+    "grefel.report.pipeline",
+    "torch",
+)
 
 
 def _imported_names(path) -> list[str]:

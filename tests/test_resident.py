@@ -8,12 +8,12 @@ import torch
 from helpers import make_prepared
 
 import grefel.training.loop
-from grefel.training.checkpoint import load_checkpoint
+from grefel.core.errors import GrefelError
 from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
 from grefel.data.resident import RESIDENT_SHARE, ResidentBatches, ResidentFaces, use_data_on_device
 from grefel.data.shards import PreparedDataset
 from grefel.data.transforms import TrainAugment, augment_uniforms, train_batch
-from grefel.core.errors import GrefelError
+from grefel.training.checkpoint import load_checkpoint
 from grefel.training.loop import TrainConfig, train, validate_settings
 
 KEYS = ("images", "labels", "index", "pos")

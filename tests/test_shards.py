@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
 from grefel.core.errors import DatasetError
 from grefel.core.io import write_json
 from grefel.core.paths import resolve_dataset
+from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
 
 CLASSES = ["a", "b", "c"]
 

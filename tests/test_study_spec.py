@@ -146,7 +146,9 @@ def test_train_argv_is_parsed_by_the_cli_into_the_same_config(monkeypatch):
             want["labels"] = None
         got = {k: getattr(cfg, k) for k in want}
         assert got == want, shlex.join(args)
-        defaults = {f.name: f.default for f in dataclasses.fields(grefel.training.loop.TrainConfig) if f.name not in want}
+        defaults = {
+            f.name: f.default for f in dataclasses.fields(grefel.training.loop.TrainConfig) if f.name not in want
+        }
         assert all(getattr(cfg, k) == v for k, v in defaults.items() if k != "model_args")
 
 

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from grefel.core.errors import GrefelError
+from grefel.core.io import read_json
 from grefel.synth import faces as synth
 from grefel.synth.faces import (
     EXPRESSIONS,
@@ -23,8 +25,6 @@ from grefel.synth.faces import (
     draw,
     generate,
 )
-from grefel.core.errors import GrefelError
-from grefel.core.io import read_json
 
 
 def _tree(root: Path) -> dict[str, bytes]:

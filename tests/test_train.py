@@ -9,9 +9,9 @@ import torch
 from helpers import make_prepared
 from typer.testing import CliRunner
 
-from grefel.training.checkpoint import load_checkpoint
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.models import create_model
+from grefel.training.checkpoint import load_checkpoint
 from grefel.training.loop import TrainConfig, TrainingDiverged, train
 
 TIME_KEYS = ("images_per_s", "epoch_time_s")

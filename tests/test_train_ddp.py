@@ -22,8 +22,8 @@ import pytest
 import torch
 from helpers import make_prepared
 
-from grefel.training.checkpoint import load_checkpoint
 from grefel.models import create_model
+from grefel.training.checkpoint import load_checkpoint
 from grefel.training.loop import TrainConfig, train
 
 # lr 1e-9: Adam's first step moves a weight by at most lr (lr * g / (|g| + eps)); 1e-9 is about one

@@ -60,10 +60,10 @@ def test_existing_flags_and_short_flags_are_kept():
 
 def test_defaults_and_choices_have_one_source():
     """N_pg / B are refine.py's constants, the reliability setups the model's own tuple."""
+    from grefel.core.settings import specs
     from grefel.data.refine import N_PG, PER_CLASS
     from grefel.models import RELIABILITY
     from grefel.models.grefel import GReFEL
-    from grefel.core.settings import specs
 
     cfg = TrainConfig()
     assert (cfg.n_pg, cfg.per_class) == (N_PG, PER_CLASS)

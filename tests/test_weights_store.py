@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from grefel.core.errors import CheckpointError
 from grefel.models import create_model
-from grefel.weights.verify import FACEXLIB_RELEASE, identify
 from grefel.weights.store import (
     REGISTRY,
     MissingWeightsError,
@@ -26,6 +25,7 @@ from grefel.weights.store import (
     registered_weights,
     store_dir,
 )
+from grefel.weights.verify import FACEXLIB_RELEASE, identify
 from grefel_cli.main import app
 
 

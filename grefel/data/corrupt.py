@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.core.errors import DatasetError
 from grefel.core.io import atomic_path
+from grefel.data.shards import LABELS_DIR, PreparedDataset
 
 MODES = ("symmetric", "asymmetric")
 

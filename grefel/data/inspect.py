@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.data.shards import PreparedDataset
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, read_json
 from grefel.core.paths import resolve_dataset
+from grefel.data.shards import PreparedDataset
 
 SHEET = "contact-sheet.png"
 
 
 def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
     """Counts per split x class, group and attribute summaries, skipped reasons and provenance."""
-    from grefel.data.prepare import SKIPPED, reason_kind
     from grefel.core.paths import PROVENANCE
+    from grefel.data.prepare import SKIPPED, reason_kind
 
     labels = ds.labels(label_set)
     splits = ds.splits(split_set)

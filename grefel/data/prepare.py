@@ -40,13 +40,13 @@ import h5py
 from rich.markup import escape
 
 from grefel import __version__
-from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, cv2_threads, resize_square
-from grefel.data.raw import CONFLICTING_LINE, DUPLICATE_LINE, ImageError, RawItem, RawReader, Skip, open_reader
-from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
 from grefel.core.errors import DatasetError, GrefelError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from grefel.core.paths import MANIFEST, PROVENANCE
 from grefel.core.paths import data_root as resolve_data_root
+from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, cv2_threads, resize_square
+from grefel.data.raw import CONFLICTING_LINE, DUPLICATE_LINE, ImageError, RawItem, RawReader, Skip, open_reader
+from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
 
 ALIGN_CHOICES = ("none", "landmarks", *DETECTORS)
 DEFAULT_SIZE = 128

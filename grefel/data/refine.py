@@ -30,10 +30,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from grefel.data.shards import SPLITS_DIR, PreparedDataset
 from grefel.core.errors import DatasetError
 from grefel.core.io import atomic_path
 from grefel.core.recipe import N_PG, PER_CLASS  # section 4.1
+from grefel.data.shards import SPLITS_DIR, PreparedDataset
 
 
 # ---------------------------------------------------------------------------------------------

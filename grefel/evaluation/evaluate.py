@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from grefel.training.checkpoint import load_checkpoint
-from grefel.data.shards import LABELS_DIR, PreparedDataset
-from grefel.data.transforms import MODEL_INPUT, eval_batch
-from grefel.training.distributed import pick_device
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.core.io import atomic_path, read_json, sha256_file, writable_dir, write_json
 from grefel.core.paths import resolve_dataset
+from grefel.data.shards import LABELS_DIR, PreparedDataset
+from grefel.data.transforms import MODEL_INPUT, eval_batch
 from grefel.evaluation.predictions import CONFIDENCES, DISTRIBUTIONS, read_predictions_meta, write_predictions
+from grefel.training.checkpoint import load_checkpoint
+from grefel.training.distributed import pick_device
 
 CHUNK = 2048  # samples per resumable part file
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.inference.classifier import OUTPUTS, checkpoint_classes, stored_size
 from grefel.core.errors import GrefelError
+from grefel.inference.classifier import OUTPUTS, checkpoint_classes, stored_size
 
 VERIFY_BATCH = 3
 
@@ -90,9 +90,9 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None) -
     """Write checkpoint ``ckpt`` as ONNX to ``out`` (default: beside it, ``<stem>.onnx``), verified."""
     import torch
 
-    from grefel.training.checkpoint import load_checkpoint
-    from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
     from grefel.core.io import atomic_path, sha256_file
+    from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
+    from grefel.training.checkpoint import load_checkpoint
 
     out = Path(out) if out is not None else Path(ckpt).with_suffix(".onnx")
     payload = load_checkpoint(ckpt)

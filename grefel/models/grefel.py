@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grefel.core.errors import GrefelError
+from grefel.core.recipe import RELIABILITY  # Table 2
 from grefel.models.output import GReFELOutput
 from grefel.models.poster import PosterEncoder
 from grefel.models.reliability import (
@@ -39,7 +40,6 @@ from grefel.models.reliability import (
     fusion_weights,
     mix,
 )
-from grefel.core.recipe import RELIABILITY  # Table 2
 
 _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
 

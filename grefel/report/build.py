@@ -26,12 +26,12 @@ import numpy as np
 
 from grefel.core.errors import GrefelError
 from grefel.core.io import writable_dir
-from grefel.report import figures as F
 from grefel.evaluation import metrics as M
+from grefel.evaluation.predictions import Predictions, read_predictions
+from grefel.report import figures as F
 from grefel.report.compare import SETTING_LABELS, compare_runs, run_settings
 from grefel.report.page import Section, section_contexts, unique_slugs, write_page
 from grefel.report.paper import dataset_column, table1
-from grefel.evaluation.predictions import Predictions, read_predictions
 
 GAP_MIN_COUNT = 10  # a group needs this many samples to decide the largest accuracy gap
 

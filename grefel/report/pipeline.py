@@ -25,7 +25,8 @@ def run_name(source: str | os.PathLike) -> str:
 
 def predictions_for(source: str | os.PathLike, **evaluate_options) -> Path:
     """The predictions file of ``source``: itself for a ``.parquet`` file, else the checkpoint's,
-    evaluated now when it is missing or stale (``evaluate_options``: see :func:`grefel.evaluation.evaluate.evaluate`)."""
+    evaluated now when it is missing or stale (``evaluate_options``: see
+    :func:`grefel.evaluation.evaluate.evaluate`)."""
     source = Path(source)
     if source.suffix == ".parquet":
         if not source.is_file():
@@ -84,8 +85,8 @@ def evaluate_and_report(
 
 def _load_runs(sources, evaluate_options: dict, log: Callable[[str], None]):
     """Predictions of every source that can be used, and one line for each that cannot."""
-    from grefel.report.build import ReportRun
     from grefel.evaluation.predictions import read_predictions
+    from grefel.report.build import ReportRun
 
     runs, problems = [], []
     for src in sources:

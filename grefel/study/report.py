@@ -54,8 +54,8 @@ def study_report(
     finished seed), ``"all"`` or ``"none"``. ``samples``, ``n_changed``, ``tsne_points``, ``seed``:
     as :func:`grefel.report.build.build_report`.
     """
-    from grefel.report.build import ReportRun, build_report
     from grefel.evaluation.predictions import read_predictions
+    from grefel.report.build import ReportRun, build_report
     from grefel.study.stats import summarize
 
     if runs not in RUN_CHOICES:

@@ -85,9 +85,9 @@ def check_folder(study_dir: Path, study) -> None:
 
 def ensure_label_sets(study) -> list[str]:
     """Make every label set the runs need that the dataset lacks (`grefel corrupt`); return those made."""
+    from grefel.core.paths import resolve_dataset
     from grefel.data.corrupt import corrupt, read_label_set_attrs
     from grefel.data.shards import PreparedDataset
-    from grefel.core.paths import resolve_dataset
 
     if not study.label_sets:
         return []

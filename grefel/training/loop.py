@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grefel.training import distributed as gdist
-from grefel.training import tblog
-from grefel.training.checkpoint import load_checkpoint, save_checkpoint
+from grefel.core.devices import usable_cores
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.core.io import atomic_path, write_json
 from grefel.core.recipe import DEFAULT_EPOCHS, PRECISIONS, RELIABILITY
-from grefel.core.devices import usable_cores
+from grefel.training import distributed as gdist
+from grefel.training import tblog
+from grefel.training.checkpoint import load_checkpoint, save_checkpoint
 from grefel.training.config import CUDAGRAPH_MODES, TrainConfig, resumable_settings, train_argv, validate_settings
 
 __all__ = [
@@ -399,8 +399,8 @@ class TrainData:
 def load_data(cfg: TrainConfig) -> TrainData:
     """Open the dataset; fix the split set by name (so a resume keeps it even if `grefel refine`
     runs meanwhile) in ``cfg``; check the label set and the crop; select train and val images."""
-    from grefel.data.shards import PreparedDataset
     from grefel.core.paths import resolve_dataset
+    from grefel.data.shards import PreparedDataset
 
     ds = PreparedDataset(resolve_dataset(cfg.dataset, cfg.data_root))
     ds.verify_contents()  # every shard's sha256 once (cached by size and mtime): damage is one line, not NaNs

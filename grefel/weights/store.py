@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from grefel.data.align import FACEXLIB_WEIGHTS
 from grefel.core.errors import CheckpointError, GrefelError
 from grefel.core.io import atomic_path, read_json, sha256_file, write_json
-from grefel.weights.verify import PUBLISHED, WEIGHT_KINDS, check_weight_file
 from grefel.core.paths import data_root as resolve_data_root
+from grefel.data.align import FACEXLIB_WEIGHTS
+from grefel.weights.verify import PUBLISHED, WEIGHT_KINDS, check_weight_file
 
 STORE_FOLDER = "weights"
 REGISTRY = "registry.json"

@@ -44,8 +44,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grefel.data.align import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS
 from grefel.core.errors import CheckpointError, torch_load_failure
+from grefel.data.align import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS
 
 IR50_LAYOUT = (3, 4, 14, 3)  # units per stage of face.evoLVe's IR-50
 

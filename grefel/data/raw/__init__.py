@@ -23,8 +23,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from grefel.data.definitions import Definition, load_definition
 from grefel.core.errors import DatasetError
+from grefel.data.definitions import Definition, load_definition
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 
