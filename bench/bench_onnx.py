@@ -60,7 +60,8 @@ def main() -> None:
 
     import torch
 
-    from grefel.inference.classifier import OnnxClassifier, TorchClassifier
+    from grefel.inference.onnx_model import OnnxClassifier
+    from grefel.inference.torch_model import TorchClassifier
     from grefel.inference.export import export_onnx
 
     torch.set_num_threads(args.threads)

@@ -131,7 +131,7 @@ def part_throughput(work: Path, n: int, repeats: int, size: int = 100) -> None:
     import cv2
 
     from grefel.data.prepare import _lanes
-    from grefel.data.raw import decode_image
+    from grefel.core.images import decode_image
 
     cv2.setNumThreads(1)  # as prepare runs OpenCV
     lanes = _lanes("retinaface-onnx", 1, None)

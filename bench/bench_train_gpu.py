@@ -425,7 +425,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    device = gdist._pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     report = {"label": args.label, "device": f"{name} x {world}", "torch": torch.__version__}
     report["config"] = {k: v for k, v in vars(args).items() if k not in ("json", "label", "trace")}

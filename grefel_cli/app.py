@@ -75,7 +75,7 @@ app = typer.Typer(
 
 def version_callback(value: bool):
     if value:
-        from grefel import __version__
+        from grefel.core.version import __version__
 
         typer.echo(f"grefel {__version__}")
         raise typer.Exit()

@@ -84,7 +84,12 @@ def prepare(
 
       grefel prepare ferg ~/data/FERG_DB_256 --out /tmp/ferg --force
     """
-    options = dict(locals())  # every option is an argument of the same name of the library function
+    options = dict(locals())  # every other option is an argument of the same name of the library function
+    from grefel.data.align import FACEXLIB_NETWORKS
     from grefel.data.prepare import prepare as run
+    from grefel.weights.store import detector_weights
 
+    weights_dir = options.pop("weights_dir")
+    if align in FACEXLIB_NETWORKS:  # the detector's weight file, from --weights-dir or the weights store
+        options["detector_weights"] = detector_weights(align, weights_dir, data_root)
     run(**options)

@@ -49,7 +49,7 @@ def add(
     import sys
 
     from grefel.core.console import make_console
-    from grefel.weights.store import add_weights
+    from grefel.weights.verify import add_weights
 
     console = make_console()
 

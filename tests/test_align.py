@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from grefel.core.errors import CheckpointError, GrefelError
+from grefel.weights.store import detector_weights
 from grefel.data.align import (
     TEMPLATE_112,
     FaceAligner,
@@ -135,7 +136,7 @@ def _random_facexlib_state(prefix: str = "module.") -> dict:
 def test_facexlib_weights_load_from_the_published_file_name(tmp_path, prefix):
     state = _random_facexlib_state(prefix)
     torch.save(state, tmp_path / "detection_mobilenet0.25_Final.pth")
-    al = FaceAligner("facexlib-mobile0.25", weights_dir=tmp_path, size=SIZE)
+    al = FaceAligner("facexlib-mobile0.25", tmp_path / "detection_mobilenet0.25_Final.pth", size=SIZE)
     loaded = al._detector._model.state_dict()
     for k, v in state.items():
         torch.testing.assert_close(loaded[k.removeprefix("module.")], v)
@@ -152,7 +153,7 @@ def test_facexlib_missing_weights_is_one_line_and_never_downloads(tmp_path, monk
 
     monkeypatch.setattr(facexlib.utils, "load_file_from_url", no_download)
     with pytest.raises(CheckpointError) as e:
-        FaceAligner("facexlib-resnet50", weights_dir=tmp_path)
+        detector_weights("facexlib-resnet50", tmp_path)
     msg = str(e.value)
     assert "detection_Resnet50_Final.pth" in msg and "github.com/xinntao/facexlib/releases" in msg
     assert str(tmp_path) in msg and "\n" not in msg
@@ -162,10 +163,10 @@ def test_facexlib_bad_weight_files(tmp_path):
     p = tmp_path / "detection_mobilenet0.25_Final.pth"
     p.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CheckpointError, match="cannot be read"):
-        FaceAligner("facexlib-mobile0.25", weights_dir=tmp_path)
+        FaceAligner("facexlib-mobile0.25", p)
     torch.save({"conv.weight": torch.zeros(3)}, p)
     with pytest.raises(CheckpointError, match="does not fit"):
-        FaceAligner("facexlib-mobile0.25", weights_dir=tmp_path)
+        FaceAligner("facexlib-mobile0.25", p)
 
 
 def test_unknown_method():

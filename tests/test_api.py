@@ -70,7 +70,7 @@ def test_predict_images_and_videos_as_the_cli_does(files, ckpt, tmp_path):
 def test_predict_faces_numpy_and_torch(ckpt):
     import torch
 
-    from grefel.inference.classifier import TorchClassifier
+    from grefel.inference.torch_model import TorchClassifier
 
     model = grefel.load(ckpt)
     rng = np.random.default_rng(0)

@@ -47,7 +47,8 @@ def faces(n=5, size=128, seed=0):
 
 
 def assert_match(ckpt, onnx, x):
-    from grefel.inference.classifier import OnnxClassifier, TorchClassifier
+    from grefel.inference.onnx_model import OnnxClassifier
+    from grefel.inference.torch_model import TorchClassifier
 
     ref = TorchClassifier(ckpt, "cpu").run(x)
     got = OnnxClassifier(onnx).run(x)
@@ -92,7 +93,7 @@ def test_numpy_preset_equals_eval_batch():
     """Same float32 operations in the same order (x / 255, crop, (x - mean) / std): equal up to a rounding
     of the last step (|x| < 2.7, so 1e-6 is four ulps)."""
     from grefel.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_batch
-    from grefel.inference.classifier import preprocess
+    from grefel.inference.onnx_model import preprocess
 
     x = faces(4, size=128)
     np.testing.assert_allclose(preprocess(x, 112, IMAGENET_MEAN, IMAGENET_STD), eval_batch(x, 112).numpy(), atol=1e-6)

@@ -41,7 +41,8 @@ def test_reasons_name_the_case():
 def test_empty_image_name_rows_are_skipped(tmp_path):
     import prepare_fixtures as fx
 
-    from grefel.data.raw import Skip, open_reader
+    from grefel.data.raw import open_reader
+    from grefel.data.raw.base import Skip
 
     fx.make_ferplus(tmp_path)
     items = list(open_reader("ferplus", tmp_path).items())

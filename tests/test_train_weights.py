@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from grefel.core.errors import GrefelError
 from grefel.models import create_model
 from grefel.training.loop import TrainConfig, build_model, create_run_model, pretrained_files
-from grefel.weights.store import MissingWeightsError, add_weights
+from grefel.weights.store import MissingWeightsError
+from grefel.weights.verify import add_weights
 from grefel_cli.main import app
 
 

@@ -19,13 +19,14 @@ from grefel.models import create_model
 from grefel.weights.store import (
     REGISTRY,
     MissingWeightsError,
-    add_weights,
+    detector_weights,
     plan_pretrained,
     registered_file,
     registered_weights,
     store_dir,
 )
-from grefel.weights.verify import FACEXLIB_RELEASE, identify
+from grefel.weights.catalog import FACEXLIB_RELEASE
+from grefel.weights.verify import add_weights, identify
 from grefel_cli.main import app
 
 
@@ -293,15 +294,15 @@ def test_weights_help_examples_fit_80_columns():
 
 def _register(kind: str, root: Path | None = None) -> Path:
     """A registry entry for ``kind`` without the (slow) verification: for the planning tests only."""
-    from grefel.weights.store import WeightEntry, _read, _write
+    from grefel.weights.store import WeightEntry, read_entries, write_entries
 
     store = store_dir(root)
     path = store / kind / f"{kind}.pth"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x" * 10)
-    entries = _read(store)
+    entries = read_entries(store)
     entries[kind] = WeightEntry(kind, f"{kind}/{kind}.pth", kind, _sha(path), 10, "copy", str(path), 1, 1, 0, "now")
-    _write(store, entries)
+    write_entries(store, entries)
     return path
 
 
@@ -354,21 +355,23 @@ def test_facexlib_detector_found_in_the_store(small, tmp_path):
     from grefel.data.prepare import ItemWork
 
     with pytest.raises(CheckpointError) as e:
-        FaceAligner("facexlib-mobile0.25")
+        detector_weights("facexlib-mobile0.25")
     msg = str(e.value)
     assert "\n" not in msg and "grefel weights add" in msg and str(store_dir()) in msg and FACEXLIB_RELEASE in msg
     det = small / "detection_mobilenet0.25_Final.pth"
     add_weights([det])
-    al = FaceAligner("facexlib-mobile0.25", size=112)
+    path, sha = detector_weights("facexlib-mobile0.25")
+    al = FaceAligner("facexlib-mobile0.25", path, size=112, weights_sha256=sha)
     for k, v in torch.load(det, weights_only=True).items():
         torch.testing.assert_close(al._detector._model.state_dict()[k.removeprefix("module.")], v)
     assert al.describe()["weights"] == str(registered_file("facexlib-mobile0.25"))
     assert al.describe()["model_sha256"] == _sha(det)
-    # prepare's workers look in the store of the data root they were given
+    # prepare's workers get the file of the data root they were given
     other = tmp_path / "root"
     add_weights([det], other, link=True)
     os.environ.pop("GREFEL_DATA_ROOT")  # the autouse fixture's monkeypatch restores it
-    work = ItemWork(reader=None, align="facexlib-mobile0.25", size=112, data_root=str(other))
+    path, sha = detector_weights("facexlib-mobile0.25", data_root=other)
+    work = ItemWork(reader=None, align="facexlib-mobile0.25", size=112, weights=str(path), weights_sha256=sha)
     assert work.aligner().describe()["weights"] == str(other / "weights" / "facexlib-mobile0.25" / det.name)
 
 
@@ -382,19 +385,19 @@ def test_a_registered_detector_that_changed_is_refused(small, tmp_path):
     data[len(data) // 2] ^= 0xFF  # a flipped bit in the weights: same size, so only the hash tells
     det.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="changed since it was registered.*grefel weights add"):
-        FaceAligner("facexlib-mobile0.25")
+        FaceAligner("facexlib-mobile0.25", *detector_weights("facexlib-mobile0.25"))
 
 
 def test_predict_finds_the_detector_in_the_store(small, tmp_path, monkeypatch):
     from PIL import Image
     from test_evaluate import make_checkpoint
 
-    import grefel.data.align as A
+    import grefel.inference.predict as P
     from grefel.inference.predict import predict
 
     looked_up = []
-    real = A.facexlib_weights
-    monkeypatch.setattr(A, "facexlib_weights", lambda *a: looked_up.append(real(*a)) or looked_up[-1])
+    real = P.detector_weights
+    monkeypatch.setattr(P, "detector_weights", lambda *a: looked_up.append(real(*a)) or looked_up[-1])
     ckpt = make_checkpoint(tmp_path)
     Image.new("RGB", (96, 96), (120, 100, 90)).save(tmp_path / "a.png")
     det = small / "detection_mobilenet0.25_Final.pth"

@@ -12,8 +12,8 @@ scaled to the stored size (``size / 112``). The five points come from
                            (onnxruntime). Works right after ``pip install``; the default.
   ``facexlib-resnet50``    facexlib's RetinaFace ResNet-50, weights ``detection_Resnet50_Final.pth``
   ``facexlib-mobile0.25``  facexlib's RetinaFace mobile0.25, ``detection_mobilenet0.25_Final.pth``
-                           (both user-supplied, never downloaded: in ``weights_dir`` when given, else
-                           the file registered in the data root's weights store, ``grefel weights add``).
+                           (both user files, never downloaded: the caller passes the file's path,
+                           found by :func:`grefel.weights.store.detector_weights`).
 
 Pre-aligned sources skip all of this: :func:`resize_square` only scales them to the stored size.
 Every function returns an :class:`AlignedFace` whose ``transform`` maps source pixels to stored
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from grefel.core.devices import torch_device
 from grefel.core.errors import CheckpointError, GrefelError
 
 # facexlib.detection.align_trans.get_reference_facial_points(default_square=True): the ArcFace
@@ -46,13 +47,8 @@ TEMPLATE_112 = np.array(
     ],
     dtype=np.float32,
 )
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 DETECTORS = ("retinaface-onnx", "facexlib-resnet50", "facexlib-mobile0.25")
-FACEXLIB_WEIGHTS = {
-    "facexlib-resnet50": ("resnet50", "detection_Resnet50_Final.pth"),
-    "facexlib-mobile0.25": ("mobile0.25", "detection_mobilenet0.25_Final.pth"),
-}
-FACEXLIB_RELEASE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
+FACEXLIB_NETWORKS = {"facexlib-resnet50": "resnet50", "facexlib-mobile0.25": "mobile0.25"}
 
 
 @dataclass
@@ -286,50 +282,17 @@ class _OnnxRetinaFace:
         return xyxy.astype(np.float32), s[nms].astype(np.float32), lms[nms].astype(np.float32)
 
 
-def facexlib_weights(
-    method: str, weights_dir: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None
-) -> tuple[Path, str | None]:
-    """The weight file of facexlib detector ``method`` and its registered sha256 (``None`` if not registered).
-
-    In ``weights_dir`` under facexlib's file name when a folder is given, else the file registered
-    in the weights store of ``data_root`` (``grefel weights add``). A one-line error when neither
-    holds it: nothing is downloaded.
-    """
-    filename = FACEXLIB_WEIGHTS[method][1]
-    if weights_dir:
-        path = Path(weights_dir).expanduser() / filename
-        if not path.is_file():
-            raise CheckpointError(
-                f"facexlib RetinaFace weights {filename} not found: put the file in {path.parent} "
-                f"(published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
-            )
-        return path, None
-    from grefel.weights.store import registered_entry, store_dir
-
-    entry = registered_entry(method, data_root)
-    if entry is None:
-        raise CheckpointError(
-            f"facexlib RetinaFace weights {filename} not found in the weights store {store_dir(data_root)}: "
-            f"register the file with `grefel weights add FILE`, or give the folder holding it as the weights "
-            f"folder (published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
-        )
-    return entry.path, entry.sha256
-
-
 class _FacexlibRetinaFace:
     """facexlib's RetinaFace with a user-supplied weight file, loaded with ``weights_only=True``."""
 
-    def __init__(
-        self,
-        method: str,
-        weights_dir: str | os.PathLike | None,
-        device: str = "cpu",
-        data_root: str | os.PathLike | None = None,
-    ):
-        import torch
+    def __init__(self, method: str, weights: str | os.PathLike | None, registered_sha: str | None, device: str = "cpu"):
+        import torch  # lazy: torch only for facexlib's detectors
 
-        network, filename = FACEXLIB_WEIGHTS[method]
-        path, registered_sha = facexlib_weights(method, weights_dir, data_root)
+        network = FACEXLIB_NETWORKS[method]
+        if weights is None:
+            raise CheckpointError(f"the {method} detector needs its weight file: pass its path (weights)")
+        path = Path(weights)
+        filename = path.name
         self.model_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         if registered_sha is not None and self.model_sha256 != registered_sha:
             raise CheckpointError(
@@ -341,21 +304,21 @@ class _FacexlibRetinaFace:
         except Exception as e:  # truncated file, not a torch file, pickled objects
             raise CheckpointError(
                 f"{path} cannot be read as a state dict ({str(e).splitlines()[0][:120]}): "
-                f"re-download {filename} from {FACEXLIB_RELEASE}"
+                f"get {filename} again (facexlib's releases)"
             ) from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
         from facexlib.detection.retinaface import RetinaFace
 
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         model = RetinaFace(network_name=network, half=False, device=self.device)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise CheckpointError(
                 f"{path} does not fit facexlib RetinaFace {network} ({str(e).splitlines()[0][:120]}): "
-                f"use {filename} from {FACEXLIB_RELEASE}"
+                f"use facexlib's own {filename}"
             ) from None
         self._model = model.eval()
         self.weights = str(path)
@@ -389,14 +352,14 @@ class FaceAligner:
     def __init__(
         self,
         method: str = "retinaface-onnx",
-        weights_dir: str | os.PathLike | None = None,
+        weights: str | os.PathLike | None = None,
         size: int = 128,
         device: str = "cpu",
         score_threshold: float = 0.8,
         nms_threshold: float = 0.4,
         max_side: int = 640,
         threads: int | None = None,
-        data_root: str | os.PathLike | None = None,
+        weights_sha256: str | None = None,
     ):
         if method not in DETECTORS:
             raise GrefelError(f"unknown face detector '{method}': choose one of {', '.join(DETECTORS)}")
@@ -409,7 +372,7 @@ class FaceAligner:
                 import torch
 
                 torch.set_num_threads(threads)
-            self._detector = _FacexlibRetinaFace(method, weights_dir, device, data_root)
+            self._detector = _FacexlibRetinaFace(method, weights, weights_sha256, device)
 
     def describe(self) -> dict:
         """What produced the faces (for provenance)."""

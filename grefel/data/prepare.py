@@ -39,13 +39,15 @@ from pathlib import Path
 import h5py
 from rich.markup import escape
 
-from grefel import __version__
+from grefel.core.version import __version__
 from grefel.core.errors import DatasetError, GrefelError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from grefel.core.paths import MANIFEST, PROVENANCE
 from grefel.core.paths import data_root as resolve_data_root
 from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, cv2_threads, resize_square
-from grefel.data.raw import CONFLICTING_LINE, DUPLICATE_LINE, ImageError, RawItem, RawReader, Skip, open_reader
+from grefel.core.images import ImageError
+from grefel.data.raw import open_reader
+from grefel.data.raw.base import CONFLICTING_LINE, DUPLICATE_LINE, RawItem, RawReader, Skip
 from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
 
 ALIGN_CHOICES = ("none", "landmarks", *DETECTORS)
@@ -65,21 +67,21 @@ class ItemWork:
     reader: RawReader
     align: str
     size: int
-    weights_dir: str | None = None
+    weights: str | None = None  # facexlib detectors: the weight file
     device: str = "cpu"
     threads: int | None = None
-    data_root: str | None = None  # whose weights store holds facexlib's detectors when weights_dir is None
+    weights_sha256: str | None = None  # ... and the sha256 it was registered with (checked before loading)
     _aligner: FaceAligner | None = None
 
     def aligner(self) -> FaceAligner:
         if self._aligner is None:
             self._aligner = FaceAligner(
                 self.align,
-                weights_dir=self.weights_dir,
+                weights=self.weights,
                 size=self.size,
                 device=self.device,
                 threads=self.threads,
-                data_root=self.data_root,
+                weights_sha256=self.weights_sha256,
             )
         return self._aligner
 
@@ -201,7 +203,7 @@ def prepare(
     size: int = DEFAULT_SIZE,
     *,
     protocol: str | None = None,
-    weights_dir: str | os.PathLike | None = None,
+    detector_weights: tuple[str | os.PathLike, str | None] | None = None,
     device: str = "cpu",
     shard_items: int = DEFAULT_SHARD_ITEMS,
     compression: str | None = None,
@@ -218,7 +220,8 @@ def prepare(
     A rerun resumes an interrupted run and returns at once when the folder is complete, provided
     the options, the raw folder and its files (names, sizes, modification times, label files'
     sha256) are the same; ``force`` (or its older name ``overwrite``) starts again instead.
-    ``progress`` shows a progress bar and a summary. ``threads``: CPU threads of the detector in
+    ``detector_weights``: (path, registered sha256 or None) of a facexlib detector's weight file
+    (:func:`grefel.weights.store.detector_weights` finds it). ``progress`` shows a progress bar and a summary. ``threads``: CPU threads of the detector in
     each worker, in one lane (default: one worker runs one lane per core, each running the
     detector on one thread; 1 with several workers). One run at a time writes a folder (a lock
     file in it); a second one is refused.
@@ -235,10 +238,10 @@ def prepare(
         reader,
         reader.align,
         int(size),
-        str(weights_dir) if weights_dir else None,
+        str(detector_weights[0]) if detector_weights else None,
         device,
         threads=threads if threads else (1 if workers > 1 or lanes > 1 else None),
-        data_root=str(data_root) if data_root else None,
+        weights_sha256=detector_weights[1] if detector_weights else None,
     )
     aligner_info = _describe_align(work)  # builds a detector now: a missing weight file fails before any work
     sources = _source_checksums(reader)
@@ -733,7 +736,7 @@ def _provenance(reader, fingerprint, work, workers, lanes, aligner_info, sources
             "compression": fingerprint["compression"],
             "workers": workers,
             "lanes": lanes,
-            "weights_dir": work.weights_dir,
+            "detector_weights": work.weights,
             "device": work.device,
         },
         "aligner": aligner_info,

@@ -31,7 +31,7 @@ from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.data.transforms import MODEL_INPUT, eval_batch
 from grefel.evaluation.predictions import CONFIDENCES, DISTRIBUTIONS, read_predictions_meta, write_predictions
 from grefel.training.checkpoint import load_checkpoint
-from grefel.training.distributed import pick_device
+from grefel.core.devices import torch_device
 
 CHUNK = 2048  # samples per resumable part file
 
@@ -244,7 +244,7 @@ def evaluate(
     noisy = ds.labels(labels)[indices] if labels else None
     _check_output(path)
 
-    dev = pick_device(device)
+    dev = torch_device(device)
     model = model_from_checkpoint(payload, dev, ckpt)
     crop = eval_crop(payload)
     facts = {"checkpoint_sha256": ckpt_sha, "split": split, "split_set": split_set, "crop": crop}

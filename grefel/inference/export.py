@@ -15,7 +15,7 @@ lists as JSON):
 The export uses torch.onnx's dynamo exporter at its default opset (20 with torch 2.14; the tiny
 preset's antialiased resize needs 18 or later) and checks the file with ONNX Runtime against
 PyTorch on random inputs before it is renamed into place.
-:class:`grefel.inference.classifier.OnnxClassifier` runs the result without torch.
+:class:`grefel.inference.onnx_model.OnnxClassifier` runs the result without torch.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import GrefelError
-from grefel.inference.classifier import OUTPUTS, checkpoint_classes, stored_size
+from grefel.inference.records import OUTPUTS
+from grefel.training.checkpoint import checkpoint_classes, stored_size
 
 VERIFY_BATCH = 3
 
@@ -64,7 +65,7 @@ def _wrapped(model):
 
 def metadata(payload: dict, classes: list[str], size: int, crop: int, sha256: str) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (see the module docstring)."""
-    from grefel import __version__
+    from grefel.core.version import __version__
     from grefel.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     ds = payload.get("dataset") or {}

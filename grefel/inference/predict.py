@@ -14,50 +14,25 @@ becomes one error record; the other files go on.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from grefel.core.errors import GrefelError
+from grefel.core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageError, is_video, read_image
+from grefel.core.io import writable_dir
+from grefel.data.align import DETECTORS, FACEXLIB_NETWORKS, FaceAligner, resize_square
+from grefel.inference.draw import draw_annotations
+from grefel.inference.records import Batch, FacePrediction, face_record
+from grefel.weights.store import detector_weights
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-ALIGN_CHOICES = ("retinaface-onnx", "facexlib-resnet50", "facexlib-mobile0.25", "none")
-
-
-@dataclass
-class FacePrediction:
-    """One face (or, with ``error`` set, one file that produced none; for a video, also one frame without a face)."""
-
-    file: str
-    frame: int | None = None  # video frame index, 0 = first frame (None for images)
-    time: float | None = None  # seconds from the video's start (frame / frame rate)
-    track: int | None = None  # face track within the video (IoU tracker): the same person keeps it
-    face: int | None = None  # 0 = largest face in the image / frame
-    box: list[float] | None = None  # x1, y1, x2, y2 in image pixels
-    score: float | None = None  # detector confidence
-    top_class: str | None = None  # argmax of the corrected distribution (eq. 19)
-    confidence: float | None = None  # its probability
-    primary_class: str | None = None  # argmax of the primary distribution (eq. 9)
-    primary_confidence: float | None = None
-    changed: bool | None = None  # reliability balancing changed the top class
-    corrected: dict[str, float] = field(default_factory=dict)
-    primary: dict[str, float] = field(default_factory=dict)
-    smoothed: dict[str, float] = field(default_factory=dict)  # corrected, averaged over the track's last frames
-    smoothed_class: str | None = None
-    smoothed_confidence: float | None = None
-    error: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+ALIGN_CHOICES = (*DETECTORS, "none")
 
 
 def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files named directly (whatever their suffix) plus images and videos found under named folders, sorted."""
-    from grefel.inference.video import VIDEO_SUFFIXES
-
-    wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    wanted = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     out: list[Path] = []
     for item in inputs:
         p = Path(item).expanduser()
@@ -66,40 +41,6 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)  # missing files become error records, not a crash
     return out
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 RGB (H, W, 3), EXIF orientation applied; GrefelError with the reason otherwise."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not path.is_file():
-        raise GrefelError("file not found")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise GrefelError(f"not a readable image ({type(e).__name__}: {str(e)[:80]})") from None
-
-
-class Batch:
-    """Faces waiting for one forward pass, and what to do once they are classified (in order)."""
-
-    def __init__(self, predictor: Predictor, size: int):
-        self.predictor, self.size = predictor, max(1, int(size))
-        self.faces: list[tuple[FacePrediction, np.ndarray]] = []
-        self.then: list[Callable[[], None]] = []
-
-    def add(self, rec: FacePrediction, image: np.ndarray) -> None:
-        self.faces.append((rec, image))
-
-    def flush(self) -> None:
-        if self.faces:
-            self.predictor.classify(self.faces)
-            self.faces = []
-        todo, self.then = self.then, []
-        for fn in todo:
-            fn()
 
 
 class Predictor:
@@ -133,7 +74,8 @@ class Predictor:
             from grefel.data.align import FaceAligner
 
             c = self.classifier
-            self._aligner = FaceAligner(self.align, weights_dir=self.weights_dir, size=c.size, device=c.aligner_device)
+            path, sha = detector_weights(self.align, self.weights_dir) if self.align in FACEXLIB_NETWORKS else (None, None)
+            self._aligner = FaceAligner(self.align, path, size=c.size, device=c.aligner_device, weights_sha256=sha)
         return self._aligner
 
     def faces(self, rgb: np.ndarray, max_faces: int | None = None) -> list:
@@ -179,15 +121,15 @@ class Predictor:
         """
         from rich.progress import Progress
 
-        from grefel.inference.video import is_video, predict_video
+        from grefel.inference.video import predict_video
 
         files = find_inputs(inputs)
         if not files:
             raise GrefelError(f"no images or videos found in {', '.join(str(i) for i in inputs)}")
-        out_dir = writable_folder(save_annotated) if save_annotated is not None else None
+        out_dir = writable_dir(save_annotated, "folder for annotated copies") if save_annotated is not None else None
         names = _unique_names(files)
         results: list[FacePrediction] = []
-        batch = Batch(self, batch_size)
+        batch = Batch(self.classify, batch_size)
         with Progress(transient=True, disable=not show_progress) as progress:
             task = progress.add_task("predict", total=len(files))
             for f in files:
@@ -207,13 +149,13 @@ class Predictor:
     def _image(self, f: Path, batch: Batch, max_faces: int | None, annotated: Path | None) -> list[FacePrediction]:
         """Records of one image file (faces queued on ``batch``), or one error record."""
         try:
-            rgb = read_rgb(f)
+            rgb = read_image(f, exif=True)
             faces = self.faces(rgb, max_faces)
             if not faces:
                 raise GrefelError(
                     f"no face found (detector {self.align}): try another align setting, 'none' for pre-cropped faces"
                 )
-        except GrefelError as e:
+        except (GrefelError, ImageError) as e:
             return [FacePrediction(file=str(f), error=str(e))]
         recs = [face_record(str(f), k, face) for k, face in enumerate(faces[:max_faces] if max_faces else faces)]
         for rec, face in zip(recs, faces):
@@ -243,29 +185,6 @@ class Predictor:
         return recs
 
 
-def face_record(file: str, k: int, face, **video) -> FacePrediction:
-    """The record of detected face ``k`` (box and score from the aligner; classes filled later)."""
-    box = None if face.box is None else [float(v) for v in face.box]
-    score = None if np.isnan(face.score) else float(face.score)
-    return FacePrediction(file=file, face=k, box=box, score=score, **video)
-
-
-def writable_folder(path: str | os.PathLike) -> Path:
-    """``path`` created as a folder, checked writable now (before any work), else a one-line error."""
-    import tempfile
-
-    out = Path(path).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".grefel-write-test."):
-            pass
-    except OSError as e:
-        raise GrefelError(
-            f"cannot write annotated copies to {out} ({e.strerror or type(e).__name__}): choose a writable folder"
-        ) from None
-    return out
-
-
 def predict(
     model: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
@@ -293,74 +212,3 @@ def _unique_names(files: list[Path]) -> dict[Path, str]:
     return out
 
 
-def annotate(rgb: np.ndarray, recs: Iterable[FacePrediction], classes: list[str]) -> np.ndarray:
-    """``rgb`` with each face's box and "class prob (primary: class)" drawn in the class colour.
-
-    Video faces show their track first ("#2 joy 0.81") and, when smoothed, the smoothed class.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    from grefel.report.figures import class_palette
-
-    colors = {c: tuple(int(255 * v) for v in rgb_) for c, rgb_ in zip(classes, class_palette(classes))}
-    im = Image.fromarray(rgb)
-    d = ImageDraw.Draw(im)
-    width = max(2, round(max(im.size) / 300))
-    try:
-        font = ImageFont.load_default(size=max(12, round(max(im.size) / 40)))
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    for r in recs:
-        if r.box is None or r.top_class is None:
-            continue
-        cls, conf = (r.smoothed_class, r.smoothed_confidence) if r.smoothed_class else (r.top_class, r.confidence)
-        col = colors[cls]
-        x1, y1, x2, y2 = r.box
-        d.rectangle([x1, y1, x2, y2], outline=col, width=width)
-        text = ("" if r.track is None else f"#{r.track} ") + f"{cls} {conf:.2f}"
-        text += f" (primary: {r.primary_class})" if r.changed and not r.smoothed_class else ""
-        tb = d.textbbox((x1, y1), text, font=font)
-        th = tb[3] - tb[1]
-        ty = y1 - th - 2 * width if y1 - th - 2 * width >= 0 else y2 + width
-        d.rectangle([x1, ty, x1 + (tb[2] - tb[0]) + 2 * width, ty + th + 2 * width], fill=col)
-        d.text((x1 + width, ty + width - (tb[1] - y1)), text, fill=(0, 0, 0), font=font)
-    return np.asarray(im)
-
-
-def draw_annotations(rgb: np.ndarray, recs: Iterable[FacePrediction], classes: list[str], path: Path) -> Path:
-    """Save :func:`annotate`'s picture as PNG at ``path`` (atomically)."""
-    from PIL import Image
-
-    from grefel.core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(annotate(rgb, recs, classes)).save(tmp, format="PNG")
-    return path
-
-
-def records_frame(results: list[FacePrediction], classes: Sequence[str] | None = None):
-    """One pandas row per record: file, frame, time, track, face, box (x1..y2), score, the top classes
-    and confidences, changed, error, then ``p_<class>`` (corrected), ``primary_p_<class>`` and, when
-    smoothed, ``smoothed_class``, ``smoothed_confidence`` and ``smoothed_p_<class>``."""
-    import pandas as pd
-
-    classes = list(classes or next((list(r.corrected) for r in results if r.corrected), []))
-    smoothed = any(r.smoothed for r in results)
-    rows = []
-    for r in results:
-        box = r.box or [None] * 4
-        row = {k: getattr(r, k) for k in ("file", "frame", "time", "track", "face")}
-        row.update(zip(("x1", "y1", "x2", "y2"), box))
-        for k in ("score", "top_class", "confidence", "primary_class", "primary_confidence", "changed"):
-            row[k] = getattr(r, k)
-        if smoothed:
-            row.update(smoothed_class=r.smoothed_class, smoothed_confidence=r.smoothed_confidence)
-        row["error"] = r.error
-        row.update({f"p_{c}": r.corrected.get(c) for c in classes})
-        row.update({f"primary_p_{c}": r.primary.get(c) for c in classes})
-        if smoothed:
-            row.update({f"smoothed_p_{c}": r.smoothed.get(c) for c in classes})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    dtypes = {"frame": "Int64", "track": "Int64", "face": "Int64", "changed": "boolean"}
-    return df.astype({k: v for k, v in dtypes.items() if k in df}) if len(df) else df

@@ -30,13 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import GrefelError
+from grefel.core.images import is_video
+from grefel.inference.draw import annotate
+from grefel.inference.records import Batch, FacePrediction, face_record
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 HELD_FRAMES = 16  # frames kept in memory at most while their faces wait for a forward pass
-
-
-def is_video(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 @contextlib.contextmanager
@@ -211,16 +209,14 @@ def predict_video(
     annotated: Path | None = None,
     progress=None,
 ) -> list:
-    """Records of every sampled frame and face of one video (:class:`grefel.inference.predict.FacePrediction`)."""
-    from grefel.inference.predict import Batch, FacePrediction, annotate, face_record
-
+    """Records of every sampled frame and face of one video (:class:`grefel.inference.records.FacePrediction`)."""
     try:
         reader = VideoReader(path, fps)
     except GrefelError as e:
         return [FacePrediction(file=str(path), error=str(e))]
     tracker, smoother = IoUTracker(), TrackSmoother(smooth, predictor.classes)
     writer = AnnotatedVideo(annotated, reader.out_rate) if annotated is not None else None
-    batch, results = Batch(predictor, batch_size), []
+    batch, results = Batch(predictor.classify, batch_size), []
     task = progress.add_task(path.name, total=reader.sampled_count) if progress is not None else None
 
     def finish(rgb, recs):

@@ -314,7 +314,7 @@ def build_report(
     slugs = unique_slugs([r.name for r in runs])
     contexts = _run_contexts(runs, slugs, fig_root, options, log)
 
-    from grefel import __version__
+    from grefel.core.version import __version__
 
     context = {
         "title": title or "GReFEL report: " + ", ".join(r["name"] for r in contexts),

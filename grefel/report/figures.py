@@ -26,16 +26,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from grefel.core.io import atomic_path
+from grefel.inference.draw import class_palette
 
 PRIMARY_LABEL = "primary (without RB)"
 CORRECTED_LABEL = "corrected (with RB)"
 DPI = 110
-
-
-def class_palette(classes: Sequence[str]) -> list:
-    """One colour per class, in class order; the same classes always get the same colours."""
-    n = len(classes)
-    return sns.color_palette("colorblind", n) if n <= 10 else sns.color_palette("husl", n)
 
 
 def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:

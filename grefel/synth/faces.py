@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from grefel import __version__
+from grefel.core.version import __version__
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, read_json, write_json
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from grefel import __version__
+from grefel.core.version import __version__
 from grefel.core.errors import CheckpointError, torch_load_failure
-from grefel.core.io import atomic_path
+from grefel.core.io import atomic_path, read_json
 
 FORMAT = "grefel-checkpoint"
 FORMAT_VERSION = 1
@@ -78,3 +78,25 @@ def load_checkpoint(
     if int(obj.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer grefel (format {obj['format_version']}): upgrade grefel")
     return obj
+
+
+def checkpoint_classes(payload: dict, path: str | os.PathLike) -> list[str]:
+    """The class names a checkpoint records, checked against its head's width."""
+    classes = list((payload.get("dataset") or {}).get("classes") or [])
+    n = (payload.get("model_config") or {}).get("num_classes")
+    if not classes:
+        raise CheckpointError(f"{path} does not record its class names: pass a checkpoint written by `grefel train`")
+    if n is not None and int(n) != len(classes):
+        raise CheckpointError(
+            f"{path} has a {n}-class head but records {len(classes)} classes ({', '.join(classes)}): "
+            "the file is inconsistent; use the run's best.pt"
+        )
+    return classes
+
+
+def stored_size(payload: dict) -> int:
+    """Stored face size of the training data (its manifest, when still on disk), else 128."""
+    path = (payload.get("dataset") or {}).get("path")
+    if path and (Path(path) / "manifest.json").is_file():
+        return int(read_json(Path(path) / "manifest.json").get("image_size", 128))
+    return 128

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from grefel.core.errors import GrefelError
+from grefel.core.devices import torch_device
 
 
 @dataclass
@@ -37,29 +37,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``device`` as a torch device: ``None`` / ``"auto"`` is this process's GPU when there is one, else
-    the CPU; ``"cuda"`` is GPU ``local_rank``. A CUDA device asked for where torch sees none, or a
-    device that is neither CPU nor CUDA, is a one-line error (never a silent fall-back)."""
-    if device is None or str(device) in ("", "auto"):
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise GrefelError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GrefelError(f"device '{device}' asked for, but torch sees no CUDA GPU here: use cpu")
-    return torch.device(f"cuda:{local_rank}") if str(device) == "cuda" else dev
-
-
 def setup(device: str = "auto") -> DistInfo:
     """Join the torchrun process group if there is one; return rank, world size and device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local)
+    dev = torch_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

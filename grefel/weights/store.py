@@ -28,14 +28,11 @@ from pathlib import Path
 from grefel.core.errors import CheckpointError, GrefelError
 from grefel.core.io import atomic_path, read_json, sha256_file, write_json
 from grefel.core.paths import data_root as resolve_data_root
-from grefel.data.align import FACEXLIB_WEIGHTS
-from grefel.weights.verify import PUBLISHED, WEIGHT_KINDS, check_weight_file
+from grefel.weights.catalog import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS, PRETRAINED_SOURCES, PUBLISHED, WEIGHT_KINDS
 
 STORE_FOLDER = "weights"
 REGISTRY = "registry.json"
 REGISTRY_VERSION = 1
-# preset -> alternative sets of kinds that initialise its whole encoder, the paper's first
-PRETRAINED_SOURCES: dict[str, tuple[tuple[str, ...], ...]] = {"full": (("ir50", "mobilefacenet"), ("poster",))}
 
 
 @dataclass
@@ -108,10 +105,10 @@ def store_dir(data_root: str | os.PathLike | None = None) -> Path:
 
 def read_registry(data_root: str | os.PathLike | None = None) -> dict[str, WeightEntry]:
     """Registered files by kind ({} when nothing was added yet)."""
-    return _read(store_dir(data_root))
+    return read_entries(store_dir(data_root))
 
 
-def _read(store: Path) -> dict[str, WeightEntry]:
+def read_entries(store: Path) -> dict[str, WeightEntry]:
     path = store / REGISTRY
     if not path.is_file():
         return {}
@@ -125,12 +122,12 @@ def _read(store: Path) -> dict[str, WeightEntry]:
     return {k: entries[k] for k in WEIGHT_KINDS if k in entries}
 
 
-def _write(store: Path, entries: dict[str, WeightEntry]) -> None:
+def write_entries(store: Path, entries: dict[str, WeightEntry]) -> None:
     write_json(store / REGISTRY, {"version": REGISTRY_VERSION, "weights": {k: e.as_dict() for k, e in entries.items()}})
 
 
 @contextlib.contextmanager
-def _locked(store: Path) -> Iterator[None]:
+def locked_store(store: Path) -> Iterator[None]:
     """Hold the store's lock (concurrent adds wait for each other)."""
     try:
         store.mkdir(parents=True, exist_ok=True)
@@ -142,88 +139,7 @@ def _locked(store: Path) -> Iterator[None]:
         yield
 
 
-# -- adding files ----------------------------------------------------------------------------------
-def add_weights(
-    files: Iterable[str | os.PathLike],
-    data_root: str | os.PathLike | None = None,
-    *,
-    link: bool = False,
-    force: bool = False,
-    on_result=None,
-) -> list[AddResult]:
-    """Identify, verify and store each of ``files``; return one :class:`AddResult` per file.
-
-    A file that cannot be read, is of no known kind or does not fit the model gets a ``failed``
-    result with a one-line message, and the others still go in. ``link``: a symbolic link to the
-    file instead of a copy. ``force``: replace a different file already registered for that kind.
-    ``on_result(result)`` is called as each file is done (for printing as they go).
-    """
-    store = store_dir(data_root)
-    encoder = cache(_full_encoder)  # built once, only if an encoder file comes along
-    results = []
-    with _locked(store):
-        entries = _read(store)
-        for src in files:
-            try:
-                res = _add_one(Path(src).expanduser(), store, entries, link, force, encoder)
-            except GrefelError as e:
-                res = AddResult(str(src), "failed", str(e))
-            except OSError as e:  # unreadable source, full disk ...
-                res = AddResult(str(src), "failed", f"{src}: {e.strerror or e}")
-            results.append(res)
-            if on_result is not None:
-                on_result(res)
-    return results
-
-
-def _full_encoder():
-    from grefel.models import create_model
-
-    return create_model("full", 7).encoder
-
-
-def _add_one(src: Path, store: Path, entries: dict[str, WeightEntry], link: bool, force: bool, encoder) -> AddResult:
-    if not src.is_file():
-        raise GrefelError(f"{src}: no such file")
-    if src.stat().st_size == 0:
-        raise CheckpointError(f"{src} is empty (0 bytes): download or copy it again")
-    sha = sha256_file(src)
-    for e in entries.values():
-        if e.sha256 == sha and e.state() == "ok" and not force:  # force re-installs (a damaged copy)
-            return AddResult(str(src), "unchanged", f"{src.name}: already registered as {e.kind} ({e.file})", e)
-    rep = check_weight_file(src, encoder)
-    old = entries.get(rep.kind)
-    if old is not None and old.sha256 != sha and not force and old.state() == "ok":
-        msg = f"{src.name}: the store already holds another {rep.kind} file ({old.file}, sha256 {old.sha256[:12]})"
-        return AddResult(str(src), "exists", msg, old)
-    # detectors under facexlib's own file name (the folder then also works as a weights folder)
-    dest = store / rep.kind / (FACEXLIB_WEIGHTS[rep.kind][1] if rep.kind in FACEXLIB_WEIGHTS else src.name)
-    _install(src, dest, link, sha)
-    entry = WeightEntry(
-        kind=rep.kind,
-        file=str(dest.relative_to(store)),
-        format=rep.format,
-        sha256=sha,
-        size=src.stat().st_size,
-        mode="link" if link else "copy",
-        source=str(src.resolve()),
-        matched=len(rep.matched),
-        total=rep.total,
-        unused=len(rep.unused),
-        added=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        store=store,
-    )
-    entries[rep.kind] = entry
-    _write(store, entries)
-    if old is not None and old.path != dest:  # only now: a crash before the write keeps the old entry whole
-        with contextlib.suppress(OSError):
-            old.path.unlink()
-    verb = "linked" if link else "copied"
-    status = "added" if old is None else "replaced"
-    return AddResult(str(src), status, f"{rep.line()}; sha256 {sha[:12]}; {verb} to {dest}", entry)
-
-
-def _install(src: Path, dest: Path, link: bool, sha: str) -> None:
+def install_file(src: Path, dest: Path, link: bool, sha: str) -> None:
     """Copy ``src`` to ``dest`` (hashing what is written) or link it there, atomically either way."""
     if link:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +216,7 @@ class WeightsListing:
 def list_weights(data_root: str | os.PathLike | None = None, verify: bool = False) -> WeightsListing:
     """What the store holds; ``verify`` re-hashes every file (state ``ok``, ``missing``, ``changed``)."""
     store = store_dir(data_root)
-    entries = list(_read(store).values())
+    entries = list(read_entries(store).values())
     hashed = None
     if verify:
         hashed = {}
@@ -386,3 +302,31 @@ def plan_pretrained(
         missing,
         store,
     )
+
+
+def detector_weights(
+    method: str, weights_dir: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None
+) -> tuple[Path, str | None]:
+    """The weight file of facexlib detector ``method`` and its registered sha256 (``None`` if not registered).
+
+    In ``weights_dir`` under facexlib's file name when a folder is given, else the file registered
+    in the weights store of ``data_root`` (``grefel weights add``). A one-line error when neither
+    holds it: nothing is downloaded.
+    """
+    filename = FACEXLIB_WEIGHTS[method][1]
+    if weights_dir:
+        path = Path(weights_dir).expanduser() / filename
+        if not path.is_file():
+            raise CheckpointError(
+                f"facexlib RetinaFace weights {filename} not found: put the file in {path.parent} "
+                f"(published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
+            )
+        return path, None
+    entry = registered_entry(method, data_root)
+    if entry is None:
+        raise CheckpointError(
+            f"facexlib RetinaFace weights {filename} not found in the weights store {store_dir(data_root)}: "
+            f"register the file with `grefel weights add FILE`, or give the folder holding it as the weights "
+            f"folder (published at {FACEXLIB_RELEASE}{filename}); nothing is downloaded"
+        )
+    return entry.path, entry.sha256

@@ -32,20 +32,33 @@ replaced by an inert placeholder (nothing of theirs is imported or run) and list
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from grefel.core.errors import CheckpointError, torch_load_failure
-from grefel.data.align import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS
+from grefel.core.errors import GrefelError
+from grefel.core.io import sha256_file
+from grefel.weights.catalog import DETECTOR_KINDS, ENCODER_KINDS, FACEXLIB_RELEASE, FACEXLIB_WEIGHTS, HOW_TO_GET, PUBLISHED
+from grefel.weights.store import (
+    AddResult,
+    WeightEntry,
+    install_file,
+    locked_store,
+    read_entries,
+    store_dir,
+    write_entries,
+)
 
 IR50_LAYOUT = (3, 4, 14, 3)  # units per stage of face.evoLVe's IR-50
 
@@ -61,25 +74,6 @@ _UNUSED = {
     ],
 }
 _TARGET_PREFIX = {"ir50": "ir_back.", "mobilefacenet": "face_landback.", "poster": ""}
-_HOW_TO_GET = {
-    "ir50": "face.evoLVe's backbone_ir50_ms1m_epoch120.pth or POSTER++'s ir50.pth",
-    "mobilefacenet": "POSTER++'s mobilefacenet_model_best.pth.tar",
-    "poster": "a trained POSTER++ checkpoint (RAF-DB / AffectNet)",
-}
-FACE_EVOLVE_URL = "https://github.com/ZhaoJ9014/face.evoLVe"
-POSTER_URL = "https://github.com/Talented-Q/POSTER_V2"
-ENCODER_KINDS = ("ir50", "mobilefacenet", "poster")
-DETECTOR_KINDS = {kind: network for kind, (network, _) in FACEXLIB_WEIGHTS.items()}  # kind -> facexlib network
-WEIGHT_KINDS = ENCODER_KINDS + tuple(DETECTOR_KINDS)
-# kind -> (the file as published, where it is published): for messages that say where to get a file
-PUBLISHED = {
-    "ir50": ("backbone_ir50_ms1m_epoch120.pth (or POSTER++'s ir50.pth)", f"face.evoLVe, {FACE_EVOLVE_URL}"),
-    "mobilefacenet": ("mobilefacenet_model_best.pth.tar", f"POSTER++, {POSTER_URL} (models/pretrain)"),
-    "poster": ("a trained POSTER++ checkpoint (RAF-DB / AffectNet)", f"POSTER++, {POSTER_URL}"),
-    **{kind: (name, f"facexlib, {FACEXLIB_RELEASE}{name}") for kind, (_, name) in FACEXLIB_WEIGHTS.items()},
-}
-
-
 @dataclass
 class SourceReport:
     """What happened to the keys of one weight file."""
@@ -311,7 +305,7 @@ def match_weights(
         }[kind]
         raise CheckpointError(
             f"{path}: none of its {len(sd)} keys fit the encoder's {kind} part ({hint}); "
-            f"the {kind} weights are {_HOW_TO_GET[kind]}"
+            f"the {kind} weights are {HOW_TO_GET[kind]}"
         )
     return rep, to_load
 
@@ -432,7 +426,7 @@ def load_pretrained(
         if not rep.complete and not allow_partial:
             raise CheckpointError(
                 f"{Path(path).name} does not fit the {kind} part of this model: {rep.problems()}. "
-                f"Use the full preset with {_HOW_TO_GET[kind]}, or set allow_partial to load what matches"
+                f"Use the full preset with {HOW_TO_GET[kind]}, or set allow_partial to load what matches"
             )
         staged.append((rep, tensors))
     for rep, tensors in staged:
@@ -440,3 +434,86 @@ def load_pretrained(
         assert not result.unexpected_keys, result.unexpected_keys  # every staged key exists in the encoder
         rep.loaded = True
     return report
+
+
+# -- adding files to the store (grefel weights add) ----------------------------------------------------------------------------------
+def add_weights(
+    files: Iterable[str | os.PathLike],
+    data_root: str | os.PathLike | None = None,
+    *,
+    link: bool = False,
+    force: bool = False,
+    on_result=None,
+) -> list[AddResult]:
+    """Identify, verify and store each of ``files``; return one :class:`AddResult` per file.
+
+    A file that cannot be read, is of no known kind or does not fit the model gets a ``failed``
+    result with a one-line message, and the others still go in. ``link``: a symbolic link to the
+    file instead of a copy. ``force``: replace a different file already registered for that kind.
+    ``on_result(result)`` is called as each file is done (for printing as they go).
+    """
+    store = store_dir(data_root)
+    encoder = cache(_full_encoder)  # built once, only if an encoder file comes along
+    results = []
+    with locked_store(store):
+        entries = read_entries(store)
+        for src in files:
+            try:
+                res = _add_one(Path(src).expanduser(), store, entries, link, force, encoder)
+            except GrefelError as e:
+                res = AddResult(str(src), "failed", str(e))
+            except OSError as e:  # unreadable source, full disk ...
+                res = AddResult(str(src), "failed", f"{src}: {e.strerror or e}")
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
+    return results
+
+
+def _full_encoder():
+    from grefel.models import create_model
+
+    return create_model("full", 7).encoder
+
+
+def _add_one(src: Path, store: Path, entries: dict[str, WeightEntry], link: bool, force: bool, encoder) -> AddResult:
+    if not src.is_file():
+        raise GrefelError(f"{src}: no such file")
+    if src.stat().st_size == 0:
+        raise CheckpointError(f"{src} is empty (0 bytes): download or copy it again")
+    sha = sha256_file(src)
+    for e in entries.values():
+        if e.sha256 == sha and e.state() == "ok" and not force:  # force re-installs (a damaged copy)
+            return AddResult(str(src), "unchanged", f"{src.name}: already registered as {e.kind} ({e.file})", e)
+    rep = check_weight_file(src, encoder)
+    old = entries.get(rep.kind)
+    if old is not None and old.sha256 != sha and not force and old.state() == "ok":
+        msg = f"{src.name}: the store already holds another {rep.kind} file ({old.file}, sha256 {old.sha256[:12]})"
+        return AddResult(str(src), "exists", msg, old)
+    # detectors under facexlib's own file name (the folder then also works as a weights folder)
+    dest = store / rep.kind / (FACEXLIB_WEIGHTS[rep.kind][1] if rep.kind in FACEXLIB_WEIGHTS else src.name)
+    install_file(src, dest, link, sha)
+    entry = WeightEntry(
+        kind=rep.kind,
+        file=str(dest.relative_to(store)),
+        format=rep.format,
+        sha256=sha,
+        size=src.stat().st_size,
+        mode="link" if link else "copy",
+        source=str(src.resolve()),
+        matched=len(rep.matched),
+        total=rep.total,
+        unused=len(rep.unused),
+        added=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        store=store,
+    )
+    entries[rep.kind] = entry
+    write_entries(store, entries)
+    if old is not None and old.path != dest:  # only now: a crash before the write keeps the old entry whole
+        with contextlib.suppress(OSError):
+            old.path.unlink()
+    verb = "linked" if link else "copied"
+    status = "added" if old is None else "replaced"
+    return AddResult(str(src), status, f"{rep.line()}; sha256 {sha[:12]}; {verb} to {dest}", entry)
+
+

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from grefel.data.align import five_from_68
-from grefel.data.raw import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs, find_file
+from grefel.data.raw.base import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs, find_file
 
 COLUMNS = [
     "subDirectory_filePath",

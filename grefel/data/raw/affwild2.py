@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from grefel.core.errors import DatasetError
-from grefel.data.raw import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs
+from grefel.data.raw.base import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs
 
 ANNOTATION_DIRS = ("EXPR_Classification_Challenge", "EXPR_Set")
 SPLIT_DIRS = ("Train_Set", "Validation_Set")

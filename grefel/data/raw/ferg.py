@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from grefel.data.raw import IMAGE_SUFFIXES, RawItem, RawReader, Skip
+from grefel.core.images import IMAGE_SUFFIXES
+from grefel.data.raw.base import RawItem, RawReader, Skip
 
 _NAME = re.compile(r"^([a-z]+)_([a-z]+)_(\d+)\.png$", re.IGNORECASE)
 

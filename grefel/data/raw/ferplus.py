@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grefel.data.raw import ImageError, RawItem, RawReader, Skip, find_file
+from grefel.core.images import ImageError
+from grefel.data.raw.base import RawItem, RawReader, Skip, find_file
 
 PIXEL_FILES = ("fer2013.csv", "icml_face_data.csv")
 VOTE_FILE = "fer2013new.csv"

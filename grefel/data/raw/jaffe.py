@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from grefel.data.raw import RawItem, RawReader, Skip
+from grefel.data.raw.base import RawItem, RawReader, Skip
 
 _NAME = re.compile(r"^([A-Z]{2})\.([A-Z]{2})([1-5])\.(\d+)\.tiff?$")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import DatasetError
-from grefel.data.raw import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs, find_file
+from grefel.data.raw.base import FileRef, FirstLabel, RawItem, RawReader, Skip, find_dirs, find_file
 
 LABEL_FILES = ("list_patition_label.txt", "list_partition_label.txt")
 _LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s*$")

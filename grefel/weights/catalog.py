@@ -1,0 +1,37 @@
+"""Pretrained weight files grefel knows, as plain data (no torch): their kinds, and where each is published.
+
+Kinds: the encoder's sources (``ir50``, ``mobilefacenet``, ``poster``) and facexlib's RetinaFace
+detectors (``facexlib-resnet50``, ``facexlib-mobile0.25``). The files are the user's: grefel never
+downloads them, and its messages say where each is published (:data:`PUBLISHED`).
+:mod:`grefel.weights.store` keeps the registered files; :mod:`grefel.weights.verify` reads them.
+"""
+
+from __future__ import annotations
+
+from grefel.data.align import FACEXLIB_NETWORKS
+
+# facexlib's detectors: kind -> (facexlib network name, the file as published)
+FACEXLIB_FILES = {"facexlib-resnet50": "detection_Resnet50_Final.pth", "facexlib-mobile0.25": "detection_mobilenet0.25_Final.pth"}
+FACEXLIB_WEIGHTS = {kind: (FACEXLIB_NETWORKS[kind], name) for kind, name in FACEXLIB_FILES.items()}
+FACEXLIB_RELEASE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
+HOW_TO_GET = {
+    "ir50": "face.evoLVe's backbone_ir50_ms1m_epoch120.pth or POSTER++'s ir50.pth",
+    "mobilefacenet": "POSTER++'s mobilefacenet_model_best.pth.tar",
+    "poster": "a trained POSTER++ checkpoint (RAF-DB / AffectNet)",
+}
+FACE_EVOLVE_URL = "https://github.com/ZhaoJ9014/face.evoLVe"
+POSTER_URL = "https://github.com/Talented-Q/POSTER_V2"
+ENCODER_KINDS = ("ir50", "mobilefacenet", "poster")
+DETECTOR_KINDS = {kind: network for kind, (network, _) in FACEXLIB_WEIGHTS.items()}  # kind -> facexlib network
+WEIGHT_KINDS = ENCODER_KINDS + tuple(DETECTOR_KINDS)
+# kind -> (the file as published, where it is published): for messages that say where to get a file
+PUBLISHED = {
+    "ir50": ("backbone_ir50_ms1m_epoch120.pth (or POSTER++'s ir50.pth)", f"face.evoLVe, {FACE_EVOLVE_URL}"),
+    "mobilefacenet": ("mobilefacenet_model_best.pth.tar", f"POSTER++, {POSTER_URL} (models/pretrain)"),
+    "poster": ("a trained POSTER++ checkpoint (RAF-DB / AffectNet)", f"POSTER++, {POSTER_URL}"),
+    **{kind: (name, f"facexlib, {FACEXLIB_RELEASE}{name}") for kind, (_, name) in FACEXLIB_WEIGHTS.items()},
+}
+
+
+# preset -> alternative sets of kinds that initialise its whole encoder, the paper's first
+PRETRAINED_SOURCES: dict[str, tuple[tuple[str, ...], ...]] = {"full": (("ir50", "mobilefacenet"), ("poster",))}
