@@ -38,7 +38,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grefel.models import GReFELLoss, create_model  # noqa: E402
+from grefel.models.grefel import create_model  # noqa: E402
+from grefel.models.losses import GReFELLoss
 from grefel.models.poster import PosterEncoder  # noqa: E402
 
 

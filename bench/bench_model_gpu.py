@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grefel.models import GReFELLoss, create_model  # noqa: E402
+from grefel.models.grefel import create_model  # noqa: E402
+from grefel.models.losses import GReFELLoss
 
 # dense (no sparsity) peak TFLOP/s: (bf16/fp16 tensor cores, tf32 tensor cores)
 PEAK_TFLOPS = {

@@ -32,7 +32,7 @@ def random_checkpoint(preset: str, out: Path) -> Path:
     """A random-weight checkpoint of ``preset`` with 7 classes (what `grefel export` and predict read)."""
     import torch
 
-    from grefel.models import create_model
+    from grefel.models.grefel import create_model
     from grefel.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
@@ -40,7 +40,12 @@ def random_checkpoint(preset: str, out: Path) -> Path:
     classes = ["neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise"]
     return save_checkpoint(
         out / f"{preset}.pt",
-        {"model": model.state_dict(), "model_config": model.model_config, "dataset": {"classes": classes}},
+        {
+            "model": model.state_dict(),
+            "model_config": model.model_config,
+            "model_kwargs": model.model_kwargs,
+            "dataset": {"classes": classes},
+        },
     )
 
 
@@ -60,9 +65,9 @@ def main() -> None:
 
     import torch
 
+    from grefel.inference.export import export_onnx
     from grefel.inference.onnx_model import OnnxClassifier
     from grefel.inference.torch_model import TorchClassifier
-    from grefel.inference.export import export_onnx
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)

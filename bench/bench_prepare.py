@@ -130,8 +130,8 @@ def time_detector(images: list[np.ndarray], threads: int | None = None, lanes: i
 def part_throughput(work: Path, n: int, repeats: int, size: int = 100) -> None:
     import cv2
 
-    from grefel.data.prepare import _lanes
     from grefel.core.images import decode_image
+    from grefel.data.prepare import _lanes
 
     cv2.setNumThreads(1)  # as prepare runs OpenCV
     lanes = _lanes("retinaface-onnx", 1, None)

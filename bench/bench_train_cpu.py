@@ -76,7 +76,8 @@ def make_dataset(root: Path, classes: int, per_class: int, seed: int = 0) -> Pat
 def model_only(preset: str, classes: int, batch: int, steps: int) -> float:
     import torch
 
-    from grefel.models import GReFELLoss, create_model
+    from grefel.models.grefel import create_model
+    from grefel.models.losses import GReFELLoss
 
     torch.manual_seed(0)
     model = create_model(preset, classes).train()
@@ -101,7 +102,8 @@ def model_only(preset: str, classes: int, batch: int, steps: int) -> float:
 def end_to_end(
     prepared: Path, runs: Path, name: str, preset: str, per_class: int, batch: int, epochs: int, workers: int
 ) -> list[float]:
-    from grefel.training.loop import TrainConfig, train
+    from grefel.training.config import TrainConfig
+    from grefel.training.loop import train
 
     run = train(
         TrainConfig(

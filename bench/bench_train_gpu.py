@@ -75,7 +75,8 @@ def train_flops_per_image(preset: str, classes: int, device, precision: str) -> 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from grefel.models import GReFELLoss, create_model
+    from grefel.models.grefel import create_model
+    from grefel.models.losses import GReFELLoss
 
     model = create_model(preset, classes).to(device).train()
     x = torch.randn(8, 3, 112, 112, device=device)
@@ -92,7 +93,8 @@ def model_only(args, device) -> float:
     """Images/s of forward + loss + backward + Adam on one batch already on the device."""
     import torch
 
-    from grefel.models import GReFELLoss, create_model
+    from grefel.models.grefel import create_model
+    from grefel.models.losses import GReFELLoss
 
     torch.manual_seed(0)
     model = create_model(args.preset, args.classes).to(device).train()
@@ -288,7 +290,8 @@ def make_dataset(root: Path, classes: int, per_class: int) -> Path:
 
 
 def end_to_end(args, data: str, root: Path, world: int) -> Path:
-    from grefel.training.loop import TrainConfig, train
+    from grefel.training.config import TrainConfig
+    from grefel.training.loop import train
 
     extra = int(args.profile or args.sync_debug)
     return train(
@@ -419,7 +422,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     import torch
 
-    from grefel.training import distributed as gdist
+    from grefel.core.devices import torch_device
 
     if args.tiny:
         torch.set_num_threads(1)

@@ -29,7 +29,7 @@ from grefel.core.io import write_json  # noqa: E402
 from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard  # noqa: E402
 from grefel.evaluation.evaluate import evaluate  # noqa: E402
 from grefel.evaluation.predictions import read_predictions  # noqa: E402
-from grefel.models import create_model  # noqa: E402
+from grefel.models.grefel import create_model  # noqa: E402
 from grefel.training.checkpoint import save_checkpoint  # noqa: E402
 
 SETTINGS = {"cpu-fp32": ("cpu", False), "cuda-fp32": ("cuda", False), "cuda-bf16": ("cuda", True)}
@@ -90,6 +90,7 @@ def main() -> None:
         {
             "model": model.state_dict(),
             "model_config": model.model_config,
+            "model_kwargs": model.model_kwargs,
             "label_set": "clean",
             "config": {},
             "epoch": 0,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from grefel.inference.predict import Predictor, records_frame
+from grefel.inference.predict import Predictor
+from grefel.inference.records import records_frame
 
 
 class Model(Predictor):

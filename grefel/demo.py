@@ -24,8 +24,17 @@ from rich.console import Console
 from rich.table import Table
 
 from grefel.core.console import make_console
+from grefel.core.devices import usable_cores
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, write_json
+from grefel.data.corrupt import corrupt
+from grefel.data.prepare import prepare
+from grefel.data.refine import refine
+from grefel.study.report import study_report
+from grefel.study.run import run_study
+from grefel.study.stats import MIN_SEEDS
+from grefel.study.tables import dims, fmt_p
+from grefel.synth.faces import generate
 
 DEMO_SIZE = 128  # synthesised, stored and model-input size (the demo trains without random crops)
 STUDY = "study"  # the study's name: its file is <work>/study.toml, its folder <work>/study/
@@ -141,9 +150,6 @@ def run_demo(
     """
     import torch
 
-    from grefel.core.devices import usable_cores
-    from grefel.study.report import study_report
-
     s = settings or (QUICK if quick else DEFAULT)
     if s.seeds < 1:
         raise GrefelError(f"seeds must be at least 1 (3 or more for the paired test), got {s.seeds}")
@@ -194,10 +200,6 @@ class _Steps:
 
 def _data_steps(step: _Steps, work: Path, s: DemoSettings, cores: int, console: Console) -> tuple[Path, list[str]]:
     """synth -> prepare -> refine -> corrupt in ``work``; the prepared dataset and its label sets."""
-    from grefel.data.corrupt import corrupt
-    from grefel.data.prepare import prepare
-    from grefel.data.refine import refine
-    from grefel.synth.faces import generate
 
     raw, data_root = work / "raw", work / "data"
     size = dict(characters=s.characters, per_class=s.per_class, size=DEMO_SIZE, imbalance=s.imbalance)
@@ -231,7 +233,6 @@ def _work_folder(workdir) -> Path:
 def _run_study(work: Path, ds_path: Path, label_sets: list[str], s: DemoSettings, console: Console) -> dict:
     """Write the study file into the work folder and run it on the local pool (runs side by side,
     the cores split between them; finished runs are reused, stopped ones resumed)."""
-    from grefel.study.run import run_study
 
     path = work / f"{STUDY}.toml"
     text = study_text(os.path.relpath(ds_path, work), label_sets, s)
@@ -245,7 +246,6 @@ def _run_study(work: Path, ds_path: Path, label_sets: list[str], s: DemoSettings
 def rb_effects(summary: dict) -> list[dict]:
     """Reliability balancing on vs off, per label set (corrected accuracy on the clean test split):
     the comparison's numbers from the study's statistics and one plain sentence."""
-    from grefel.study.tables import dims
 
     out = []
     for c in summary["comparisons"]:
@@ -274,8 +274,6 @@ def rb_effects(summary: dict) -> list[dict]:
 
 def rb_sentence(c: dict, regime: str) -> str:
     """What one RB comparison shows, plainly, never more than its verdict allows."""
-    from grefel.study.stats import MIN_SEEDS
-    from grefel.study.tables import fmt_p
 
     head = f"Reliability balancing on vs off, trained on {regime}"
     if c["n"] < MIN_SEEDS:

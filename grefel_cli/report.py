@@ -3,15 +3,11 @@ report, figures and JSON."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from grefel.study.report import RUN_CHOICES
 from grefel_cli.app import app
-
-StudyRuns = StrEnum("StudyRuns", {c: c for c in RUN_CHOICES})
 
 
 @app.command(no_args_is_help=True)
@@ -26,10 +22,10 @@ def report(
         "then the sections of its runs (instead of --ckpt).",
         show_default=False,
     ),
-    study_runs: StudyRuns = typer.Option(
-        RUN_CHOICES[0],
+    study_runs: str = typer.Option(
+        "one",
         "--study-runs",
-        help="With --study: which runs get their own section: one per setting (its lowest seed), all, none.",
+        help="With --study: which runs get their own section: one (per setting, its lowest seed), all, none.",
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Report folder \\[default: <first run>/report; with --study: <study>/report]."
@@ -89,7 +85,7 @@ def report(
         raise typer.BadParameter("give a checkpoint (--ckpt) or a study folder (--study)", param_hint="--ckpt")
     shared = dict(samples=sample, n_changed=most_changed, tsne_points=tsne_points, seed=seed)
     if study is not None:
-        html = _study(study, out, StudyRuns(study_runs).value, shared)
+        html = _study(study, out, study_runs, shared)
     else:
         html = _checkpoints(ckpt, out, split, labels, dataset, data_root, batch_size, device, fp32, shared)
     from grefel.core.console import make_console

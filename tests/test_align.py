@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from grefel.core.errors import CheckpointError, GrefelError
-from grefel.weights.store import detector_weights
 from grefel.data.align import (
     TEMPLATE_112,
     FaceAligner,
@@ -19,6 +18,7 @@ from grefel.data.align import (
     template,
     warp,
 )
+from grefel.weights.store import detector_weights
 
 SIZE = 128
 

@@ -104,7 +104,7 @@ def test_the_demo_study_file_trains_each_run_as_the_recipe_says(tmp_path):
     on one x86 machine, so no CPU path may pick it by default)."""
     from grefel.demo import DEFAULT, QUICK, DemoSettings, study_text
     from grefel.study.spec import parse_study
-    from grefel.training.loop import TrainConfig
+    from grefel.training.config import TrainConfig
 
     assert TrainConfig().channels_last is False
     (tmp_path / "data" / "ferg").mkdir(parents=True)

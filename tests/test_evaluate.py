@@ -93,7 +93,7 @@ def make_checkpoint(
     seed: int = 0,
 ) -> Path:
     """A `grefel train`-style checkpoint of the tiny model for the dataset of :func:`make_dataset`."""
-    from grefel.models import create_model
+    from grefel.models.grefel import create_model
 
     root = dataset_root or (
         tmp_path / "toyraf" if (tmp_path / "toyraf" / "manifest.json").is_file() else make_dataset(tmp_path / "toyraf")
@@ -112,6 +112,7 @@ def make_checkpoint(
     payload = {
         "model": model.state_dict(),
         "model_config": model.model_config,
+        "model_kwargs": model.model_kwargs,
         "dataset": dataset,
         "label_set": label_set,
         "split_set": "official",
@@ -224,23 +225,24 @@ def test_mismatched_checkpoint_fails_cleanly(tmp_path):
 
 def test_checkpoint_rebuilds_its_architecture_after_a_preset_changes(tmp_path, monkeypatch):
     import grefel.models.grefel as G
+    import grefel.models.presets as P
 
     make_dataset(tmp_path / "toyraf")
     path = make_checkpoint(tmp_path, name="run")
     payload = torch.load(path, weights_only=True)
     model = G.create_model(**payload["model_config"])
     assert model.model_kwargs["num_classes"] == 4 and model.model_kwargs["num_anchors"] == 2
-    payload["model_kwargs"] = model.model_kwargs  # what `grefel train` stores beside model_config
-    new_format = save_checkpoint(tmp_path / "new" / "best.pt", payload)
-    old_tiny = G._PRESETS["tiny"]
-    monkeypatch.setitem(G._PRESETS, "tiny", lambda: {**old_tiny(), "head_hidden": (16,)})  # a later grefel's tiny
-    rebuilt = E.model_from_checkpoint(torch.load(new_format, weights_only=True), path=new_format)
+    assert payload["model_kwargs"] == model.model_kwargs  # what `grefel train` stores beside model_config
+    old_tiny = P._PRESETS["tiny"]
+    monkeypatch.setitem(P._PRESETS, "tiny", lambda: {**old_tiny(), "head_hidden": (16,)})  # a later grefel's tiny
+    rebuilt = E.model_from_checkpoint(torch.load(path, weights_only=True), path=path)
     state = torch.load(path, weights_only=True)["model"]
     for k, v in rebuilt.state_dict().items():
         torch.testing.assert_close(v, state[k])
     assert rebuilt.model_config["preset"] == "tiny" and rebuilt.model_kwargs == model.model_kwargs
-    with pytest.raises(CheckpointError, match="does not fit"):  # without model_kwargs only the preset name is known
-        E.model_from_checkpoint(torch.load(path, weights_only=True), path=path)
+    del payload["model_kwargs"]  # the preset name alone no longer says which architecture was trained
+    with pytest.raises(CheckpointError, match="not a `grefel train` checkpoint"):
+        E.model_from_checkpoint(payload, path=path)
 
 
 def test_empty_split_and_missing_label_set(tmp_path):

@@ -74,7 +74,7 @@ def test_full_preset_matches_pytorch(tmp_path):
     import torch
 
     from grefel.inference.export import export_onnx
-    from grefel.models import create_model
+    from grefel.models.grefel import create_model
     from grefel.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
@@ -82,7 +82,12 @@ def test_full_preset_matches_pytorch(tmp_path):
     classes = ["neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise"]
     ckpt = save_checkpoint(
         tmp_path / "full.pt",
-        {"model": model.state_dict(), "model_config": model.model_config, "dataset": {"classes": classes}},
+        {
+            "model": model.state_dict(),
+            "model_config": model.model_config,
+            "model_kwargs": model.model_kwargs,
+            "dataset": {"classes": classes},
+        },
     )
     res = export_onnx(ckpt, tmp_path / "full.onnx")
     assert res.classes == classes and max(res.max_abs_diff.values()) <= TOL

@@ -11,8 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grefel.core.errors import GrefelError
-from grefel.models import GReFELLoss, GReFELOutput, create_model, list_presets
+from grefel.models.grefel import create_model
 from grefel.models.info import model_summary
+from grefel.models.losses import GReFELLoss
+from grefel.models.output import GReFELOutput
+from grefel.models.presets import list_presets
 
 C = 5
 # Tolerances (u = 2^-24, float32's unit roundoff). torch.testing.assert_close's float32 defaults
@@ -450,7 +453,7 @@ def test_tiny_learns_a_small_problem():
 
 def test_landmark_stream_frozen_by_default_and_trainable_on_request():
     """The paper freezes its pretrained MobileFaceNet; from scratch it must learn (freeze_landmarks=False)."""
-    from grefel.models import create_model
+    from grefel.models.grefel import create_model
 
     x = torch.randn(4, 3, 48, 48)
     for freeze in (True, False):

@@ -17,7 +17,7 @@ def test_model_info_tiny_json():
     lm = groups["landmark stream (MobileFaceNet)"]
     assert lm["trainable"] > 0 and lm["frozen"] == 0  # tiny trains from scratch: its landmark stream learns
     assert all(g["frozen"] == 0 for g in groups.values())
-    from grefel.models import create_model
+    from grefel.models.grefel import create_model
 
     dim = create_model("tiny", 4).encoder.embed_dim
     assert groups["anchors (eq. 12-15)"]["trainable"] == 4 * 10 * dim  # C x K x D

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from grefel.models import create_model
+from grefel.models.grefel import create_model
 from grefel.weights.verify import load_pretrained
 
 # ---------------------------------------------------------------- literal POSTER++ forward pass

@@ -133,4 +133,6 @@ def test_unwritable_annotation_folder_is_one_line(photos, ckpt, tmp_path):
         r = CliRunner().invoke(
             app, ["predict", "--ckpt", str(ckpt), str(photos / "astronaut.png"), "--save-annotated", str(target)]
         )
-        assert r.exit_code == 1 and error_line(r).startswith("Error: cannot write to the folder for annotated copies"), r.output
+        assert r.exit_code == 1 and error_line(r).startswith(
+            "Error: cannot write to the folder for annotated copies"
+        ), r.output

@@ -14,7 +14,8 @@ from grefel.data.resident import RESIDENT_SHARE, ResidentBatches, ResidentFaces,
 from grefel.data.shards import PreparedDataset
 from grefel.data.transforms import TrainAugment, augment_uniforms, train_batch
 from grefel.training.checkpoint import load_checkpoint
-from grefel.training.loop import TrainConfig, train, validate_settings
+from grefel.training.config import TrainConfig, validate_settings
+from grefel.training.loop import train
 
 KEYS = ("images", "labels", "index", "pos")
 

@@ -10,9 +10,10 @@ from helpers import make_prepared
 from typer.testing import CliRunner
 
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
-from grefel.models import create_model
+from grefel.models.grefel import create_model
 from grefel.training.checkpoint import load_checkpoint
-from grefel.training.loop import TrainConfig, TrainingDiverged, train
+from grefel.training.config import TrainConfig
+from grefel.training.loop import TrainingDiverged, train
 
 TIME_KEYS = ("images_per_s", "epoch_time_s")
 

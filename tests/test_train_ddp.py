@@ -22,9 +22,10 @@ import pytest
 import torch
 from helpers import make_prepared
 
-from grefel.models import create_model
+from grefel.models.grefel import create_model
 from grefel.training.checkpoint import load_checkpoint
-from grefel.training.loop import TrainConfig, train
+from grefel.training.config import TrainConfig
+from grefel.training.loop import train
 
 # lr 1e-9: Adam's first step moves a weight by at most lr (lr * g / (|g| + eps)); 1e-9 is about one
 # fp32 ulp of a weight of 1e-2 and none of one above 0.03, so the second step's gradient and the

@@ -8,7 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from grefel.core.errors import GrefelError
-from grefel.training.loop import MetricLogger, TrainConfig, train_argv, validate_settings
+from grefel.training.config import TrainConfig, train_argv, validate_settings
+from grefel.training.loop import MetricLogger
 from grefel_cli.main import app
 
 
@@ -60,9 +61,9 @@ def test_existing_flags_and_short_flags_are_kept():
 
 def test_defaults_and_choices_have_one_source():
     """N_pg / B are refine.py's constants, the reliability setups the model's own tuple."""
+    from grefel.core.recipe import RELIABILITY
     from grefel.core.settings import specs
     from grefel.data.refine import N_PG, PER_CLASS
-    from grefel.models import RELIABILITY
     from grefel.models.grefel import GReFEL
 
     cfg = TrainConfig()

@@ -12,7 +12,8 @@ from helpers import make_prepared
 from typer.testing import CliRunner
 
 from grefel.core.errors import GrefelError
-from grefel.training.loop import TrainConfig, train
+from grefel.training.config import TrainConfig
+from grefel.training.loop import train
 from grefel_cli.main import app
 
 

@@ -11,8 +11,9 @@ from test_weights import ir50_split_format, mobilefacenet_format
 from typer.testing import CliRunner
 
 from grefel.core.errors import GrefelError
-from grefel.models import create_model
-from grefel.training.loop import TrainConfig, build_model, create_run_model, pretrained_files
+from grefel.models.grefel import create_model
+from grefel.training.config import TrainConfig
+from grefel.training.loop import build_model, create_run_model, pretrained_files
 from grefel.weights.store import MissingWeightsError
 from grefel.weights.verify import add_weights
 from grefel_cli.main import app

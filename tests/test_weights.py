@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grefel.core.errors import CheckpointError
-from grefel.models import create_model
+from grefel.models.grefel import create_model
 from grefel.weights.verify import load_pretrained
 
 REFERENCE = Path(__file__).parent / "data" / "state_dicts"  # key lists of the published files (README there)

@@ -15,7 +15,8 @@ from test_weights import ir50_evolve_format, ir50_split_format, mobilefacenet_fo
 from typer.testing import CliRunner
 
 from grefel.core.errors import CheckpointError
-from grefel.models import create_model
+from grefel.models.grefel import create_model
+from grefel.weights.catalog import FACEXLIB_RELEASE
 from grefel.weights.store import (
     REGISTRY,
     MissingWeightsError,
@@ -25,7 +26,6 @@ from grefel.weights.store import (
     registered_weights,
     store_dir,
 )
-from grefel.weights.catalog import FACEXLIB_RELEASE
 from grefel.weights.verify import add_weights, identify
 from grefel_cli.main import app
 

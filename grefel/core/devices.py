@@ -59,7 +59,9 @@ def torch_device(device, local_rank: int = 0):
     index = local_rank if d.index is None else d.index
     count = torch.cuda.device_count()
     if index >= count:
-        raise GrefelError(f"device 'cuda:{index}' asked for, but torch sees {count} GPU(s): use cuda:0 to cuda:{count - 1}")
+        raise GrefelError(
+            f"device 'cuda:{index}' asked for, but torch sees {count} GPU(s): use cuda:0 to cuda:{count - 1}"
+        )
     return torch.device("cuda", index)
 
 
@@ -73,7 +75,8 @@ def onnx_providers(device) -> tuple[list, str]:
         return ["CPUExecutionProvider"], "cpu"
     if not has_cuda:
         raise GrefelError(
-            f"device '{device}' asked for, but this ONNX Runtime has no CUDA provider: install onnxruntime-gpu, or use cpu"
+            f"device '{device}' asked for, but this ONNX Runtime has no CUDA provider: "
+            "install onnxruntime-gpu, or use cpu"
         )
     index = d.index or 0
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"

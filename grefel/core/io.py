@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from grefel.core.errors import GrefelError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -83,7 +85,6 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     :class:`~grefel.core.errors.GrefelError`) rather than as a traceback once the work is done. ``what``
     names the folder in the message ("report folder", "predictions folder").
     """
-    from grefel.core.errors import GrefelError
 
     path = Path(path)
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)

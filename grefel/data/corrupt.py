@@ -29,6 +29,7 @@ import numpy as np
 
 from grefel.core.errors import DatasetError
 from grefel.core.io import atomic_path
+from grefel.core.paths import resolve_dataset
 from grefel.data.shards import LABELS_DIR, PreparedDataset
 
 MODES = ("symmetric", "asymmetric")
@@ -183,7 +184,6 @@ def corrupt_dataset(
     data_root: str | os.PathLike | None = None,
 ) -> CorruptResult:
     """:func:`corrupt`, returning the full record (rate, flips, transition matrix)."""
-    from grefel.core.paths import resolve_dataset
 
     if not 0 <= noise < 1:
         raise DatasetError(f"noise must be a fraction in [0, 1) (0.2 for 20 %), got {noise}")

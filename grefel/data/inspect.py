@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from grefel.core.console import make_console
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, read_json
-from grefel.core.paths import resolve_dataset
+from grefel.core.paths import PROVENANCE, resolve_dataset
+from grefel.data.align import template
+from grefel.data.prepare import SKIPPED, print_skipped, reason_kind
 from grefel.data.shards import PreparedDataset
 
 SHEET = "contact-sheet.png"
@@ -24,8 +27,6 @@ SHEET = "contact-sheet.png"
 
 def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
     """Counts per split x class, group and attribute summaries, skipped reasons and provenance."""
-    from grefel.core.paths import PROVENANCE
-    from grefel.data.prepare import SKIPPED, reason_kind
 
     labels = ds.labels(label_set)
     splits = ds.splits(split_set)
@@ -91,8 +92,6 @@ def contact_sheet(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from grefel.data.align import template
 
     labels = ds.labels() if labels is None else labels
     rng = np.random.default_rng(seed)
@@ -168,9 +167,6 @@ def inspect(
 def _print(s: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
-
-    from grefel.core.console import make_console
-    from grefel.data.prepare import print_skipped
 
     con = make_console()
     t = Table(

@@ -39,16 +39,18 @@ from pathlib import Path
 import h5py
 from rich.markup import escape
 
-from grefel.core.version import __version__
+from grefel.core.console import make_console
 from grefel.core.errors import DatasetError, GrefelError
+from grefel.core.images import ImageError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from grefel.core.paths import MANIFEST, PROVENANCE
 from grefel.core.paths import data_root as resolve_data_root
+from grefel.core.version import __version__
 from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, cv2_threads, resize_square
-from grefel.core.images import ImageError
 from grefel.data.raw import open_reader
 from grefel.data.raw.base import CONFLICTING_LINE, DUPLICATE_LINE, RawItem, RawReader, Skip
 from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
+from grefel.synth.faces import MARKER
 
 ALIGN_CHOICES = ("none", "landmarks", *DETECTORS)
 DEFAULT_SIZE = 128
@@ -221,10 +223,10 @@ def prepare(
     the options, the raw folder and its files (names, sizes, modification times, label files'
     sha256) are the same; ``force`` (or its older name ``overwrite``) starts again instead.
     ``detector_weights``: (path, registered sha256 or None) of a facexlib detector's weight file
-    (:func:`grefel.weights.store.detector_weights` finds it). ``progress`` shows a progress bar and a summary. ``threads``: CPU threads of the detector in
-    each worker, in one lane (default: one worker runs one lane per core, each running the
-    detector on one thread; 1 with several workers). One run at a time writes a folder (a lock
-    file in it); a second one is refused.
+    (:func:`grefel.weights.store.detector_weights` finds it). ``progress`` shows a progress bar
+    and a summary. ``threads``: CPU threads of the detector in each worker, in one lane (default:
+    one worker runs one lane per core, each running the detector on one thread; 1 with several
+    workers). One run at a time writes a folder (a lock file in it); a second one is refused.
     """
     t_start = time.time()
     compression = _check_options(align, size, compression, shard_items)
@@ -578,7 +580,6 @@ def _describe_align(work: ItemWork) -> dict:
 def synthetic_source(reader: RawReader) -> dict | None:
     """What ``grefel synth`` recorded, when the raw tree is its output (its marker file at or above
     the tree's root); ``None`` for real data. Reports keep such runs out of the paper's columns."""
-    from grefel.synth.faces import MARKER
 
     root = Path(reader.tree.root).resolve()
     for folder in (root, *root.parents[:2]):
@@ -755,7 +756,6 @@ def _provenance(reader, fingerprint, work, workers, lanes, aligner_info, sources
 def _console(progress: bool):
     if not progress:
         return None
-    from grefel.core.console import make_console
 
     return make_console()
 

@@ -30,8 +30,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from grefel.core.console import make_console
 from grefel.core.errors import DatasetError
 from grefel.core.io import atomic_path
+from grefel.core.paths import resolve_dataset
 from grefel.core.recipe import N_PG, PER_CLASS  # section 4.1
 from grefel.data.shards import SPLITS_DIR, PreparedDataset
 
@@ -323,8 +325,6 @@ def refine(
     Existing split files are kept unless ``force``. The preview shows the class histogram of the
     training split before refinement, after the per-group cap and in the refined epoch.
     """
-    from grefel.core.console import make_console
-    from grefel.core.paths import resolve_dataset
 
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatasetError("val_fraction and test_fraction must be in (0, 1) and sum below 1")

@@ -12,9 +12,12 @@ augments a whole uint8 batch on the device the model runs on, with per-sample ra
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from grefel.data.align import cv2_threads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,8 +97,6 @@ def eval_batch(
 # augmentation whatever the number of processes, the batch split or a resume, which is what
 # makes resumed and multi-process runs reproduce an unbroken single-process run.
 
-from dataclasses import dataclass  # noqa: E402
-
 AUG_COLUMNS = (
     "shift_x",
     "shift_y",
@@ -147,8 +148,6 @@ def _warp_cpu(images: torch.Tensor, a11, a12, a21, a22, shift_x, shift_y, c: int
     core; the two agree to within the uint8 rounding (0.5 / 255).
     """
     import cv2
-
-    from grefel.data.align import cv2_threads
 
     imgs = np.ascontiguousarray(images.numpy())
     b, h = imgs.shape[:2]

@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from grefel.core.devices import torch_device
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.core.io import atomic_path, read_json, sha256_file, writable_dir, write_json
 from grefel.core.paths import resolve_dataset
 from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.data.transforms import MODEL_INPUT, eval_batch
 from grefel.evaluation.predictions import CONFIDENCES, DISTRIBUTIONS, read_predictions_meta, write_predictions
+from grefel.models.grefel import model_from_kwargs
 from grefel.training.checkpoint import load_checkpoint
-from grefel.core.devices import torch_device
 
 CHUNK = 2048  # samples per resumable part file
 
@@ -40,23 +41,16 @@ CHUNK = 2048  # samples per resumable part file
 def model_from_checkpoint(
     payload: dict, device: str | torch.device = "cpu", path: str | os.PathLike = "checkpoint"
 ) -> torch.nn.Module:
-    """Rebuild the model of a loaded checkpoint in eval mode.
-
-    From its resolved ``model_kwargs`` where the checkpoint has them (the architecture it was
-    trained with, whatever the presets are now), else ``create_model(**model_config)``.
-    """
-    from grefel.models import model_from_kwargs
-
-    cfg = payload.get("model_config")
-    state = payload.get("model")
-    if not isinstance(cfg, dict) or not isinstance(state, dict):
+    """Rebuild the model of a loaded checkpoint in eval mode, from its resolved ``model_kwargs`` (the
+    architecture it was trained with, whatever the presets are now)."""
+    cfg, state, kwargs = payload.get("model_config"), payload.get("model"), payload.get("model_kwargs")
+    if not all(isinstance(v, dict) for v in (cfg, state, kwargs)):
         raise CheckpointError(
-            f"{path} has no model_config / model state: it is not a `grefel train` checkpoint; "
+            f"{path} has no model_config / model_kwargs / model state: it is not a `grefel train` checkpoint; "
             "pass a run's best.pt or last.pt"
         )
-    kwargs = payload.get("model_kwargs")
     try:
-        model = model_from_kwargs(kwargs if isinstance(kwargs, dict) else None, cfg)
+        model = model_from_kwargs(kwargs, cfg)
     except (TypeError, ValueError, KeyError, GrefelError) as e:
         raise CheckpointError(
             f"{path}: its model_config cannot build a model with this grefel ({e}): "

@@ -31,8 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import GrefelError
+from grefel.core.io import atomic_path, sha256_file
+from grefel.core.version import __version__
+from grefel.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
 from grefel.inference.records import OUTPUTS
-from grefel.training.checkpoint import checkpoint_classes, stored_size
+from grefel.training.checkpoint import checkpoint_classes, load_checkpoint, stored_size
 
 VERIFY_BATCH = 3
 
@@ -65,8 +69,6 @@ def _wrapped(model):
 
 def metadata(payload: dict, classes: list[str], size: int, crop: int, sha256: str) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (see the module docstring)."""
-    from grefel.core.version import __version__
-    from grefel.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     ds = payload.get("dataset") or {}
     return {
@@ -90,10 +92,6 @@ def metadata(payload: dict, classes: list[str], size: int, crop: int, sha256: st
 def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None) -> ExportResult:
     """Write checkpoint ``ckpt`` as ONNX to ``out`` (default: beside it, ``<stem>.onnx``), verified."""
     import torch
-
-    from grefel.core.io import atomic_path, sha256_file
-    from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
-    from grefel.training.checkpoint import load_checkpoint
 
     out = Path(out) if out is not None else Path(ckpt).with_suffix(".onnx")
     payload = load_checkpoint(ckpt)

@@ -22,9 +22,12 @@ import numpy as np
 from grefel.core.errors import GrefelError
 from grefel.core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageError, is_video, read_image
 from grefel.core.io import writable_dir
+from grefel.data import align as A
 from grefel.data.align import DETECTORS, FACEXLIB_NETWORKS, FaceAligner, resize_square
+from grefel.inference.classifier import open_classifier
 from grefel.inference.draw import draw_annotations
 from grefel.inference.records import Batch, FacePrediction, face_record
+from grefel.inference.video import predict_video
 from grefel.weights.store import detector_weights
 
 ALIGN_CHOICES = (*DETECTORS, "none")
@@ -58,7 +61,6 @@ class Predictor:
         weights_dir: str | os.PathLike | None = None,
         device: str | None = None,
     ):
-        from grefel.inference.classifier import open_classifier
 
         if align not in ALIGN_CHOICES:
             raise GrefelError(f"unknown face aligner '{align}': choose one of {', '.join(ALIGN_CHOICES)}")
@@ -71,16 +73,15 @@ class Predictor:
     def aligner(self):
         """The face detector + aligner, created on first use (None with ``align="none"``)."""
         if self._aligner is None and self.align != "none":
-            from grefel.data.align import FaceAligner
-
             c = self.classifier
-            path, sha = detector_weights(self.align, self.weights_dir) if self.align in FACEXLIB_NETWORKS else (None, None)
+            path, sha = (
+                detector_weights(self.align, self.weights_dir) if self.align in FACEXLIB_NETWORKS else (None, None)
+            )
             self._aligner = FaceAligner(self.align, path, size=c.size, device=c.aligner_device, weights_sha256=sha)
         return self._aligner
 
     def faces(self, rgb: np.ndarray, max_faces: int | None = None) -> list:
         """Aligned faces of one image or frame (:class:`grefel.data.align.AlignedFace`), largest first."""
-        from grefel.data import align as A
 
         if self.align == "none":  # already a face: the centred square of the image
             h, w = rgb.shape[:2]
@@ -120,8 +121,6 @@ class Predictor:
         labels drawn (``<stem>.annotated.png`` per image, ``<stem>.annotated.mp4`` per video).
         """
         from rich.progress import Progress
-
-        from grefel.inference.video import predict_video
 
         files = find_inputs(inputs)
         if not files:
@@ -169,7 +168,6 @@ class Predictor:
 
         Faces of another size than the model's stored size are resized to it, as ``align="none"`` does.
         """
-        from grefel.data.align import resize_square
 
         arr = faces.detach().cpu().numpy() if hasattr(faces, "detach") else np.asarray(faces)
         if arr.ndim == 3:
@@ -210,5 +208,3 @@ def _unique_names(files: list[Path]) -> dict[Path, str]:
         seen[f.stem] = n + 1
         out[f] = f.stem if n == 0 else f"{f.stem}-{n}"
     return out
-
-

@@ -22,9 +22,6 @@ class TorchClassifier:
     backend = "torch"
 
     def __init__(self, ckpt: str | os.PathLike, device: str | None = None):
-        from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
-        from grefel.training.checkpoint import load_checkpoint
-        from grefel.training.distributed import pick_device
 
         payload = load_checkpoint(ckpt)
         self.path = str(ckpt)

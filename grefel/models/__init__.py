@@ -1,21 +1,8 @@
 """GReFEL models: the POSTER++-style encoder, the reliability balancing head and the losses.
 
-``create_model(preset, num_classes, **overrides)`` builds a model from a registered preset
-(``full``, ``tiny``); ``GReFELLoss`` is eq. (23); ``load_pretrained`` (in
-:mod:`grefel.weights.verify`) loads IR-50 / MobileFaceNet / POSTER++ weight files.
+:mod:`~grefel.models.presets` (presets by name, no torch), :mod:`~grefel.models.grefel` (the
+model, ``create_model(preset, num_classes, **overrides)``), :mod:`~grefel.models.poster` (the
+encoder: :mod:`~grefel.models.ir50` + :mod:`~grefel.models.mobilefacenet`),
+:mod:`~grefel.models.reliability` (eqs. 9-19), :mod:`~grefel.models.losses` (eqs. 20-23),
+:mod:`~grefel.models.output` (what a forward pass returns), :mod:`~grefel.models.info` (sizes).
 """
-
-from grefel.models.grefel import RELIABILITY, GReFEL, create_model, list_presets, model_from_kwargs, register_preset
-from grefel.models.losses import GReFELLoss
-from grefel.models.output import GReFELOutput
-
-__all__ = [
-    "RELIABILITY",
-    "GReFEL",
-    "GReFELLoss",
-    "GReFELOutput",
-    "create_model",
-    "list_presets",
-    "model_from_kwargs",
-    "register_preset",
-]

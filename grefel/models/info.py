@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from grefel.models.grefel import create_model
+
 # module group -> prefixes of GReFEL's module names
 GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("landmark stream (MobileFaceNet)", ("encoder.face_landback",)),
@@ -143,7 +145,6 @@ def summarize(model: torch.nn.Module, input_size: int = 112) -> list[GroupRow]:
 
 def model_summary(preset: str = "full", num_classes: int = 7, input_size: int = 112, **overrides: Any) -> ModelSummary:
     """Build ``create_model(preset, num_classes, **overrides)`` and summarise it (see :class:`ModelSummary`)."""
-    from grefel.models import create_model
 
     model = create_model(preset, num_classes, **overrides)
     return ModelSummary(

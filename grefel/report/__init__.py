@@ -9,9 +9,10 @@ published numbers), :mod:`~grefel.report.page` (sections a caller adds, the temp
 page) and :mod:`~grefel.report.build` (the page of a list of runs). Entry point: ``build_report``.
 """
 
+from grefel.report.build import build_report as _build
+
 
 def build_report(*args, **kwargs):
     """See :func:`grefel.report.build.build_report` (imported lazily: matplotlib is slow to load)."""
-    from grefel.report.build import build_report as _build
 
     return _build(*args, **kwargs)

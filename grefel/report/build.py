@@ -24,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from grefel.core.devices import usable_cores
 from grefel.core.errors import GrefelError
 from grefel.core.io import writable_dir
+from grefel.core.version import __version__
+from grefel.data.shards import PreparedDataset
 from grefel.evaluation import metrics as M
 from grefel.evaluation.predictions import Predictions, read_predictions
 from grefel.report import figures as F
@@ -223,8 +226,6 @@ def _faces(meta: dict, indices: Sequence[int]):
     if not indices or not path or not (Path(path) / "manifest.json").is_file():
         return None
     try:
-        from grefel.data.shards import PreparedDataset
-
         ds = PreparedDataset(path)
         if (meta.get("dataset") or {}).get("manifest_sha256") not in (None, ds.manifest_sha256):
             return None  # re-prepared since: indices may point at other faces
@@ -314,8 +315,6 @@ def build_report(
     slugs = unique_slugs([r.name for r in runs])
     contexts = _run_contexts(runs, slugs, fig_root, options, log)
 
-    from grefel.core.version import __version__
-
     context = {
         "title": title or "GReFEL report: " + ", ".join(r["name"] for r in contexts),
         "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -343,7 +342,6 @@ def _report_folder(runs: list[ReportRun], out) -> Path:
 def _run_contexts(runs: list[ReportRun], slugs: list[str], fig_root: Path, options: dict, log) -> list[dict]:
     """Every run's section; with several runs and cores, one worker process per core (each run's
     t-SNE and figures are single-threaded, so runs side by side take about 1 / cores the time)."""
-    from grefel.core.devices import usable_cores
 
     workers = min(len(runs), usable_cores())
     if workers < 2:

@@ -26,6 +26,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from grefel.core.io import atomic_path
+from grefel.evaluation.metrics import row_normalize
 from grefel.inference.draw import class_palette
 
 PRIMARY_LABEL = "primary (without RB)"
@@ -53,7 +54,6 @@ def _color_ticks(labels, colors) -> None:
 @_styled
 def confusion_figure(cm_primary: np.ndarray, cm_corrected: np.ndarray, classes: Sequence[str]) -> Figure:
     """Fig. 4: confusion matrices without / with reliability balancing, counts and row-normalised."""
-    from grefel.evaluation.metrics import row_normalize
 
     c = len(classes)
     size = max(3.2, 0.55 * c + 1.2)

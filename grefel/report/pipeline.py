@@ -13,6 +13,9 @@ from pathlib import Path
 
 from grefel.core.errors import GrefelError
 from grefel.core.io import writable_dir
+from grefel.evaluation.evaluate import check_batch_size, evaluate
+from grefel.evaluation.predictions import read_predictions
+from grefel.report.build import ReportRun, build_report, check_report_options
 
 
 def run_name(source: str | os.PathLike) -> str:
@@ -32,7 +35,6 @@ def predictions_for(source: str | os.PathLike, **evaluate_options) -> Path:
         if not source.is_file():
             raise GrefelError(f"predictions file {source} not found: write it with `grefel evaluate`")
         return source
-    from grefel.evaluation.evaluate import evaluate
 
     return evaluate(source, **evaluate_options)
 
@@ -60,8 +62,6 @@ def evaluate_and_report(
     source>/report``. ``report_options`` (samples, n_changed, tsne_points, seed, sections, title)
     go to :func:`grefel.report.build.build_report`.
     """
-    from grefel.evaluation.evaluate import check_batch_size
-    from grefel.report.build import build_report, check_report_options
 
     if not sources:
         raise GrefelError("no run given: name one or more checkpoints or predictions files")
@@ -85,8 +85,6 @@ def evaluate_and_report(
 
 def _load_runs(sources, evaluate_options: dict, log: Callable[[str], None]):
     """Predictions of every source that can be used, and one line for each that cannot."""
-    from grefel.evaluation.predictions import read_predictions
-    from grefel.report.build import ReportRun
 
     runs, problems = [], []
     for src in sources:

@@ -8,7 +8,3 @@ clean test split. :mod:`grefel.study.run` executes them on a local pool or as on
 turns the finished runs into per-setting means with confidence intervals and paired comparisons
 against baselines (scipy.stats, statsmodels). docs/study.md is the manual.
 """
-
-from grefel.study.spec import Study, load_study, train_argv
-
-__all__ = ["Study", "load_study", "train_argv"]

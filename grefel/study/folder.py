@@ -31,6 +31,8 @@ from pathlib import Path
 
 from grefel.core.errors import GrefelError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, write_json
+from grefel.core.recipe import DEFAULT_EPOCHS
+from grefel.study.spec import Study
 
 STUDY_JSON = "study.json"
 STUDY_TOML = "study.toml"
@@ -59,7 +61,6 @@ def now() -> str:
 # -- the plan ------------------------------------------------------------------------------------
 def load_plan(study_dir: str | os.PathLike):
     """The :class:`grefel.study.spec.Study` stored in a study folder."""
-    from grefel.study.spec import Study
 
     p = Path(study_dir) / STUDY_JSON
     if not p.is_file():
@@ -159,7 +160,6 @@ def epochs_done(folder: Path) -> tuple[int, float | None]:
 
 
 def run_epochs(settings: dict) -> int:
-    from grefel.training.loop import DEFAULT_EPOCHS
 
     return int(settings.get("epochs") or DEFAULT_EPOCHS)
 

@@ -48,7 +48,9 @@ from grefel.study.folder import (
     write_status,
 )
 from grefel.study.spec import train_argv
+from grefel.study.stats import run_metrics
 from grefel.training.config import resumable_settings
+from grefel_cli.main import app
 
 EXIT_FAILED, EXIT_STOPPED = 1, 143
 
@@ -91,8 +93,6 @@ def evaluate_command(run) -> list[str]:
 def cli(args: list[str]) -> int:
     """Run a ``grefel`` command line in this process; its exit status (errors are printed as usual)."""
     from typer.main import get_command
-
-    from grefel_cli.main import app
 
     try:
         get_command(app).main(args=args, prog_name="grefel", standalone_mode=True)
@@ -168,7 +168,6 @@ def run_job(
 
 
 def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: str | None) -> dict:
-    from grefel.study.stats import run_metrics
 
     log = rel_run(run.name, LOG)
     write_status(

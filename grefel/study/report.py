@@ -28,6 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grefel.core.errors import GrefelError
+from grefel.evaluation.predictions import read_predictions
+from grefel.report.build import ReportRun, build_report
+from grefel.report.figures import ci_curves_figure, forest_figure
+from grefel.report.page import Section, SectionFigure, Table
+from grefel.report.paper import reference_curves
+from grefel.study.stats import summarize
 from grefel.study.tables import PCT, context_text, contexts, dims, fmt_diff, fmt_p, study_tables
 
 if TYPE_CHECKING:
@@ -54,9 +60,6 @@ def study_report(
     finished seed), ``"all"`` or ``"none"``. ``samples``, ``n_changed``, ``tsne_points``, ``seed``:
     as :func:`grefel.report.build.build_report`.
     """
-    from grefel.evaluation.predictions import read_predictions
-    from grefel.report.build import ReportRun, build_report
-    from grefel.study.stats import summarize
 
     if runs not in RUN_CHOICES:
         raise GrefelError(f"runs must be one of {', '.join(RUN_CHOICES)} (got {runs!r})")
@@ -125,7 +128,6 @@ def study_sections(summary: dict) -> list[Section]:
 
 # -- 1. the study ---------------------------------------------------------------------------------
 def _overview(summary: dict) -> Section:
-    from grefel.report.page import Section, Table
 
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items() if v)
     axes = "; ".join(f"{a['name']}: {', '.join(a['values'])} (baseline {a['baseline']})" for a in summary["axes"])
@@ -180,7 +182,6 @@ def _run_row(r: dict) -> list:
 
 # -- 2. the paper's tables -----------------------------------------------------------------------
 def _paper_section(tables: list[dict]) -> Section:
-    from grefel.report.page import Section, Table
 
     text = (
         "The study's settings in the layout of the paper's ablation tables. Each cell: corrected accuracy "
@@ -218,8 +219,6 @@ def forest_rows(summary: dict, axis: str, metric: str = "accuracy") -> list[dict
 
 
 def _comparisons_section(summary: dict) -> Section:
-    from grefel.report.figures import forest_figure
-    from grefel.report.page import Section, SectionFigure, Table
 
     family = next((c["holm_family"] for c in summary["comparisons"] if c["metric"] == "accuracy"), 0)
     figures = []
@@ -301,9 +300,6 @@ def _line(context: dict, pts: list) -> dict:
 
 
 def _noise_section(summary: dict) -> Section | None:
-    from grefel.report.figures import ci_curves_figure
-    from grefel.report.page import Section, SectionFigure
-    from grefel.report.paper import reference_curves
 
     panels = noise_curves(summary)
     if not panels:

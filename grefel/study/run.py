@@ -30,7 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from grefel.core.console import make_console
+from grefel.core.devices import usable_cores
 from grefel.core.errors import DatasetError, GrefelError
+from grefel.core.paths import resolve_dataset
+from grefel.data.corrupt import corrupt, read_label_set_attrs
+from grefel.data.shards import PreparedDataset
 from grefel.study.folder import (
     LOCK,
     LOG,
@@ -45,6 +50,10 @@ from grefel.study.folder import (
     study_states,
     write_status,
 )
+from grefel.study.job import StudyJob
+from grefel.study.show import print_status, print_summary
+from grefel.study.spec import load_study, slurm_minutes
+from grefel.study.stats import write_summary
 
 EXECUTORS = ("local", "slurm")
 POLL_S = 1.0
@@ -53,7 +62,6 @@ POLL_S = 1.0
 # -- the study and its folder -------------------------------------------------------------------------
 def open_study(source: str | os.PathLike, out: str | os.PathLike | None = None):
     """(study, study folder, study file text or None) for a study file or an existing study folder."""
-    from grefel.study.spec import load_study
 
     source = Path(source)
     if source.is_dir():
@@ -85,9 +93,6 @@ def check_folder(study_dir: Path, study) -> None:
 
 def ensure_label_sets(study) -> list[str]:
     """Make every label set the runs need that the dataset lacks (`grefel corrupt`); return those made."""
-    from grefel.core.paths import resolve_dataset
-    from grefel.data.corrupt import corrupt, read_label_set_attrs
-    from grefel.data.shards import PreparedDataset
 
     if not study.label_sets:
         return []
@@ -136,7 +141,6 @@ def visible_gpus() -> list[str]:
 
 def local_slots(todo: int, parallel: int | None, gpus_per_run: int = 1, use_gpus: bool = True) -> list[Slot]:
     """One slot per concurrent run: a GPU (group) each, else ``parallel`` CPU runs sharing the cores."""
-    from grefel.core.devices import usable_cores
 
     cores = usable_cores()
     gpus = visible_gpus() if use_gpus else []
@@ -241,7 +245,6 @@ def _run_local(study_dir: Path, study, names: list[str], parallel: int | None, v
 # -- Slurm (submitit) -------------------------------------------------------------------------------------
 def slurm_parameters(study, n_runs: int, parallel: int | None, cluster: str) -> dict:
     """submitit AutoExecutor parameters from the study's [slurm] table."""
-    from grefel.study.spec import slurm_minutes
 
     cfg = study.slurm
     if cluster == "slurm" and "time" not in cfg:
@@ -272,8 +275,6 @@ def slurm_parameters(study, n_runs: int, parallel: int | None, cluster: str) -> 
 
 def _run_slurm(study_dir: Path, study, names: list[str], parallel: int | None, cluster: str | None, view) -> None:
     import submitit
-
-    from grefel.study.job import StudyJob
 
     cluster = cluster or "slurm"
     if cluster == "slurm" and shutil.which("sbatch") is None:
@@ -377,9 +378,6 @@ def run_study(
     at a time (default: one per GPU, else as many as cores). ``cluster``: submitit's cluster for the
     Slurm executor ("local" runs it on this machine).
     """
-    from grefel.core.console import make_console
-    from grefel.study.show import print_status, print_summary
-    from grefel.study.stats import write_summary
 
     if executor not in EXECUTORS:
         raise GrefelError(f"unknown executor '{executor}': use {' or '.join(EXECUTORS)}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from grefel.study.folder import STATES
+from grefel.study.job import evaluate_command, train_command
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
@@ -16,7 +17,6 @@ def _pct(x: float | None, digits: int = 1) -> str:
 
 def print_plan(study, study_dir: Path, console) -> None:
     """The runs of a study with the exact `grefel train` command of each."""
-    from grefel.study.job import evaluate_command, train_command
 
     axes = " x ".join(f"{a.name} ({len(a.values)})" for a in study.axes) or "no grid"
     console.print(

@@ -45,7 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grefel.core import settings
 from grefel.core.errors import GrefelError
+from grefel.data.corrupt import MODES
+from grefel.models.presets import list_presets
+from grefel.training.config import TrainConfig
+from grefel.training.config import train_argv as argv
 
 STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run")
 TABLES = ("study", "train", "grid", "label_sets", "baseline", "slurm")
@@ -164,7 +169,6 @@ class Study:
 def train_argv(settings: dict) -> list[str]:
     """``grefel train`` arguments for TrainConfig ``settings`` (:func:`grefel.training.config.train_argv`);
     unset (None) settings and the clean label set are left out."""
-    from grefel.training.config import train_argv as argv
 
     return argv({k: v for k, v in settings.items() if v is not None and not (k == "labels" and v == "clean")})
 
@@ -172,16 +176,11 @@ def train_argv(settings: dict) -> list[str]:
 def check_setting(key: str, value: Any) -> str | None:
     """Why ``value`` is not a valid value of TrainConfig field ``key`` (None when it is), from the
     field's declaration (type, range, choices); presets are checked against the registry."""
-    from grefel.core import settings
-    from grefel.training.config import TrainConfig
 
     _, spec, base, optional = settings.specs(TrainConfig)[key]
     why = settings.problem(value, spec, base, optional)
-    if why is None and key == "preset":
-        from grefel.models import list_presets
-
-        if value not in list_presets():
-            why = f"must be one of {', '.join(list_presets())} (got {value!r})"
+    if why is None and key == "preset" and value not in list_presets():
+        why = f"must be one of {', '.join(list_presets())} (got {value!r})"
     return why
 
 
@@ -343,7 +342,6 @@ def _dataset(dataset: str | None, here: Path, data_root: str | None) -> str | No
 
 def _settings(table: dict, err, where: str, here: Path, *keys: str) -> dict:
     """Check one table of TrainConfig settings; path-valued ones become absolute."""
-    from grefel.training.loop import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     out = {}
@@ -372,7 +370,6 @@ def _fmt(value: Any) -> str:
 
 
 def _axes(grid: dict, err, here: Path) -> list[Axis]:
-    from grefel.training.loop import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     axes, owner = [], {}
@@ -447,7 +444,6 @@ def _label_set_names(base: dict, axes: list[Axis]) -> list[str]:
 
 def _label_sets(table: dict, base: dict, axes: list[Axis], err) -> dict[str, LabelSetSpec]:
     """Label sets the runs use, with how to make each: [label_sets], else the name, else must exist."""
-    from grefel.data.corrupt import MODES
 
     out = {}
     for name, spec in table.items():

@@ -40,6 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import GrefelError
+from grefel.core.io import write_json
+from grefel.evaluation.metrics import classification_metrics
+from grefel.evaluation.predictions import read_predictions_meta
+from grefel.study.folder import SUMMARY_JSON, load_plan, study_states
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -81,8 +85,6 @@ def read_outcomes(path: str | os.PathLike):
 
 def run_metrics(path: str | os.PathLike) -> dict:
     """The metrics of one run from its predictions file (those of the HTML report)."""
-    from grefel.evaluation.metrics import classification_metrics
-    from grefel.evaluation.predictions import read_predictions_meta
 
     df = read_outcomes(path)
     k = len(read_predictions_meta(path)["classes"])
@@ -198,7 +200,6 @@ def verdict(n: int, p_holm: float | None) -> str:
 # -- the study ---------------------------------------------------------------------------------------
 def summarize(study_dir: str | os.PathLike) -> dict:
     """Everything a table or report of the study needs, JSON-able (see the module docstring)."""
-    from grefel.study.folder import load_plan, study_states
 
     study_dir = Path(study_dir)
     study = load_plan(study_dir)
@@ -353,8 +354,6 @@ def _compare(study, metric, i, value, base, ctx, by_cell, done, outcomes) -> dic
 
 def write_summary(study_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[dict, Path]:
     """:func:`summarize` and write it as JSON (default ``<study>/summary.json``)."""
-    from grefel.core.io import write_json
-    from grefel.study.folder import SUMMARY_JSON
 
     summary = summarize(study_dir)
     path = Path(out) if out is not None else Path(study_dir) / SUMMARY_JSON

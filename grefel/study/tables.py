@@ -31,6 +31,7 @@ import dataclasses
 from functools import lru_cache
 
 from grefel.report.paper import paper_value
+from grefel.training.config import TrainConfig
 
 PCT = 100.0
 RB_ROWS = {"none": "Without RB", "anchors": "Anchors", "mhsa": "MHSA", "both": "Both"}  # Table 2's row names
@@ -49,7 +50,6 @@ DIM_FIELDS = {
 
 @lru_cache(maxsize=1)
 def _defaults() -> dict:
-    from grefel.training.config import TrainConfig
 
     return dataclasses.asdict(TrainConfig())
 

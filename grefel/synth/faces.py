@@ -51,9 +51,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from grefel.core.version import __version__
+from grefel.core.console import make_console
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, read_json, write_json
+from grefel.core.version import __version__
 
 # FERG-DB's expressions in its README order (the folder suffixes).
 EXPRESSIONS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
@@ -786,8 +787,6 @@ def generate(
 
 def _print_summary(out: Path, characters: int, counts: dict[str, int], drawn: int, total: int) -> None:
     from rich.table import Table
-
-    from grefel.core.console import make_console
 
     console = make_console()
     if not drawn:

@@ -9,7 +9,7 @@ Keys (format version 1)::
     model             model state_dict
     model_config      keyword arguments of grefel.models.create_model (preset, num_classes, ...)
     model_kwargs      the resolved GReFEL constructor arguments (preset applied); rebuilds the model
-                      even after a preset changes (absent in checkpoints written before 2026-12-01)
+                      even after a preset changes
     dataset           {"name", "protocol", "classes", "manifest_sha256", "path"}
     label_set         "clean" or the name of a `grefel corrupt` label set
     config            the resolved training configuration (JSON-able dict)
@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from grefel.core.version import __version__
 from grefel.core.errors import CheckpointError, torch_load_failure
 from grefel.core.io import atomic_path, read_json
+from grefel.core.version import __version__
 
 FORMAT = "grefel-checkpoint"
 FORMAT_VERSION = 1

@@ -254,19 +254,6 @@ class TrainConfig:
         """Raise a one-line GrefelError naming the first setting outside its declared type or range."""
         validate_settings(asdict(self))
 
-    def augment_settings(self):
-        from grefel.data.transforms import TrainAugment
-
-        return TrainAugment(
-            crop=self.crop,
-            flip=self.flip,
-            rotation=self.rotation,
-            brightness=self.color,
-            contrast=self.color,
-            saturation=self.color,
-            erase=self.erase,
-        )
-
 
 def resumable_settings() -> tuple[str, ...]:
     """The settings a resumed run may change; every other one comes from the run's checkpoint."""

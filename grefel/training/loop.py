@@ -9,8 +9,7 @@ Shaped like torchvision's ``references/classification/train.py``:
 * :class:`RunState` (model, optimizer, scheduler, scaler, RNG, epoch, best, history) is what a
   checkpoint holds: ``save()`` writes it, ``resume()`` restores it.
 
-The settings are declared in :mod:`grefel.training.config` (re-exported here: ``TrainConfig``,
-``train_argv``, ``validate_settings``).
+The settings are declared in :mod:`grefel.training.config`.
 
 Recipe (paper section 4.1 and supplement): Adam, lr 3e-4, exponential decay 0.995 per epoch,
 lambda_cls = lambda_a = lambda_c = 1 (eq. 23), K = 10 anchors, label smoothing 0.11 (Table 8's
@@ -43,30 +42,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grefel.core.console import make_console
 from grefel.core.devices import usable_cores
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.core.io import atomic_path, write_json
-from grefel.core.recipe import DEFAULT_EPOCHS, PRECISIONS, RELIABILITY
+from grefel.core.paths import resolve_dataset
+from grefel.core.recipe import DEFAULT_EPOCHS, PRECISIONS
+from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
+from grefel.data.resident import ResidentBatches, ResidentFaces, faces_nbytes, use_data_on_device
+from grefel.data.shards import PreparedDataset
+from grefel.data.transforms import TrainAugment, augment_uniforms, eval_batch, train_batch
+from grefel.models.grefel import create_model, model_from_kwargs
+from grefel.models.losses import GReFELLoss
 from grefel.training import distributed as gdist
 from grefel.training import tblog
 from grefel.training.checkpoint import load_checkpoint, save_checkpoint
-from grefel.training.config import CUDAGRAPH_MODES, TrainConfig, resumable_settings, train_argv, validate_settings
-
-__all__ = [
-    "DEFAULT_EPOCHS",
-    "PRECISIONS",
-    "RELIABILITY",
-    "MetricLogger",
-    "RunState",
-    "TrainConfig",
-    "TrainingDiverged",
-    "evaluate",
-    "main",
-    "train",
-    "train_argv",
-    "train_one_epoch",
-    "validate_settings",
-]
+from grefel.training.config import CUDAGRAPH_MODES, TrainConfig, resumable_settings
+from grefel.weights.store import plan_pretrained
+from grefel.weights.verify import load_pretrained
 
 LOSS_PARTS = ("total", "cls", "anchor", "center")  # GReFELLoss terms (eq. 23 and its parts)
 START_FILES = ("config.json", "metrics.jsonl", "pretrained.txt")  # what a run writes before its first epoch
@@ -99,7 +92,6 @@ def build_model(cfg: TrainConfig, num_classes: int, sources: dict | None = None)
     """The model the settings describe. The landmark stream is frozen when it starts from pretrained
     weights (``sources``: a MobileFaceNet or POSTER++ file, as in the paper) and trains when the run
     starts from scratch (``from_scratch``; the tiny preset's own default); ``model_args`` override."""
-    from grefel.models import create_model
 
     overrides = dict(reliability=cfg.reliability, num_anchors=cfg.num_anchors, dropout=cfg.dropout)
     if cfg.delta is not None:
@@ -117,7 +109,6 @@ def build_model(cfg: TrainConfig, num_classes: int, sources: dict | None = None)
 
 
 def build_loss(cfg: TrainConfig) -> torch.nn.Module:
-    from grefel.models.losses import GReFELLoss
 
     return GReFELLoss(
         lambda_cls=cfg.lambda_cls,
@@ -159,7 +150,6 @@ def on_main(info: gdist.DistInfo, fn):
 
 
 def _console(quiet: bool, is_main: bool):
-    from grefel.core.console import make_console
 
     return make_console(stderr=True, quiet=quiet or not is_main)
 
@@ -399,8 +389,6 @@ class TrainData:
 def load_data(cfg: TrainConfig) -> TrainData:
     """Open the dataset; fix the split set by name (so a resume keeps it even if `grefel refine`
     runs meanwhile) in ``cfg``; check the label set and the crop; select train and val images."""
-    from grefel.core.paths import resolve_dataset
-    from grefel.data.shards import PreparedDataset
 
     ds = PreparedDataset(resolve_dataset(cfg.dataset, cfg.data_root))
     ds.verify_contents()  # every shard's sha256 once (cached by size and mtime): damage is one line, not NaNs
@@ -567,12 +555,17 @@ def diverged(run: Run, window: dict, epoch: int, step: int, lr: float) -> Traini
 # ---------------------------------------------------------------------------------------------
 # Train one epoch, evaluate
 # ---------------------------------------------------------------------------------------------
+def augment_settings(cfg: TrainConfig) -> TrainAugment:
+    """The augmentation strengths of ``cfg`` (one colour setting drives brightness, contrast, saturation)."""
+    c = cfg
+    return TrainAugment(c.crop, c.flip, c.rotation, c.color, c.color, c.color, c.erase)
+
+
 def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: int, run: Run, progress) -> dict:
     """One epoch of steps; the epoch's average losses and accuracy, images/s and training time."""
-    from grefel.data.transforms import eval_batch, train_batch
 
     cfg, device, steps = run.cfg, run.device, len(loader)
-    aug, lr = cfg.augment_settings(), state.optimizer.param_groups[0]["lr"]
+    aug, lr = augment_settings(cfg), state.optimizer.param_groups[0]["lr"]
     meters = MetricLogger((*LOSS_PARTS, "acc"), device)
     task = progress.add_task(f"epoch {epoch + 1}/{run.epochs}", total=steps, info="")
     t0, seen = time.perf_counter(), 0
@@ -630,8 +623,6 @@ def evaluate(model, criterion, loader, run: Run, num_classes: int) -> tuple[dict
     """Validation metrics (accuracy of the corrected and primary distributions, macro F1, loss), and
     for the live curves: predictions reliability balancing fixed / broke, both confusion matrices."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
-
-    from grefel.data.transforms import eval_batch
 
     model.eval()
     device = run.device
@@ -704,8 +695,6 @@ def make_batch_sources(run: Run, data: TrainData, sampler, val_sampler) -> tuple
     """Training and validation batches: DataLoader workers reading the shards, or (``data_on_device``)
     the faces held on the device and gathered there (:mod:`grefel.data.resident`). Both yield the
     same batches; validation is scored with the labels the run learns from."""
-    from grefel.data.loader import make_loader
-    from grefel.data.resident import ResidentBatches, ResidentFaces, faces_nbytes, use_data_on_device
 
     cfg, ds, device = run.cfg, data.ds, run.device
     workers = min(cfg.workers, usable_cores())  # more loader processes than cores only thrash
@@ -727,8 +716,6 @@ def make_batch_sources(run: Run, data: TrainData, sampler, val_sampler) -> tuple
 
 def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, last_epoch: int) -> None:
     """Epochs ``state.epoch + 1 .. last_epoch``: plan, train, validate, checkpoint, log."""
-    from grefel.data.loader import EvalBatches, RankBatches, epoch_plan
-    from grefel.data.transforms import augment_uniforms
 
     cfg, info, ds = run.cfg, run.info, data.ds
     sampler = RankBatches(np.zeros(0, np.int64), cfg.batch_size, info.rank, info.world_size)
@@ -803,13 +790,10 @@ def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sour
     since), else from the settings, started from the weight files ``sources`` (:func:`pretrained_files`);
     and the weights report. Prints one line per file loaded."""
     if ckpt is not None:
-        from grefel.models import model_from_kwargs
-
         return model_from_kwargs(ckpt.get("model_kwargs"), ckpt.get("model_config")), None
     model = build_model(cfg, num_classes, sources)
     if not sources:
         return model, None
-    from grefel.weights.verify import load_pretrained
 
     report = load_pretrained(model, **{k: str(p) for k, p in sources.items()}, allow_partial=cfg.allow_partial)
     for source in report.sources:
@@ -820,7 +804,6 @@ def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sour
 def pretrained_files(cfg: TrainConfig) -> dict[str, Path]:
     """The weight files a new run starts from: those given, the rest from the weights store. A preset
     with published weights (``full``) refuses to start without them unless ``from_scratch``."""
-    from grefel.weights.store import plan_pretrained
 
     given = {k: getattr(cfg, k) for k in ("ir50", "mobilefacenet", "poster") if getattr(cfg, k)}
     if cfg.from_scratch:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from grefel.data.align import FACEXLIB_NETWORKS
 
 # facexlib's detectors: kind -> (facexlib network name, the file as published)
-FACEXLIB_FILES = {"facexlib-resnet50": "detection_Resnet50_Final.pth", "facexlib-mobile0.25": "detection_mobilenet0.25_Final.pth"}
+FACEXLIB_FILES = {
+    "facexlib-resnet50": "detection_Resnet50_Final.pth",
+    "facexlib-mobile0.25": "detection_mobilenet0.25_Final.pth",
+}
 FACEXLIB_WEIGHTS = {kind: (FACEXLIB_NETWORKS[kind], name) for kind, name in FACEXLIB_FILES.items()}
 FACEXLIB_RELEASE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
 HOW_TO_GET = {

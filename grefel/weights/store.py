@@ -19,10 +19,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 
 from grefel.core.errors import CheckpointError, GrefelError

@@ -46,10 +46,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grefel.core.errors import CheckpointError, torch_load_failure
-from grefel.core.errors import GrefelError
+from grefel.core.errors import CheckpointError, GrefelError, torch_load_failure
 from grefel.core.io import sha256_file
-from grefel.weights.catalog import DETECTOR_KINDS, ENCODER_KINDS, FACEXLIB_RELEASE, FACEXLIB_WEIGHTS, HOW_TO_GET, PUBLISHED
+from grefel.models.grefel import create_model
+from grefel.weights.catalog import (
+    DETECTOR_KINDS,
+    FACEXLIB_WEIGHTS,
+    HOW_TO_GET,
+)
 from grefel.weights.store import (
     AddResult,
     WeightEntry,
@@ -74,6 +78,8 @@ _UNUSED = {
     ],
 }
 _TARGET_PREFIX = {"ir50": "ir_back.", "mobilefacenet": "face_landback.", "poster": ""}
+
+
 @dataclass
 class SourceReport:
     """What happened to the keys of one weight file."""
@@ -388,8 +394,6 @@ def check_weight_file(
         rep = match_detector(kind, sd, path)
     else:
         if encoder is None:
-            from grefel.models import create_model
-
             encoder = lambda: create_model("full", 7).encoder  # noqa: E731
         enc = encoder() if callable(encoder) and not isinstance(encoder, nn.Module) else encoder
         try:
@@ -436,7 +440,7 @@ def load_pretrained(
     return report
 
 
-# -- adding files to the store (grefel weights add) ----------------------------------------------------------------------------------
+# -- adding files to the store (grefel weights add) ----------------------------------------------
 def add_weights(
     files: Iterable[str | os.PathLike],
     data_root: str | os.PathLike | None = None,
@@ -471,7 +475,6 @@ def add_weights(
 
 
 def _full_encoder():
-    from grefel.models import create_model
 
     return create_model("full", 7).encoder
 
@@ -515,5 +518,3 @@ def _add_one(src: Path, store: Path, entries: dict[str, WeightEntry], link: bool
     verb = "linked" if link else "copied"
     status = "added" if old is None else "replaced"
     return AddResult(str(src), status, f"{rep.line()}; sha256 {sha[:12]}; {verb} to {dest}", entry)
-
-

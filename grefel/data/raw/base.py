@@ -27,6 +27,7 @@ from grefel.core.errors import DatasetError
 from grefel.core.images import ImageError, decode_image
 from grefel.data.definitions import Definition, load_definition
 
+
 @dataclass(frozen=True)
 class FileRef:
     """A file under the raw folder, or a member of a zip archive under it."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from grefel.core.errors import DatasetError
 from grefel.core.images import ImageError
 from grefel.data.raw.base import RawItem, RawReader, Skip, find_file
 
@@ -72,15 +73,11 @@ class Reader(RawReader):
             hv = [c.strip() for c in next(rv, [])]
             ip = {c: hp.index(c) for c in ("pixels", "Usage") if c in hp}
             if len(ip) < 2:
-                from grefel.core.errors import DatasetError
-
                 raise DatasetError(
                     f"{self.pixel_file} has no 'pixels' and 'Usage' columns (header: {','.join(hp)[:80]}): "
                     "pass the original fer2013.csv"
                 )
             if not all(c in hv for c in VOTE_COLUMNS):
-                from grefel.core.errors import DatasetError
-
                 raise DatasetError(
                     f"{self.vote_file} lacks the vote columns {','.join(VOTE_COLUMNS)}: "
                     "pass fer2013new.csv from the FERPlus repository"
