@@ -38,7 +38,7 @@ from grefel.synth.faces import generate
 
 DEMO_SIZE = 128  # synthesised, stored and model-input size (the demo trains without random crops)
 STUDY = "study"  # the study's name: its file is <work>/study.toml, its folder <work>/study/
-RELIABILITY = ("both", "none")  # reliability balancing on, off (Table 2's switch); "none" is the baseline
+RB_ON_OFF = ("both", "none")  # reliability balancing on, off (Table 2's switch); "none" is the baseline
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def study_text(dataset: str, label_sets: list[str], s: DemoSettings) -> str:
         return json.dumps(v) if isinstance(v, str) else repr(v)
 
     train = {k: (0 if k == "n_pg" else v) for k, v in train_settings(s).items()}  # n_pg 0: no cap
-    grid = {"reliability": list(RELIABILITY)}
+    grid = {"reliability": list(RB_ON_OFF)}
     if len(label_sets) == 1:
         train["labels"] = label_sets[0]
     else:
@@ -160,7 +160,7 @@ def run_demo(
     t0 = time.perf_counter()
     step = _Steps(console)
     ds_path, label_sets = _data_steps(step, work, s, cores, console)
-    n_runs = len(label_sets) * len(RELIABILITY) * s.seeds
+    n_runs = len(label_sets) * len(RB_ON_OFF) * s.seeds
     result = step(
         f"study: train and evaluate {n_runs} runs (reliability balancing on / off x {s.seeds} seeds)",
         lambda: _run_study(work, ds_path, label_sets, s, console),

@@ -13,7 +13,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from grefel.core.errors import GrefelError
+from grefel.core.errors import GrefelError, error_line
 
 
 def reflow_help(text: str) -> str:
@@ -41,19 +41,9 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except GrefelError as e:
-            _fail(_own_message(e))
+            _fail(error_line(e))
         except FileNotFoundError as e:  # a path the user gave that vanished mid-run
             _fail(f"{e.strerror}: {e.filename}")
-
-
-def _own_message(e: GrefelError) -> str:
-    """The error's own line. An error raised in a DataLoader worker comes back with torch's
-    "Caught DatasetError in DataLoader worker process 0. Original Traceback ..." around it: keep the
-    last line, ``grefel.core.errors.DatasetError: <message>``, without the class name."""
-    text = str(e)
-    if "Original Traceback" not in text:
-        return text
-    return text.strip().splitlines()[-1].split(": ", 1)[-1]
 
 
 def _fail(message: str):

@@ -122,7 +122,7 @@ def make_prepared(
     write_json(
         root / "manifest.json",
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "dataset": name,
             "protocol": protocol,
             "classes": classes,

@@ -96,13 +96,12 @@ def test_help_examples_fit_80_columns_and_prose_is_reflowed():
 
 
 def test_a_dataloader_worker_error_is_printed_as_its_own_line():
-    from grefel.core.errors import DatasetError
-    from grefel_cli.app import _own_message
+    from grefel.core.errors import DatasetError, error_line
 
     wrapped = DatasetError(
         "Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
         '  File "x.py", line 1, in f\n    raise DatasetError(msg)\n'
         "grefel.core.errors.DatasetError: shard s.h5 of ferg is damaged: rebuild it\n"
     )
-    assert _own_message(wrapped) == "shard s.h5 of ferg is damaged: rebuild it"
-    assert _own_message(DatasetError("plain: one line")) == "plain: one line"
+    assert error_line(wrapped) == "shard s.h5 of ferg is damaged: rebuild it"
+    assert error_line(DatasetError("plain: one line")) == "plain: one line"

@@ -62,7 +62,7 @@ def make_dataset(root: Path, n_per_class: int = 6, classes=CLASSES, protocol: st
     write_json(
         root / "manifest.json",
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "dataset": "toyraf",
             "protocol": protocol,
             "classes": list(classes),

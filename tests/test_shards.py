@@ -45,7 +45,7 @@ def _make(root, n_per_shard=(5, 4), size=8):
     write_json(
         root / "manifest.json",
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "dataset": "toy",
             "protocol": "3cls",
             "classes": CLASSES,

@@ -19,7 +19,7 @@ import pytest
 from helpers import make_prepared
 from typer.testing import CliRunner
 
-from grefel.study.folder import epochs_done, is_locked, read_status, run_folder, study_lock, study_states
+from grefel.study.folder import epochs_done, is_run_locked, read_status, run_folder, study_lock, study_states
 from grefel_cli.main import app
 
 TRAIN = """
@@ -105,7 +105,7 @@ def test_killed_study_resumes_and_a_second_study_run_refuses(tmp_path, dataset):
             time.sleep(0.05)
         job = read_status(run)["pid"]
         os.kill(job, signal.SIGSTOP)
-        assert is_locked(run)
+        assert is_run_locked(run)
         res = _run(path)  # the same study folder while the first study run works on it
         assert res.exit_code == 1 and "is in use by another study run" in res.output, res.output
         assert res.output.strip().count("\n") == 0
@@ -115,7 +115,7 @@ def test_killed_study_resumes_and_a_second_study_run_refuses(tmp_path, dataset):
         if job:
             os.kill(job, signal.SIGCONT)  # it finds the SIGTERM its dead parent left (PR_SET_PDEATHSIG)
     deadline = time.monotonic() + 120
-    while is_locked(run):
+    while is_run_locked(run):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     (state,) = study_states(folder)

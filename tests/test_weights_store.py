@@ -22,12 +22,17 @@ from grefel.weights.store import (
     MissingWeightsError,
     detector_weights,
     plan_pretrained,
+    read_registry,
     registered_file,
-    registered_weights,
     store_dir,
 )
 from grefel.weights.verify import add_weights, identify
 from grefel_cli.main import app
+
+
+def paths(data_root=None) -> dict:
+    """Kind -> path of every registered file."""
+    return {k: e.path for k, e in read_registry(data_root).items()}
 
 
 def _sha(path: Path) -> str:
@@ -120,7 +125,7 @@ def test_add_identifies_each_kind_by_content_and_records_coverage_and_sha256(tmp
     line = next(r.message for r in results if r.entry.kind == "ir50")
     assert f"{n_ir}/{n_ir} keys matched" in line and "face.evoLVe IR-50" in line and reg["ir50"]["sha256"][:12] in line
     # detectors are stored under facexlib's own names, whatever they were called
-    assert registered_weights()["facexlib-resnet50"].name == "detection_Resnet50_Final.pth"
+    assert paths()["facexlib-resnet50"].name == "detection_Resnet50_Final.pth"
     # POSTER++'s split ir50.pth is the same kind: it replaces face.evoLVe's file only when forced
     torch.save(ir50_split_format(encoder_state), src / "ir50.pth")
     assert add_weights([src / "ir50.pth"], link=True)[0].status == "exists"
@@ -137,8 +142,8 @@ def test_copy_is_a_verified_copy_and_link_a_symlink(small, tmp_path):
     assert copied.path == tmp_path / "r1" / "weights" / "mobilefacenet" / mfn.name and copied.mode == "copy"
     linked = add_weights([det], tmp_path / "r1", link=True)[0].entry
     assert linked.path.is_symlink() and linked.path.resolve() == det.resolve() and linked.mode == "link"
-    assert registered_weights(tmp_path / "r1") == {"mobilefacenet": copied.path, "facexlib-mobile0.25": linked.path}
-    assert registered_weights() == {}  # another data root: untouched
+    assert paths(tmp_path / "r1") == {"mobilefacenet": copied.path, "facexlib-mobile0.25": linked.path}
+    assert paths() == {}  # another data root: untouched
     assert not [p for p in (tmp_path / "r1" / "weights").rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -192,7 +197,7 @@ def test_bad_files_get_one_line_each_and_the_rest_go_in(small, tmp_path, encoder
     assert "truncated" in msg["truncated.pth"] and "no known weight file" in msg["unknown.pth"]
     assert "grefel run checkpoint" in msg["best.pt"]
     assert "does not fit" in msg["wrong_shape.pth.tar"] and "1 shape mismatches" in msg["wrong_shape.pth.tar"]
-    assert list(registered_weights()) == ["mobilefacenet"]
+    assert list(paths()) == ["mobilefacenet"]
 
 
 def test_a_failed_install_keeps_the_registry_whole(small, monkeypatch):
@@ -214,7 +219,7 @@ def test_unreadable_registry_is_one_line(small):
     add_weights([small / "mobilefacenet_model_best.pth.tar"])
     (store_dir() / REGISTRY).write_text('{"weights": {"mobilefacenet": ')
     with pytest.raises(CheckpointError, match="registry .* is unreadable .*delete it and add the files again"):
-        registered_weights()
+        paths()
 
 
 # ------------------------------------------------------------------ the commands
@@ -231,7 +236,7 @@ def test_cli_add_list_verify(small, tmp_path):
     r = CliRunner().invoke(app, ["weights", "add", str(small / "mobilefacenet_retrained.pth.tar")])
     assert r.exit_code == 1 and error_line(r).endswith("--force replaces it")
     r = CliRunner().invoke(app, ["weights", "list"])  # rich's width outside a terminal: 80 columns
-    entry = registered_weights()["mobilefacenet"]
+    entry = paths()["mobilefacenet"]
     row = next(line for line in r.output.splitlines() if line.startswith("mobilefacenet "))
     for cell in (mfn.name[:20], _sha(mfn)[:8], "321/321", f"{mfn.stat().st_size / 2**20:.1f}", "copy"):
         assert cell in row, cell

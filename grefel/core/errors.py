@@ -34,3 +34,13 @@ def torch_load_failure(path, exc: BaseException) -> str:
     if msg.startswith("Weights only load failed"):
         return "it holds Python objects beyond tensors and plain containers, which weights_only loading refuses"
     return msg[:160]
+
+
+def error_line(e: GrefelError) -> str:
+    """The error's own one-line message. An error raised in a DataLoader worker comes back with
+    torch's "Caught DatasetError in DataLoader worker process 0. Original Traceback ..." around it:
+    its last line, ``grefel.core.errors.DatasetError: <message>``, without the class name."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    return text.strip().splitlines()[-1].split(": ", 1)[-1]

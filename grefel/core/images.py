@@ -24,10 +24,6 @@ class ImageError(Exception):
     """An image that cannot be used; the message is the reason (skipped.csv, a predict row's error)."""
 
 
-def is_image(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
 def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 

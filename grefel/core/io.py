@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,31 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     return path
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are one file (the same inode, through links), or resolve to one path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def writable_file(path: str | os.PathLike, what: str = "output file", inputs: Iterable = ()) -> Path:
+    """``path`` checked as an output before any work starts: not a folder, not one of ``inputs``
+    (nor a link to one: an output never overwrites an input), in a folder that can be written.
+    The one write check of every command that writes a file; a one-line GrefelError otherwise."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise GrefelError(f"the {what} {path} is a folder: give a file path")
+    for src in inputs:
+        if src is not None and same_file(path, src):
+            raise GrefelError(
+                f"the {what} {path} is also an input of this command ({src}): writing it would destroy the input; "
+                "choose another output path"
+            )
+    writable_dir(path.parent, f"folder of the {what}")
+    return path
+
+
 class LockHeld(Exception):
     """Another process holds the lock; ``holder`` is what it wrote into the lock file."""
 
@@ -117,21 +142,52 @@ class LockHeld(Exception):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, holder: str) -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike, holder: str = "", wait_s: float | None = 0.0) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block and write ``holder``
-    (who holds it) into it; raise :class:`LockHeld` at once when another process holds it. The
-    kernel drops the lock when the process ends, even on ``kill -9``; the file stays (deleting it
-    would race with a process about to lock it)."""
-    import fcntl
-
+    (who holds it) into it. Another process holding it: wait up to ``wait_s`` seconds (``None``:
+    until it is free), then raise :class:`LockHeld`. The kernel drops the lock when the process
+    ends, even on ``kill -9``; the file stays (deleting it would race with a process about to lock it).
+    This is grefel's one lock: prepare's output folder, the weights store, study folders and runs."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(os.pread(fd, 200, 0).decode(errors="replace").strip()) from None
+        _flock(fd, wait_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, holder.encode(), 0)
         yield
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, wait_s: float | None) -> None:
+    import fcntl
+    import time
+
+    if wait_s is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockHeld(os.pread(fd, 200, 0).decode(errors="replace").strip()) from None
+            time.sleep(0.2)
+
+
+def is_locked(path: str | os.PathLike) -> bool:
+    """True while some process holds the lock on ``path`` (:func:`exclusive_lock`; works read-only)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
     finally:
         os.close(fd)

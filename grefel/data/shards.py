@@ -1,4 +1,4 @@
-"""Prepared datasets on disk: HDF5 shards plus a JSON manifest. Schema version 1.
+"""Prepared datasets on disk: HDF5 shards plus a JSON manifest. Schema version 2.
 
 A prepared dataset is a folder (usually ``<data root>/<name>``)::
 
@@ -43,8 +43,9 @@ Shards are written under a temporary name and renamed when complete, so a shard 
 is whole. The manifest gives each shard's ``bytes`` and ``sha256``: :class:`PreparedDataset`
 compares every shard's size on open, and :meth:`PreparedDataset.verify_contents` its sha256. Text
 that is not valid UTF-8 (a raw file name in another encoding) is stored with ``\\xNN`` escapes.
-``source_sha256``, ``landmarks68`` and ``skipped/`` were added in schema 1 without a
-version change: readers must not require them.
+Schema 2 (grefel 0.1.0) added ``source_sha256``, ``landmarks68``, ``skipped/`` and the
+manifest's shard ``bytes`` to schema 1. A manifest or shard of another schema version is refused
+with a one-line error naming both versions (prepare the dataset again).
 """
 
 from __future__ import annotations
@@ -65,11 +66,10 @@ from grefel.core.errors import DatasetError
 from grefel.core.io import atomic_path, read_json, sha256_file, write_json
 from grefel.core.paths import MANIFEST, PROVENANCE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SHARD_DIR = "shards"
 LABELS_DIR = "labels"
 SPLITS_DIR = "splits"
-SPLITS = ("train", "val", "test")
 _STR = h5py.string_dtype("utf-8")
 VERIFIED = "verified.json"
 _READ_ERRORS = (
@@ -307,13 +307,10 @@ class PreparedDataset:
         if not mf.is_file():
             raise DatasetError(f"{self.root} is not a prepared dataset (no {MANIFEST}): run `grefel prepare` first")
         try:
-            self.manifest: dict = read_json(mf)
+            manifest = read_json(mf)
         except (OSError, ValueError) as e:
             raise DatasetError(f"{mf} is unreadable ({_first_line(e)}): {self.rebuild_hint()}") from None
-        if self.manifest.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-            raise DatasetError(
-                f"{self.root} was prepared by a newer grefel (schema {self.manifest['schema_version']}): upgrade grefel"
-            )
+        self.manifest: dict = check_manifest(manifest, mf, self.rebuild_hint())
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
         self._check_sizes()
@@ -597,6 +594,43 @@ class PreparedDataset:
         state = self.__dict__.copy()
         state["_handles"] = {}
         return state
+
+
+# what a manifest must hold: key -> (type, what it is)
+MANIFEST_KEYS = {
+    "schema_version": (int, "an integer"),
+    "dataset": (str, "a name"),
+    "classes": (list, "a list of class names"),
+    "image_size": (int, "an integer"),
+    "shards": (list, "a list of shard entries"),
+}
+SHARD_KEYS = {"file": str, "n": int, "bytes": int, "sha256": str}
+
+
+def check_manifest(m, path: Path, hint: str) -> dict:
+    """``m`` (a parsed manifest.json) checked against the schema; a one-line DatasetError otherwise."""
+    if not isinstance(m, dict):
+        raise DatasetError(f"{path} is not a manifest (a JSON {type(m).__name__}, not an object): {hint}")
+    version = m.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise DatasetError(
+            f"{path.parent} holds prepared-data schema version {version}, and this grefel reads version "
+            f"{SCHEMA_VERSION}: {hint}"
+        )
+    for key, (kind, what) in MANIFEST_KEYS.items():
+        if not isinstance(m.get(key), kind) or isinstance(m.get(key), bool):
+            raise DatasetError(f"{path}: '{key}' must be {what}, got {_quote(repr(m.get(key))[:40])}: {hint}")
+    if not all(isinstance(c, str) for c in m["classes"]) or len(set(m["classes"])) != len(m["classes"]):
+        raise DatasetError(f"{path}: 'classes' must be unique class names: {hint}")
+    for entry in m["shards"]:
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), v) for k, v in SHARD_KEYS.items()):
+            raise DatasetError(
+                f"{path}: a shard entry lacks {' / '.join(SHARD_KEYS)} ({_quote(repr(entry)[:60])}): {hint}"
+            )
+        parts = entry["file"].split("/")
+        if len(parts) != 2 or parts[0] != SHARD_DIR or parts[1] in ("", ".", ".."):
+            raise DatasetError(f"{path}: shard file {entry['file']!r} is outside the dataset's shards folder: {hint}")
+    return m
 
 
 def _attr(f: h5py.File, name: str):

@@ -26,7 +26,7 @@ import torch
 
 from grefel.core.devices import torch_device
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
-from grefel.core.io import atomic_path, read_json, sha256_file, writable_dir, write_json
+from grefel.core.io import atomic_path, read_json, sha256_file, writable_file, write_json
 from grefel.core.paths import resolve_dataset
 from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.data.transforms import MODEL_INPUT, eval_batch
@@ -236,7 +236,7 @@ def evaluate(
     split_set = _trained_split_set(payload, ds, split_set)
     indices = _split_indices(ds, split, split_set)
     noisy = ds.labels(labels)[indices] if labels else None
-    _check_output(path)
+    writable_file(path, "predictions file", inputs=[ckpt])
 
     dev = torch_device(device)
     model = model_from_checkpoint(payload, dev, ckpt)
@@ -281,15 +281,6 @@ def _split_indices(ds: PreparedDataset, split: str, split_set: str | None) -> np
             f"split '{split}' of {ds.name} is empty (splits: {counts or 'none'}): evaluate one of those splits"
         )
     return indices
-
-
-def _check_output(path: Path) -> None:
-    """A one-line error for a predictions path that cannot be written, before the model runs."""
-    if path.is_dir():
-        raise GrefelError(
-            f"the predictions output {path} is a folder: give a file path, e.g. {path / 'predictions.parquet'}"
-        )
-    writable_dir(path.parent, "predictions folder")
 
 
 def _attribute_names(ds: PreparedDataset) -> list[str]:

@@ -51,7 +51,6 @@ FORMAT = "grefel-predictions"
 FORMAT_VERSION = 1
 META_KEY = b"grefel"
 DISTRIBUTIONS = ("primary", "geometric", "attentive", "correction", "corrected")
-VECTOR_COLUMNS = (*DISTRIBUTIONS, "embedding")
 CONFIDENCES = ("conf_primary", "conf_geometric", "conf_attentive", "conf_correction")
 
 

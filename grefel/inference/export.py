@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import GrefelError
-from grefel.core.io import atomic_path, sha256_file
+from grefel.core.io import atomic_path, sha256_file, writable_file
 from grefel.core.version import __version__
 from grefel.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from grefel.evaluation.evaluate import eval_crop, model_from_checkpoint
@@ -93,9 +93,8 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None) -
     """Write checkpoint ``ckpt`` as ONNX to ``out`` (default: beside it, ``<stem>.onnx``), verified."""
     import torch
 
-    out = Path(out) if out is not None else Path(ckpt).with_suffix(".onnx")
+    out = writable_file(out if out is not None else Path(ckpt).with_suffix(".onnx"), "ONNX file", inputs=[ckpt])
     payload = load_checkpoint(ckpt)
-    _check_writable(out)
     classes = checkpoint_classes(payload, ckpt)
     model = model_from_checkpoint(payload, "cpu", ckpt)
     size, crop = stored_size(payload), eval_crop(payload)
@@ -126,18 +125,6 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike | None = None) -
     except OSError as e:
         raise GrefelError(f"cannot write {out} ({e.strerror or e}): choose a writable path") from None
     return ExportResult(out, classes, size, crop, out.stat().st_size, diffs)
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before the (slow) export when ``out`` cannot be written."""
-    import tempfile
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"):
-            pass
-    except OSError as e:
-        raise GrefelError(f"cannot write {out} ({e.strerror or type(e).__name__}): choose a writable path") from None
 
 
 def _verify(path: Path, module, crop: int) -> dict[str, float]:

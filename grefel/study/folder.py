@@ -20,17 +20,15 @@ a Slurm job); a run whose status says running but whose lock is free was stopped
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from grefel.core.errors import GrefelError
-from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, write_json
+from grefel.core.io import LockHeld, atomic_path, exclusive_lock, is_locked, read_json, write_json
 from grefel.core.recipe import DEFAULT_EPOCHS
 from grefel.study.spec import Study
 
@@ -99,38 +97,16 @@ def study_lock(study_dir: Path):
         yield
 
 
-def acquire_run_lock(folder: Path, wait_s: float = 5.0) -> int | None:
-    """Take run ``folder``'s lock; None when another process keeps it for ``wait_s`` seconds.
-
-    The short wait covers a status check probing the lock at that moment.
-    """
+def run_lock(folder: Path, wait_s: float = 5.0):
+    """Hold run ``folder``'s lock for the block; :class:`~grefel.core.io.LockHeld` when another
+    process keeps it for ``wait_s`` seconds (the short wait covers a status check probing it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.2)
+    return exclusive_lock(folder / LOCK, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}", wait_s)
 
 
-def is_locked(folder: Path) -> bool:
+def is_run_locked(folder: Path) -> bool:
     """True while some process holds run ``folder``'s lock (works on read-only folders too)."""
-    try:
-        fd = os.open(folder / LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    return is_locked(folder / LOCK)
 
 
 # -- per-run status ------------------------------------------------------------------------------
@@ -159,13 +135,13 @@ def epochs_done(folder: Path) -> tuple[int, float | None]:
     return int(last.get("epoch", 0)), last.get("val_acc")
 
 
-def run_epochs(settings: dict) -> int:
+def planned_epochs(settings: dict) -> int:
 
     return int(settings.get("epochs") or DEFAULT_EPOCHS)
 
 
 @dataclass
-class RunState:
+class RunStatus:
     name: str
     state: str  # one of STATES
     epochs_done: int
@@ -183,13 +159,13 @@ class RunState:
         return self.state == "done"
 
 
-def run_state(study_dir: Path, run) -> RunState:
+def run_status(study_dir: Path, run) -> RunStatus:
     """What run ``run`` (a RunSpec) is doing, from its folder alone."""
     folder = run_folder(study_dir, run.name)
     status = read_status(folder)
     done_epochs, _ = epochs_done(folder)
     stored = status.get("state")
-    if is_locked(folder):
+    if is_run_locked(folder):
         state = "running"
     elif stored == "done" and (Path(study_dir) / status.get("predictions", rel_run(run.name, PREDICTIONS))).is_file():
         state = "done"
@@ -199,11 +175,11 @@ def run_state(study_dir: Path, run) -> RunState:
         state = "stopped"
     else:
         state = "pending"
-    return RunState(
+    return RunStatus(
         name=run.name,
         state=state,
         epochs_done=done_epochs,
-        epochs=run_epochs(run.settings),
+        epochs=planned_epochs(run.settings),
         seed=run.seed,
         cell=run.cell,
         log=status.get("log", rel_run(run.name, LOG)),
@@ -214,7 +190,7 @@ def run_state(study_dir: Path, run) -> RunState:
     )
 
 
-def study_states(study_dir: str | os.PathLike, study=None) -> list[RunState]:
+def study_states(study_dir: str | os.PathLike, study=None) -> list[RunStatus]:
     """The state of every run of the study stored in ``study_dir``."""
     study = study or load_plan(study_dir)
-    return [run_state(Path(study_dir), r) for r in study.runs]
+    return [run_status(Path(study_dir), r) for r in study.runs]

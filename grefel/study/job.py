@@ -1,10 +1,13 @@
-"""One run of a study: `grefel train` (fresh, or ``--resume`` from its last.pt), then `grefel evaluate`
-on the clean test split, then its status.
+"""One run of a study: training (fresh, or resumed from its last.pt), then evaluation of its best
+checkpoint on the clean test split, then its status.
 
-The commands are the very `grefel` command lines :func:`train_command` and :func:`evaluate_command`
-build (what `grefel study plan` prints), parsed and run by the CLI itself in this process; a run
-that needs several GPUs on one machine trains under ``torch.distributed.run`` instead. They run
-inside the study folder, so every path in them is relative to it.
+The run calls the library: :func:`grefel.training.loop.train` with the run's
+:class:`~grefel.training.config.TrainConfig` (:func:`train_config`), then
+:func:`grefel.evaluation.evaluate.evaluate`, the functions `grefel train` and `grefel evaluate`
+run; :func:`train_command` and :func:`evaluate_command` are the equivalent command lines that
+`grefel study plan` prints. A run that needs several GPUs on one machine trains under
+``torch.distributed.run``, each rank calling :func:`train` on the same configuration. Everything
+runs inside the study folder, so every path is relative to it.
 
 Two ways in, one function (:func:`run_job`):
 
@@ -34,23 +37,26 @@ from pathlib import Path
 
 import submitit
 
+from grefel.core.errors import GrefelError, error_line
+from grefel.core.io import LockHeld
+from grefel.evaluation.evaluate import evaluate
 from grefel.study.folder import (
     LOG,
     PREDICTIONS,
-    acquire_run_lock,
     epochs_done,
     load_plan,
     now,
+    planned_epochs,
     read_status,
     rel_run,
-    run_epochs,
     run_folder,
+    run_lock,
     write_status,
 )
 from grefel.study.spec import train_argv
 from grefel.study.stats import run_metrics
-from grefel.training.config import resumable_settings
-from grefel_cli.main import app
+from grefel.training.config import TrainConfig, resumable_settings
+from grefel.training.loop import train
 
 EXIT_FAILED, EXIT_STOPPED = 1, 143
 
@@ -68,7 +74,7 @@ def train_command(run) -> list[str]:
 def resume_command(run) -> list[str]:
     """``grefel train --resume`` arguments: the run's stored settings, this study's runtime ones."""
     keep = {k: run.settings[k] for k in resumable_settings() if k in run.settings and k not in ("resume", "epochs")}
-    return ["train", "--resume", rel_run(run.name), "--epochs", str(run_epochs(run.settings)), *train_argv(keep)]
+    return ["train", "--resume", rel_run(run.name), "--epochs", str(planned_epochs(run.settings)), *train_argv(keep)]
 
 
 def evaluate_command(run) -> list[str]:
@@ -90,33 +96,46 @@ def evaluate_command(run) -> list[str]:
     return args
 
 
-def cli(args: list[str]) -> int:
-    """Run a ``grefel`` command line in this process; its exit status (errors are printed as usual)."""
-    from typer.main import get_command
-
-    try:
-        get_command(app).main(args=args, prog_name="grefel", standalone_mode=True)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    return 0
+def train_config(run, folder: Path) -> TrainConfig:
+    """The run's training configuration: a fresh run, or a resume of its last.pt (its stored
+    settings, with this study's runtime settings and epochs)."""
+    if (folder / "last.pt").is_file():
+        keep = {k: run.settings[k] for k in resumable_settings() if k in run.settings and k not in ("resume", "epochs")}
+        return TrainConfig(resume=rel_run(run.name), epochs=planned_epochs(run.settings), **keep)
+    given = {k: v for k, v in run.settings.items() if v is not None and not (k == "labels" and v == "clean")}
+    return TrainConfig(**given, run_dir="runs", name=run.name)
 
 
-def _train(run, folder: Path, nproc: int) -> int:
+def _train(run, folder: Path, nproc: int) -> None:
+    """Train the run here, or under torchrun on ``nproc`` GPUs; GrefelError with the reason when it fails."""
     args = resume_command(run) if (folder / "last.pt").is_file() else train_command(run)
-    print(f"$ grefel {' '.join(args)}", flush=True)
+    print(f"training: the equivalent of `grefel {' '.join(args)}`", flush=True)
     if nproc <= 1:
-        return cli(args)
+        train(train_config(run, folder))
+        return
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    proc = subprocess.Popen([*launcher, "-m", "grefel_cli.main", *args])
+    proc = subprocess.Popen([*launcher, "-m", "grefel.study.job", ".", run.name, "--train-only"])
     try:
-        return proc.wait()
+        rc = proc.wait()
     except BaseException:  # stopped: torchrun passes SIGTERM on to its workers, which keep last.pt whole
         proc.send_signal(signal.SIGTERM)
         proc.wait()
         raise
+    if rc != 0:
+        raise GrefelError(_last_error(Path(rel_run(run.name, LOG))) or f"training exited with status {rc}")
+
+
+def _evaluate(run) -> None:
+    print(f"evaluating: the equivalent of `grefel {' '.join(evaluate_command(run))}`", flush=True)
+    device = run.settings.get("device", "auto")
+    evaluate(
+        rel_run(run.name, "best.pt"),
+        split="test",
+        out=rel_run(run.name, PREDICTIONS),
+        device=None if device == "auto" else device,
+        data_root=run.settings.get("data_root"),
+        show_progress=False,
+    )
 
 
 def _trained(folder: Path, epochs: int) -> bool:
@@ -145,7 +164,7 @@ def run_job(
     study_dir = Path(study_dir).resolve()
     run = load_plan(study_dir).run(name)
     os.chdir(study_dir)
-    folder, epochs = run_folder(Path("."), name), run_epochs(run.settings)
+    folder, epochs = run_folder(Path("."), name), planned_epochs(run.settings)
     if threads:
         import torch
 
@@ -157,14 +176,12 @@ def run_job(
         if not _trained(folder, epochs):
             _train(run, folder, 1)
         return {"state": "trained"}
-    fd = acquire_run_lock(folder)
-    if fd is None:
+    try:
+        with run_lock(folder):
+            return _locked_job(run, folder, epochs, nproc, status, job)
+    except LockHeld:
         print(f"run {name} is being run by another process: leaving it to that one", flush=True)
         return {"state": "running"}
-    try:
-        return _locked_job(run, folder, epochs, nproc, status, job)
-    finally:
-        os.close(fd)
 
 
 def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: str | None) -> dict:
@@ -184,16 +201,11 @@ def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: s
     t0 = time.perf_counter()
     try:
         if not _trained(folder, epochs):
-            rc = _train(run, folder, nproc)
-            if rc != 0 or not _trained(folder, epochs):
-                why = f"exited with status {rc}" if rc else f"stopped at epoch {epochs_done(folder)[0]} of {epochs}"
-                return _failed(folder, log, f"grefel train {why}")
+            _train(run, folder, nproc)
+            if not _trained(folder, epochs):
+                return _failed(folder, f"training stopped at epoch {epochs_done(folder)[0]} of {epochs}")
         t1 = time.perf_counter()
-        args = evaluate_command(run)
-        print(f"$ grefel {' '.join(args)}", flush=True)
-        rc = cli(args)
-        if rc != 0:
-            return _failed(folder, log, f"grefel evaluate exited with status {rc}")
+        _evaluate(run)
         metrics = run_metrics(Path(rel_run(run.name, PREDICTIONS)))
         t2 = time.perf_counter()
         return write_status(
@@ -208,16 +220,16 @@ def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: s
     except Stopped:
         write_status(folder, state="stopped", stopped=now())
         raise
+    except GrefelError as e:  # bad input or environment: its one line says what to do
+        return _failed(folder, error_line(e))
     except Exception as e:  # a bug, not bad input: keep the traceback in the log
         traceback.print_exc()
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return _failed(folder, log, f"{type(e).__name__}: {first}"[:300])
+        return _failed(folder, f"{type(e).__name__}: {first}"[:300])
 
 
-def _failed(folder: Path, log: str, fallback: str) -> dict:
-    sys.stderr.flush()
-    error = _last_error(Path(log)) or fallback
-    print(f"run failed: {error}", file=sys.stderr, flush=True)
+def _failed(folder: Path, error: str) -> dict:
+    print(f"Error: {error}", file=sys.stderr, flush=True)
     return write_status(folder, state="failed", error=error, finished=now())
 
 
@@ -245,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--nproc", type=int, default=1)
     p.add_argument("--parent", type=int, default=0)
+    p.add_argument("--train-only", action="store_true", help="train only: one rank of a run under torchrun")
     a = p.parse_args(argv)
+    if a.train_only:
+        return _train_only(a.study_dir, a.name)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
@@ -255,6 +270,18 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped: the run continues from its last checkpoint next time", file=sys.stderr, flush=True)
         return EXIT_STOPPED
     return EXIT_FAILED if status.get("state") == "failed" else 0
+
+
+def _train_only(study_dir: str, name: str) -> int:
+    """One torchrun rank of a multi-GPU run (torchrun stops it with SIGTERM; last.pt stays whole)."""
+    os.chdir(study_dir)
+    run = load_plan(Path(".")).run(name)
+    try:
+        train(train_config(run, run_folder(Path("."), name)))
+    except GrefelError as e:
+        print(f"Error: {error_line(e)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    return 0
 
 
 # -- Slurm entry (submitit) --------------------------------------------------------------------------

@@ -41,9 +41,9 @@ from grefel.study.folder import (
     LOG,
     STUDY_JSON,
     load_plan,
+    planned_epochs,
     read_status,
     rel_run,
-    run_epochs,
     run_folder,
     save_plan,
     study_lock,
@@ -334,7 +334,7 @@ class _View:
             TimeElapsedColumn(),
             console=console,
         )
-        total = sum(run_epochs(r.settings) for r in study.runs)
+        total = sum(planned_epochs(r.settings) for r in study.runs)
         self.all = self.progress.add_task(f"study {study.name} (epochs)", total=total, info="")
         self.rows: dict[str, int] = {}
 

@@ -22,12 +22,12 @@ from grefel.core.errors import GrefelError
 from grefel.core.recipe import DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
 from grefel.core.settings import setting
 
-D = "Data and refinement"
-A = "Augmentation (Table 5)"
-M = "Model and ablations (Tables 2, 6)"
-L = "Loss (eq. 23; Tables 3, 4, 8)"
-O = "Optimisation"  # noqa: E741
-R = "Run, devices and precision"
+PANEL_DATA = "Data and refinement"
+PANEL_AUGMENT = "Augmentation (Table 5)"
+PANEL_MODEL = "Model and ablations (Tables 2, 6)"
+PANEL_LOSS = "Loss (eq. 23; Tables 3, 4, 8)"
+PANEL_OPTIMISATION = "Optimisation"
+PANEL_RUN = "Run, devices and precision"
 
 DATA_ON_DEVICE = ("auto", "on", "off")  # faces held on the training device (grefel.data.resident)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile modes
@@ -40,90 +40,106 @@ class TrainConfig:
 
     # -- data --------------------------------------------------------------------------------------
     dataset: str | None = setting(
-        None, help="Prepared dataset name or folder [default: the only one].", panel=D, short="-d"
+        None, help="Prepared dataset name or folder [default: the only one].", panel=PANEL_DATA, short="-d"
     )
-    labels: str | None = setting(None, help="Label set from `grefel corrupt` (Table 7) [default: clean].", panel=D)
+    labels: str | None = setting(
+        None, help="Label set from `grefel corrupt` (Table 7) [default: clean].", panel=PANEL_DATA
+    )
     split_set: str | None = setting(
         None,
         help="Split set from `grefel refine` (fold0..fold9 for JAFFE) [default: default, else official].",
-        panel=D,
+        panel=PANEL_DATA,
     )
     refine: bool = setting(
-        True, help="Per-epoch data refinement (section 4.1); off: an epoch is a pass over train.", panel=D
+        True, help="Per-epoch data refinement (section 4.1); off: an epoch is a pass over train.", panel=PANEL_DATA
     )
     n_pg: int | None = setting(
         N_PG,
         help="N_pg: at most this many images per video / face group per epoch (0: no cap).",
-        panel=D,
+        panel=PANEL_DATA,
         min=0,
         none_as="0",
     )
     per_class: int = setting(
-        PER_CLASS, help="B: images per class per epoch (epoch = B x N_cls images).", panel=D, min=1
+        PER_CLASS, help="B: images per class per epoch (epoch = B x N_cls images).", panel=PANEL_DATA, min=1
     )
     data_root: str | None = setting(
         None,
         help="Data root [default: $GREFEL_DATA_ROOT, else ~/.local/share/grefel].",
-        panel=D,
+        panel=PANEL_DATA,
         path=True,
         resumable=True,
     )
     # -- augmentation ------------------------------------------------------------------------------
-    augment: bool = setting(True, help="Heavy augmentation; off: centre crop only.", panel=A)
+    augment: bool = setting(True, help="Heavy augmentation; off: centre crop only.", panel=PANEL_AUGMENT)
     crop: int = setting(
         112,
         help="Random crop of the stored 128 px face (112 of 128 = the paper's 224 of 256).",
-        panel=A,
+        panel=PANEL_AUGMENT,
         min=1,
     )
-    flip: float = setting(0.5, help="Probability of a horizontal flip.", panel=A, min=0, max=1)
-    rotation: float = setting(10.0, help="Rotation range in degrees (+-).", panel=A, min=0, max=180)
-    color: float = setting(0.2, help="Brightness / contrast / saturation jitter strength.", panel=A, min=0, max=1)
-    erase: float = setting(0.5, help="Probability of random erasing.", panel=A, min=0, max=1)
-    # -- model -------------------------------------------------------------------------------------
-    preset: str = setting("full", help="Model preset: full (the paper) or tiny (CPU-sized).", panel=M)
-    reliability: str = setting(
-        "both", help="Table 2: both, anchors, mhsa or none (no reliability balancing).", panel=M, choices=RELIABILITY
+    flip: float = setting(0.5, help="Probability of a horizontal flip.", panel=PANEL_AUGMENT, min=0, max=1)
+    rotation: float = setting(10.0, help="Rotation range in degrees (+-).", panel=PANEL_AUGMENT, min=0, max=180)
+    color: float = setting(
+        0.2, help="Brightness / contrast / saturation jitter strength.", panel=PANEL_AUGMENT, min=0, max=1
     )
-    num_anchors: int = setting(10, help="K anchors per class (Table 6).", panel=M, short="-K", min=1)
+    erase: float = setting(0.5, help="Probability of random erasing.", panel=PANEL_AUGMENT, min=0, max=1)
+    # -- model -------------------------------------------------------------------------------------
+    preset: str = setting("full", help="Model preset: full (the paper) or tiny (CPU-sized).", panel=PANEL_MODEL)
+    reliability: str = setting(
+        "both",
+        help="Table 2: both, anchors, mhsa or none (no reliability balancing).",
+        panel=PANEL_MODEL,
+        choices=RELIABILITY,
+    )
+    num_anchors: int = setting(10, help="K anchors per class (Table 6).", panel=PANEL_MODEL, short="-K", min=1)
     delta: float | None = setting(
         None,
         help="Anchor similarity temperature delta (eq. 14) [default: the model's, 1.0].",
-        panel=M,
+        panel=PANEL_MODEL,
         min=0,
         min_open=True,
     )
-    dropout: float = setting(0.5, help="Dropout of the primary MLP.", panel=M, min=0, max=1, max_open=True)
+    dropout: float = setting(0.5, help="Dropout of the primary MLP.", panel=PANEL_MODEL, min=0, max=1, max_open=True)
     drop_path: float | None = setting(
-        None, help="Stochastic depth of the encoder [default: the preset's].", panel=M, min=0, max=1, max_open=True
+        None,
+        help="Stochastic depth of the encoder [default: the preset's].",
+        panel=PANEL_MODEL,
+        min=0,
+        max=1,
+        max_open=True,
     )
     model_args: dict = setting(
         default_factory=dict,
         help="Further create_model override KEY=JSON, e.g. encoder='{\"depth\": 1}' (repeatable).",
-        panel=M,
+        panel=PANEL_MODEL,
         flag="--model-arg",
     )
-    ir50: str | None = setting(None, help="IR-50 weight file (face.evoLVe or POSTER++ format).", panel=M, path=True)
-    mobilefacenet: str | None = setting(None, help="MobileFaceNet landmark weight file.", panel=M, path=True)
-    poster: str | None = setting(
-        None, help="Trained POSTER++ checkpoint to start the encoder from.", panel=M, path=True
+    ir50: str | None = setting(
+        None, help="IR-50 weight file (face.evoLVe or POSTER++ format).", panel=PANEL_MODEL, path=True
     )
-    allow_partial: bool = setting(False, help="Accept weight files that cover only part of the model.", panel=M)
+    mobilefacenet: str | None = setting(None, help="MobileFaceNet landmark weight file.", panel=PANEL_MODEL, path=True)
+    poster: str | None = setting(
+        None, help="Trained POSTER++ checkpoint to start the encoder from.", panel=PANEL_MODEL, path=True
+    )
+    allow_partial: bool = setting(
+        False, help="Accept weight files that cover only part of the model.", panel=PANEL_MODEL
+    )
     from_scratch: bool = setting(
         False,
         help="Start from random weights on purpose. The full preset otherwise needs pretrained IR-50 + "
         "MobileFaceNet (or POSTER++) files, given or registered with `grefel weights add`; from scratch its "
         "landmark stream trains instead of staying frozen at random.",
-        panel=M,
+        panel=PANEL_MODEL,
     )
     # -- loss (eq. 23) -----------------------------------------------------------------------------
-    lambda_cls: float = setting(1.0, help="lambda_cls, class distribution loss (eq. 20).", panel=L, min=0)
-    lambda_anchor: float = setting(1.0, help="lambda_a, anchor loss (eq. 21).", panel=L, min=0)
-    lambda_center: float = setting(1.0, help="lambda_c, center loss (eq. 22).", panel=L, min=0)
+    lambda_cls: float = setting(1.0, help="lambda_cls, class distribution loss (eq. 20).", panel=PANEL_LOSS, min=0)
+    lambda_anchor: float = setting(1.0, help="lambda_a, anchor loss (eq. 21).", panel=PANEL_LOSS, min=0)
+    lambda_center: float = setting(1.0, help="lambda_c, center loss (eq. 22).", panel=PANEL_LOSS, min=0)
     label_smoothing: float = setting(
         0.11,
         help="Label smoothing eps of eq. 20; Table 8's term T is eps = T/100 (the paper picks T = 11).",
-        panel=L,
+        panel=PANEL_LOSS,
         min=0,
         max=1,
         max_open=True,
@@ -131,124 +147,136 @@ class TrainConfig:
     aux_warmup: float = setting(
         0.0,
         help="Epochs over which lambda_a and lambda_c ramp in from 0 (not in the paper; helps from scratch).",
-        panel=L,
+        panel=PANEL_LOSS,
         min=0,
     )
     correction_warmup: float = setting(
         0.0,
         help="Epochs over which eq. 20 moves from the primary to the corrected distribution "
         "(ARBEx's ramp, not in the paper; helps from scratch).",
-        panel=L,
+        panel=PANEL_LOSS,
         min=0,
     )
     # -- optimisation ------------------------------------------------------------------------------
     epochs: int | None = setting(
         None,
         help=f"Epochs [default: {DEFAULT_EPOCHS}; with --resume: the run's own].",
-        panel=O,
+        panel=PANEL_OPTIMISATION,
         min=1,
         resumable=True,
     )
     batch_size: int = setting(
-        128, help="Global batch size (split over torchrun processes; 2 or more each).", panel=O, short="-b", min=2
+        128,
+        help="Global batch size (split over torchrun processes; 2 or more each).",
+        panel=PANEL_OPTIMISATION,
+        short="-b",
+        min=2,
     )
-    lr: float = setting(3e-4, help="Adam learning rate.", panel=O, min=0, min_open=True)
+    lr: float = setting(3e-4, help="Adam learning rate.", panel=PANEL_OPTIMISATION, min=0, min_open=True)
     gamma: float = setting(
-        0.995, help="Exponential learning-rate decay per epoch.", panel=O, min=0, max=1, min_open=True
+        0.995, help="Exponential learning-rate decay per epoch.", panel=PANEL_OPTIMISATION, min=0, max=1, min_open=True
     )
-    weight_decay: float = setting(0.0, help="Adam weight decay.", panel=O, min=0)
-    seed: int = setting(0, help="Seed of initialisation, refinement, augmentation and dropout.", panel=O, min=0)
+    weight_decay: float = setting(0.0, help="Adam weight decay.", panel=PANEL_OPTIMISATION, min=0)
+    seed: int = setting(
+        0, help="Seed of initialisation, refinement, augmentation and dropout.", panel=PANEL_OPTIMISATION, min=0
+    )
     # -- machinery ---------------------------------------------------------------------------------
     device: str = setting(
         "auto",
         help="auto, cpu, cuda or cuda:N (torchrun sets one GPU per process).",
-        panel=R,
+        panel=PANEL_RUN,
         pattern=r"auto|cpu|cuda(:\d+)?",
         resumable=True,
     )
     precision: str = setting(
         "auto",
         help="auto (bf16 on GPUs, fp16 + scaler without bf16, fp32 on CPU), bf16, fp16, fp32.",
-        panel=R,
+        panel=PANEL_RUN,
         choices=PRECISIONS,
     )
-    compile: bool = setting(False, help="torch.compile the model.", panel=R, resumable=True)
+    compile: bool = setting(False, help="torch.compile the model.", panel=PANEL_RUN, resumable=True)
     compile_mode: str = setting(
         "default",
         help="torch.compile mode when compile is on (reduce-overhead and max-autotune replay CUDA graphs).",
-        panel=R,
+        panel=PANEL_RUN,
         choices=COMPILE_MODES,
         resumable=True,
     )
-    channels_last: bool = setting(False, help="Channels-last memory format (faster convolutions on GPUs).", panel=R)
-    freeze_bn: bool = setting(False, help="BatchNorm layers keep their running statistics (no update).", panel=R)
-    sync_bn: bool = setting(True, help="SyncBatchNorm when training on several GPUs.", panel=R)
+    channels_last: bool = setting(
+        False, help="Channels-last memory format (faster convolutions on GPUs).", panel=PANEL_RUN
+    )
+    freeze_bn: bool = setting(
+        False, help="BatchNorm layers keep their running statistics (no update).", panel=PANEL_RUN
+    )
+    sync_bn: bool = setting(True, help="SyncBatchNorm when training on several GPUs.", panel=PANEL_RUN)
     deterministic: bool = setting(  # kept from the run on resume: its resumes must match
-        False, help="Deterministic kernels: bit-identical reruns and resumes (slower).", panel=R
+        False, help="Deterministic kernels: bit-identical reruns and resumes (slower).", panel=PANEL_RUN
     )
     workers: int = setting(
-        4, help="Data-loading processes per training process.", panel=R, short="-j", min=0, resumable=True
+        4, help="Data-loading processes per training process.", panel=PANEL_RUN, short="-j", min=0, resumable=True
     )
     data_on_device: str = setting(
         "auto",
         help="Hold the train and validation faces on the training device and gather batches there (no "
         "loader workers); auto: on a GPU when they take at most a quarter of its free memory, off on the CPU.",
-        panel=R,
+        panel=PANEL_RUN,
         choices=DATA_ON_DEVICE,
         resumable=True,
     )
     eval_batch_size: int | None = setting(
         None,
         help="Validation batch per process [default: 2 x the training batch].",
-        panel=R,
+        panel=PANEL_RUN,
         min=1,
         resumable=True,
     )
     log_every: int = setting(
-        10, help="Steps between live-view updates (and NaN checks).", panel=R, min=1, resumable=True
+        10, help="Steps between live-view updates (and NaN checks).", panel=PANEL_RUN, min=1, resumable=True
     )
-    val_every: int = setting(1, help="Validate every N epochs (and after the last).", panel=R, min=1)
+    val_every: int = setting(1, help="Validate every N epochs (and after the last).", panel=PANEL_RUN, min=1)
     tensorboard: bool = setting(
         True,
         help="TensorBoard event files in the run folder (needs the tensorboard package; skipped without it).",
-        panel=R,
+        panel=PANEL_RUN,
         resumable=True,
     )
     confusion_every: int = setting(
         10,
         help="Epochs between validation confusion-matrix images in TensorBoard (and after the last).",
-        panel=R,
+        panel=PANEL_RUN,
         min=1,
         resumable=True,
     )
     save_every: int = setting(
         1,
         help="Write last.pt every N epochs (and after the last); best.pt whenever it improves.",
-        panel=R,
+        panel=PANEL_RUN,
         min=1,
         resumable=True,
     )
-    run_dir: str | None = setting(None, help="Folder that holds run folders [default: ./runs].", panel=R, path=True)
+    run_dir: str | None = setting(
+        None, help="Folder that holds run folders [default: ./runs].", panel=PANEL_RUN, path=True
+    )
     name: str | None = setting(
         None,
         help="Run folder name [default: the dataset, preset, label set and start time joined by dashes].",
-        panel=R,
+        panel=PANEL_RUN,
     )
     resume: str | None = setting(
         None,
         help="Run folder (or its last.pt) to continue; its settings are reused.",
-        panel=R,
+        panel=PANEL_RUN,
         path=True,
         resumable=True,
     )
     stop_after: int | None = setting(
         None,
         help="Stop after this many epochs in this session (continue later with --resume).",
-        panel=R,
+        panel=PANEL_RUN,
         min=1,
         resumable=True,
     )
-    quiet: bool = setting(False, help="No live view.", panel=R, short="-q", resumable=True)
+    quiet: bool = setting(False, help="No live view.", panel=PANEL_RUN, short="-q", resumable=True)
 
     def validate(self) -> None:
         """Raise a one-line GrefelError naming the first setting outside its declared type or range."""

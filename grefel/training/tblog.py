@@ -53,11 +53,11 @@ def log_epoch(writer, metrics: dict, extras: dict, classes: list[str], confusion
         if key in extras:
             writer.add_scalar(f"reliability balancing/val {key}", extras[key], step)
     if confusion and "confusion" in extras:
-        writer.add_figure("confusion/val", confusion_figure(extras["confusion"], classes, step), step)
+        writer.add_figure("confusion/val", confusion_image(extras["confusion"], classes, step), step)
     writer.flush()
 
 
-def confusion_figure(matrices: dict[str, np.ndarray], classes: list[str], epoch: int):
+def confusion_image(matrices: dict[str, np.ndarray], classes: list[str], epoch: int):
     """Row-normalised primary and corrected confusion matrices side by side."""
     from matplotlib.figure import Figure
 

@@ -16,7 +16,6 @@ detectors (:func:`registered_file`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from grefel.core.errors import CheckpointError, GrefelError
-from grefel.core.io import atomic_path, read_json, sha256_file, write_json
+from grefel.core.io import atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from grefel.core.paths import data_root as resolve_data_root
 from grefel.weights.catalog import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS, PRETRAINED_SOURCES, PUBLISHED, WEIGHT_KINDS
 
@@ -129,12 +128,10 @@ def locked_store(store: Path) -> Iterator[None]:
     """Hold the store's lock (concurrent adds wait for each other)."""
     try:
         store.mkdir(parents=True, exist_ok=True)
-        f = open(store / ".lock", "a")  # noqa: SIM115 (held for the block)
+        with exclusive_lock(store / ".lock", f"pid {os.getpid()}", wait_s=None):
+            yield
     except OSError as e:
         raise GrefelError(f"cannot write the weights store {store} ({e.strerror}): choose another data root") from None
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def install_file(src: Path, dest: Path, link: bool, sha: str) -> None:
@@ -224,11 +221,6 @@ def list_weights(data_root: str | os.PathLike | None = None, verify: bool = Fals
                 state = "changed"
             hashed[e.kind] = state
     return WeightsListing(store, entries, hashed)
-
-
-def registered_weights(data_root: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Kind -> path of every registered file, as registered (:func:`registered_file` checks one)."""
-    return {k: e.path for k, e in read_registry(data_root).items()}
 
 
 def registered_entry(kind: str, data_root: str | os.PathLike | None = None) -> WeightEntry | None:
