@@ -41,8 +41,8 @@ def write_clip(path: Path, frames: int, size=(640, 360), rate: float = 25.0) -> 
 
     from grefel.synth import faces as synth
 
-    a = np.asarray(synth.draw(0, 3, "anger", 1, size=128).convert("RGB"))
-    b = np.asarray(synth.draw(0, 1, "joy", 1, size=160).convert("RGB"))
+    a = np.asarray(synth.draw_image(0, 3, "anger", 1, size=128).convert("RGB"))
+    b = np.asarray(synth.draw_image(0, 1, "joy", 1, size=160).convert("RGB"))
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), rate, size)
     for k in range(frames):
         f = np.full((size[1], size[0], 3), 70, np.uint8)

@@ -7,10 +7,10 @@ Prints figures (medians of several runs; the ratio is measured in the same run),
 
 Rows, each over the same ``n`` images (balanced over 7 expressions and 6 characters):
 
-draw        draw_face only (PIL image in memory): the drawing cost.
+draw_image        draw_face only (PIL image in memory): the drawing cost.
 png-only    encode + write already drawn images the way generate does (PNG, zlib RLE, temporary
             name, rename): the floor of any generator that writes PNG files.
-generate    the whole ``generate`` call (plan, draw, encode, write, marker) into a fresh folder,
+generate    the whole ``generate`` call (plan, draw_image, encode, write, marker) into a fresh folder,
             for each worker count.
 
 Figures are wall-clock img/s and, for the one-process rows, CPU img/s (process time: closer to
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grefel.synth.faces import EXPRESSIONS, draw, generate
+from grefel.synth.faces import EXPRESSIONS, draw_image, generate
 
 
 def _jobs(n: int):
@@ -40,7 +40,7 @@ def _jobs(n: int):
 
 def bench_draw(n: int, size: int):
     t, c = time.perf_counter(), time.process_time()
-    images = [draw(0, ch, e, i, size) for ch, e, i in _jobs(n)]
+    images = [draw_image(0, ch, e, i, size) for ch, e, i in _jobs(n)]
     return n / (time.perf_counter() - t), n / (time.process_time() - c), images
 
 
@@ -75,11 +75,11 @@ def main():
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     rows: dict[str, list[tuple[float, float]]] = {}
-    draw(0, 0, "joy", 1, args.size)  # warm caches
+    draw_image(0, 0, "joy", 1, args.size)  # warm caches
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             wall, cpu, images = bench_draw(args.n, args.size)
-            rows.setdefault("draw", []).append((wall, cpu))
+            rows.setdefault("draw_image", []).append((wall, cpu))
             rows.setdefault("png-only", []).append(bench_png(images, Path(tmp) / f"png{r}"))
             for w in workers:
                 wall, cpu = bench_generate(args.n, args.size, w, Path(tmp) / f"gen{r}-{w}")

@@ -86,7 +86,7 @@ def main() -> None:
     emb = pred.arrays["embedding"][M.subsample(len(pred), args.tsne_points, pred.table["label"].to_numpy())]
     t_tsne, _ = timed(lambda: M.tsne_2d(emb), r)
     full = B.analyze(pred, tsne_points=args.tsne_points)
-    t_figs, _ = timed(lambda: B.draw(pred, full, tmp / "figs"), r)
+    t_figs, _ = timed(lambda: B.draw_run_figures(pred, full, tmp / "figs"), r)
     t_all, _ = timed(lambda: B.build_report([src], out=tmp / "rep", tsne_points=args.tsne_points), r)
     print(f"{args.n} samples, t-SNE on {len(emb)}; medians of {r} runs")
     print(f"  numbers without t-SNE  {t_numbers:7.2f} s")

@@ -12,20 +12,10 @@ from grefel.core.version import __version__
 __all__ = ["Model", "__version__", "load"]
 
 
-def load(path, **kwargs):
-    """A trained model ready to classify faces: a checkpoint (``best.pt``) or an exported ``.onnx``.
-
-    Keywords: ``align`` (face detector, or "none" for aligned faces), ``weights_dir``, ``device``.
-    See :func:`grefel.api.load`.
-    """
-    from grefel.api import load as _load  # lazy: the API loads pandas and OpenCV; `import grefel` stays light
-
-    return _load(path, **kwargs)
-
-
 def __getattr__(name):
-    if name == "Model":
-        from grefel.api import Model  # lazy: as load()
+    """``grefel.load`` and ``grefel.Model``, imported on first use (PEP 562)."""
+    if name in ("load", "Model"):
+        from grefel import api  # lazy: the API loads OpenCV and ONNX Runtime; `import grefel` stays light
 
-        return Model
+        return getattr(api, name)
     raise AttributeError(f"module 'grefel' has no attribute {name!r}")

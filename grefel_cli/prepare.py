@@ -84,12 +84,17 @@ def prepare(
 
       grefel prepare ferg ~/data/FERG_DB_256 --out /tmp/ferg --force
     """
-    options = dict(locals())  # every other option is an argument of the same name of the library function
+    _run(dict(locals()))
+
+
+def _run(options: dict) -> None:
+    """Every option but --weights-dir is an argument of the same name of the library function;
+    a facexlib detector's weight file is found here (--weights-dir, else the weights store)."""
     from grefel.data.align import FACEXLIB_NETWORKS
-    from grefel.data.prepare import prepare as run
+    from grefel.data.prepare import prepare
     from grefel.weights.store import detector_weights
 
     weights_dir = options.pop("weights_dir")
-    if align in FACEXLIB_NETWORKS:  # the detector's weight file, from --weights-dir or the weights store
-        options["detector_weights"] = detector_weights(align, weights_dir, data_root)
-    run(**options)
+    if options["align"] in FACEXLIB_NETWORKS:
+        options["detector_weights"] = detector_weights(options["align"], weights_dir, options["data_root"])
+    prepare(**options)

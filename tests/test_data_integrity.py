@@ -3,7 +3,6 @@ shards verified, one rule for label sets, failed preparations, unwritable output
 
 from __future__ import annotations
 
-import ast
 import csv
 import os
 import shutil
@@ -445,11 +444,3 @@ def test_skipped_summary_one_line_per_reason_whole(tmp_path):
 
 
 # -- 7. functions short enough to read on one screen ------------------------------------------------
-def test_data_functions_fit_on_a_screen():
-    long = []
-    for name in ("prepare", "refine", "synth", "shards", "inspect", "corrupt"):
-        path = TESTS.parent / "grefel" / "data" / f"{name}.py"
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 80:
-                long.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
-    assert long == []

@@ -22,7 +22,7 @@ RUNS = [f"rb_{rb}-s{seed}" for rb in ("both", "none") for seed in range(3)]
 
 
 def test_quick_demo_is_a_small_study_with_its_paired_comparison(tmp_path):
-    from grefel.study.stats import summarize
+    from grefel.study.stats import summarize_study
 
     work = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--quick", "--workdir", str(work)])
@@ -40,7 +40,7 @@ def test_quick_demo_is_a_small_study_with_its_paired_comparison(tmp_path):
 
     # the paired comparison: the study's statistics of these very runs, printed and in demo.json
     (effect,) = summary["rb_effect"]
-    stats = summarize(work / "study")
+    stats = summarize_study(work / "study")
     (c,) = [c for c in stats["comparisons"] if c["metric"] == "accuracy" and c["axis"] == "reliability"]
     assert (effect["value"], effect["baseline"], effect["n"], effect["test"]) == ("both", "none", 3, "paired t")
     for key in ("diff_mean", "ci", "p", "p_holm", "verdict", "wilcoxon_p", "mcnemar"):

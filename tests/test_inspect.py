@@ -7,7 +7,7 @@ import numpy as np
 import prepare_fixtures as fx
 from PIL import Image
 
-from grefel.data.inspect import inspect, summarize
+from grefel.data.inspect import dataset_summary, inspect
 from grefel.data.prepare import prepare
 from grefel.data.shards import PreparedDataset
 
@@ -53,21 +53,21 @@ def test_summary_of_rafdb_with_attributes(tmp_path, capsys):
 def test_groups_and_label_sets(tmp_path):
     fx.make_ferg(tmp_path / "raw", per=2)
     ds = PreparedDataset(prepare("ferg", tmp_path / "raw", out=tmp_path / "ferg", progress=False))
-    s = summarize(ds)
+    s = dataset_summary(ds)
     assert list(s["counts"]) == [""] and sum(s["counts"][""].values()) == 28
     assert s["groups"][""] == {"groups": 2, "min": 14, "median": 14.0, "max": 14}
     (ds.root / "labels").mkdir()
     with h5py.File(ds.root / "labels" / "allzero.h5", "w") as f:
         f["label"] = np.zeros(len(ds), np.int16)
-    s = summarize(ds, label_set="allzero")
+    s = dataset_summary(ds, label_set="allzero")
     assert s["counts"][""]["anger"] == 28 and s["label_set"] == "allzero" and s["split_set"] == "official"
     (ds.root / "splits").mkdir()
     with h5py.File(ds.root / "splits" / "default.h5", "w") as f:
         f["split"] = np.array(["train"] * 20 + ["test"] * 8, dtype="S5")
-    s = summarize(ds)
+    s = dataset_summary(ds)
     assert {k: sum(v.values()) for k, v in s["counts"].items()} == {"train": 20, "test": 8}
     assert s["split_set"] == "default"  # names what it counted: the refined split, not the official one
-    assert summarize(ds, split_set="official")["split_set"] == "official"
+    assert dataset_summary(ds, split_set="official")["split_set"] == "official"
 
 
 def test_contact_sheet_shows_aligned_faces_per_class(tmp_path):

@@ -32,8 +32,8 @@ def two_faces(n=FRAMES):
     """
     from grefel.synth import faces as synth
 
-    a = np.asarray(synth.draw(0, 3, "anger", 1, size=112).convert("RGB"))
-    b = np.asarray(synth.draw(0, 1, "joy", 1, size=112).convert("RGB"))
+    a = np.asarray(synth.draw_image(0, 3, "anger", 1, size=112).convert("RGB"))
+    b = np.asarray(synth.draw_image(0, 1, "joy", 1, size=112).convert("RGB"))
     frames = []
     for k in range(n):
         f = np.full((SIZE[1], SIZE[0], 3), 70, np.uint8)

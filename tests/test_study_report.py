@@ -79,7 +79,7 @@ def test_study_report_tables_forest_curves_and_json_match_the_statistics(study, 
     assert res.exit_code == 0, res.output
     html = (out / "report.html").read_text()
     data = json.loads((out / "report.json").read_text())
-    summary = S.summarize(study)
+    summary = S.summarize_study(study)
     sections = {s["id"]: s for s in data["sections"]}
     assert list(sections) == ["section-study", "section-paper-tables", "section-comparisons", "section-noise"]
 
@@ -192,7 +192,7 @@ def test_report_needs_a_checkpoint_or_a_study_not_both(tmp_path):
 
 # -- layouts on summaries built with the study's statistics (no training) ------------------------------
 def _summary(axes: list[tuple[str, str | None, list[str], str]], cells: dict[tuple, tuple[dict, list[float]]]) -> dict:
-    """A summary as grefel.study.stats.summarize makes it: ``axes`` (name, field, values, baseline);
+    """A summary as grefel.study.stats.summarize_study makes it: ``axes`` (name, field, values, baseline);
     ``cells`` maps the axis values to (settings, per-seed accuracy)."""
     names = [a[0] for a in axes]
     settings = []

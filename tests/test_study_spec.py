@@ -9,7 +9,7 @@ import shlex
 import pytest
 from typer.testing import CliRunner
 
-from grefel.study.spec import StudyFileError, parse_study, slurm_minutes, train_argv
+from grefel.study.spec import StudyFileError, parse_study, run_argv, slurm_minutes
 from grefel_cli.main import app
 
 STUDY = """\
@@ -153,13 +153,13 @@ def test_train_argv_is_parsed_by_the_cli_into_the_same_config(monkeypatch):
 
 
 def test_train_argv_conventions():
-    assert train_argv({"augment": False, "compile": False, "refine": True, "channels_last": True}) == [
+    assert run_argv({"augment": False, "compile": False, "refine": True, "channels_last": True}) == [
         "--refine",
         "--no-augment",
         "--no-compile",  # every switch has both forms: the command states each setting given
         "--channels-last",
     ]
-    assert train_argv({"model_args": {"encoder": {"depth": 1}}, "lr": 0.001, "labels": "clean", "delta": None}) == [
+    assert run_argv({"model_args": {"encoder": {"depth": 1}}, "lr": 0.001, "labels": "clean", "delta": None}) == [
         "--model-arg",
         'encoder={"depth": 1}',
         "--lr",

@@ -158,7 +158,7 @@ def study_dir(tmp_path):
 
 
 def test_summary_of_a_study_folder(study_dir):
-    s = S.summarize(study_dir)
+    s = S.summarize_study(study_dir)
     assert s["counts"]["done"] == 11 and s["counts"]["failed"] == 1
     assert s["failed"] == [{"name": "sym20-rb_none-s2", "log": "runs/x/run.log", "error": "boom"}]
     cells = {x["name"]: x for x in s["settings"]}
@@ -191,11 +191,11 @@ def test_summary_of_a_study_folder(study_dir):
 
 
 def test_a_moved_study_folder_reports_the_same(study_dir, tmp_path):
-    before = S.summarize(study_dir)
+    before = S.summarize_study(study_dir)
     moved = tmp_path / "elsewhere" / "copy"
     shutil.copytree(study_dir, moved)
     shutil.rmtree(study_dir)
-    assert S.summarize(moved) == before
+    assert S.summarize_study(moved) == before
     assert [x.state for x in study_states(moved)].count("done") == 11
 
 

@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 
 from grefel.core.errors import GrefelError
 from grefel.core.io import read_json
+from grefel.core.paths import SYNTH_MARKER as MARKER
 from grefel.synth import faces as synth
 from grefel.synth.faces import (
     EXPRESSIONS,
-    MARKER,
     character_names,
     class_counts,
-    draw,
+    draw_image,
     generate,
 )
 
@@ -97,7 +97,7 @@ def test_layout_counts_modes_and_size(tmp_path):
 
 def test_rgba_alpha_marks_the_head():
     for n in range(1, 40):
-        im = draw(0, 0, "neutral", n, 64)
+        im = draw_image(0, 0, "neutral", n, 64)
         if im.mode == "RGBA":
             a = np.asarray(im)[..., 3]
             assert a[32, 32] == 255 and a[0, 0] == 0 and a[2, 62] == 0  # face opaque, corners transparent
@@ -205,7 +205,7 @@ def test_expressions_come_from_geometry_not_from_trivial_cues():
     for c in range(characters):
         for k, e in enumerate(EXPRESSIONS):
             for n in range(1, per_class + 1):
-                images.append(_as_prepared_rgb(draw(0, c, e, n, 128)))
+                images.append(_as_prepared_rgb(draw_image(0, c, e, n, 128)))
                 labels.append(k)
                 groups.append(c)
     y, train = np.array(labels), np.array(groups) < characters - held_out

@@ -18,6 +18,7 @@ from grefel.core.errors import DatasetError
 ENV_DATA_ROOT = "GREFEL_DATA_ROOT"
 MANIFEST = "manifest.json"
 PROVENANCE = "provenance.json"
+SYNTH_MARKER = ".grefel-synth.json"  # in a raw folder written by `grefel synth` (its settings)
 
 
 def data_root(override: str | os.PathLike | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Constants of the paper's recipe that several layers share (section 4.1; Tables 2 and 6).
+"""Constants of the paper's recipe, and the choices of training settings, that several layers share.
 
 Kept in a module without heavy imports: the training settings (``grefel.training.config``), which
 the CLI reads at start-up, the data refinement (``grefel.data.refine``) and the model
@@ -10,3 +10,4 @@ PER_CLASS = 500  # B, images per expression per epoch (section 4.1)
 DEFAULT_EPOCHS = 1000  # section 4.1
 RELIABILITY = ("both", "anchors", "mhsa", "none")  # reliability balancing setups (Table 2)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # training precision (not in the paper)
+DATA_ON_DEVICE = ("auto", "on", "off")  # faces held on the training device (grefel.data.resident)

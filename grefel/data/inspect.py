@@ -1,6 +1,6 @@
 """``grefel inspect``: what a prepared dataset holds, and a contact sheet of its aligned faces.
 
-:func:`summarize` computes the numbers (counts per split x class, groups per split, attributes,
+:func:`dataset_summary` computes the numbers (counts per split x class, groups per split, attributes,
 skipped items by reason, provenance); :func:`contact_sheet` draws a few faces per class;
 :func:`inspect` does both and prints them.
 """
@@ -25,7 +25,7 @@ from grefel.data.shards import PreparedDataset
 SHEET = "contact-sheet.png"
 
 
-def summarize(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
+def dataset_summary(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
     """Counts per split x class, group and attribute summaries, skipped reasons and provenance."""
 
     labels = ds.labels(label_set)
@@ -149,12 +149,12 @@ def inspect(
     """Summarize a prepared dataset (name under the data root, or a path), print it, write the contact sheet.
 
     ``verify`` checks every shard's sha256 against the manifest first (all of them, whatever the
-    cache of earlier checks says). Returns the summary of :func:`summarize` with ``sheet`` (the
+    cache of earlier checks says). Returns the summary of :func:`dataset_summary` with ``sheet`` (the
     PNG's path) added, and ``verified`` (shards checked) when ``verify``.
     """
     ds = PreparedDataset(resolve_dataset(prepared, data_root))
     verified = ds.verify_contents(cache=False) if verify else None
-    summary = summarize(ds, label_set, split_set)
+    summary = dataset_summary(ds, label_set, split_set)
     if verify:
         summary["verified"] = verified
     sheet = Path(sheet) if sheet else ds.root / SHEET

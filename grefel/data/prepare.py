@@ -43,21 +43,20 @@ from grefel.core.console import make_console
 from grefel.core.errors import DatasetError, GrefelError
 from grefel.core.images import ImageError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
-from grefel.core.paths import MANIFEST, PROVENANCE
+from grefel.core.paths import MANIFEST, PROVENANCE, SYNTH_MARKER
 from grefel.core.paths import data_root as resolve_data_root
 from grefel.core.version import __version__
 from grefel.data.align import DETECTORS, TEMPLATE_112, FaceAligner, align_landmarks, cv2_threads, resize_square
 from grefel.data.raw import open_reader
 from grefel.data.raw.base import CONFLICTING_LINE, DUPLICATE_LINE, RawItem, RawReader, Skip
 from grefel.data.shards import SCHEMA_VERSION, SHARD_DIR, Sample, ShardWriter, shard_name
-from grefel.synth.faces import MARKER
 
 ALIGN_CHOICES = ("none", "landmarks", *DETECTORS)
 DEFAULT_SIZE = 128
 DEFAULT_SHARD_ITEMS = 1024  # raw items per shard: <= 1024 faces, 48 MiB at 128 x 128
 STATE = "prepare-state.json"
 SKIPPED = "skipped.csv"
-LOCK = ".prepare.lock"
+PREPARE_LOCK = ".prepare.lock"
 _BATCH = 16  # items per task sent to a worker process
 
 
@@ -438,7 +437,7 @@ def _locked(out: Path) -> Iterator[None]:
     _check_output(out)
     with contextlib.ExitStack() as held:
         try:
-            held.enter_context(exclusive_lock(out / LOCK, f"{os.getpid()}\n"))
+            held.enter_context(exclusive_lock(out / PREPARE_LOCK, f"{os.getpid()}\n"))
         except LockHeld as e:
             raise GrefelError(
                 f"another grefel prepare (process {e.holder or '?'}) is writing {out}: wait for it to finish, "
@@ -456,7 +455,7 @@ def _check_output(out: Path) -> None:
     try:
         if out.exists() and not out.is_dir():
             raise GrefelError(f"the output {out} is a file: choose a folder")
-        ours = (out / MANIFEST).is_file() or (out / STATE).is_file() or (out / LOCK).is_file()
+        ours = (out / MANIFEST).is_file() or (out / STATE).is_file() or (out / PREPARE_LOCK).is_file()
         if out.is_dir() and not ours and any(out.iterdir()):
             raise GrefelError(f"{out} exists and is not a grefel prepared dataset: choose another output folder")
         out.mkdir(parents=True, exist_ok=True)
@@ -484,7 +483,7 @@ def _start_or_resume(out: Path, fingerprint: dict, force: bool, console) -> list
     state = out / STATE
     if force:
         for p in out.iterdir():  # everything but the lock file we hold
-            if p.name != LOCK:
+            if p.name != PREPARE_LOCK:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     if (out / MANIFEST).is_file():
         try:
@@ -583,7 +582,7 @@ def synthetic_source(reader: RawReader) -> dict | None:
 
     root = Path(reader.tree.root).resolve()
     for folder in (root, *root.parents[:2]):
-        marker = folder / MARKER
+        marker = folder / SYNTH_MARKER
         if marker.is_file():
             try:
                 m = read_json(marker)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from grefel.core.errors import GrefelError
+from grefel.core.recipe import DATA_ON_DEVICE
 from grefel.data.loader import EvalBatches, make_loader
-from grefel.training.config import DATA_ON_DEVICE
 
 RESIDENT_SHARE = 0.25  # auto: hold the faces on a GPU when they take at most this share of its free memory
 

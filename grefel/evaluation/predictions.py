@@ -47,8 +47,8 @@ import numpy as np
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, json_default
 
-FORMAT = "grefel-predictions"
-FORMAT_VERSION = 1
+PREDICTIONS_FORMAT = "grefel-predictions"
+PREDICTIONS_FORMAT_VERSION = 1
 META_KEY = b"grefel"
 DISTRIBUTIONS = ("primary", "geometric", "attentive", "correction", "corrected")
 CONFIDENCES = ("conf_primary", "conf_geometric", "conf_attentive", "conf_correction")
@@ -92,7 +92,7 @@ def write_predictions(path: str | os.PathLike, columns: dict[str, np.ndarray], m
             arrays.append(pa.array(a))
         names.append(name)
     table = pa.Table.from_arrays(arrays, names=names)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    meta = {"format": PREDICTIONS_FORMAT, "format_version": PREDICTIONS_FORMAT_VERSION, **meta}
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=_json_default).encode()})
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -123,7 +123,7 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     import pyarrow.parquet as pq
 
     meta = read_predictions_meta(path)
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    if int(meta.get("format_version", 0)) > PREDICTIONS_FORMAT_VERSION:
         raise GrefelError(
             f"{path} was written by a newer grefel (predictions format {meta['format_version']}): upgrade grefel"
         )

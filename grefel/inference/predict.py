@@ -30,7 +30,7 @@ from grefel.inference.records import Batch, FacePrediction, face_record
 from grefel.inference.video import predict_video
 from grefel.weights.store import detector_weights
 
-ALIGN_CHOICES = (*DETECTORS, "none")
+PREDICT_ALIGNERS = (*DETECTORS, "none")
 
 
 def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -62,8 +62,8 @@ class Predictor:
         device: str | None = None,
     ):
 
-        if align not in ALIGN_CHOICES:
-            raise GrefelError(f"unknown face aligner '{align}': choose one of {', '.join(ALIGN_CHOICES)}")
+        if align not in PREDICT_ALIGNERS:
+            raise GrefelError(f"unknown face aligner '{align}': choose one of {', '.join(PREDICT_ALIGNERS)}")
         self.align, self.weights_dir = align, weights_dir
         self.classifier = open_classifier(model, device)
         self.classes: list[str] = list(self.classifier.classes)

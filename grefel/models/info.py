@@ -114,7 +114,7 @@ def _group_of(name: str) -> int:
     raise KeyError(f"parameter {name} belongs to no module group of grefel.models.info.GROUPS")
 
 
-def summarize(model: torch.nn.Module, input_size: int = 112) -> list[GroupRow]:
+def layer_groups(model: torch.nn.Module, input_size: int = 112) -> list[GroupRow]:
     """Per-group trainable / frozen parameters and forward FLOPs (one image) of a GReFEL model."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -148,5 +148,10 @@ def model_summary(preset: str = "full", num_classes: int = 7, input_size: int = 
 
     model = create_model(preset, num_classes, **overrides)
     return ModelSummary(
-        preset, num_classes, {**model.model_config}, summarize(model, input_size), input_size, model.encoder.input_size
+        preset,
+        num_classes,
+        {**model.model_config},
+        layer_groups(model, input_size),
+        input_size,
+        model.encoder.input_size,
     )

@@ -8,11 +8,3 @@ where needed). Modules: :mod:`~grefel.evaluation.predictions` (the file format),
 published numbers), :mod:`~grefel.report.page` (sections a caller adds, the template, writing the
 page) and :mod:`~grefel.report.build` (the page of a list of runs). Entry point: ``build_report``.
 """
-
-from grefel.report.build import build_report as _build
-
-
-def build_report(*args, **kwargs):
-    """See :func:`grefel.report.build.build_report` (imported lazily: matplotlib is slow to load)."""
-
-    return _build(*args, **kwargs)

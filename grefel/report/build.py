@@ -6,7 +6,7 @@ predictions first is :func:`grefel.report.pipeline.evaluate_and_report`'s job. R
 
 1. each run is a predictions table and the name it is shown under (:class:`ReportRun`);
 2. :func:`analyze` computes the numbers of one run (scikit-learn metrics, calibration, t-SNE ...);
-3. :func:`draw` turns them into figures (PNG and SVG on disk, PNG embedded in the page);
+3. :func:`draw_run_figures` turns them into figures (PNG and SVG on disk, PNG embedded in the page);
 4. several runs add a comparison in the layout of Tables 6-8, and every run is placed beside the
    paper's Table 1;
 5. sections the caller adds (:class:`~grefel.report.page.Section`: tables, figures, numbers) and
@@ -237,7 +237,7 @@ def _faces(meta: dict, indices: Sequence[int]):
         return None
 
 
-def draw(pred: Predictions, res: dict, fig_dir: Path, with_faces: bool = True) -> dict:
+def draw_run_figures(pred: Predictions, res: dict, fig_dir: Path, with_faces: bool = True) -> dict:
     """Write the run's figures under ``fig_dir``; return ``{name: {png, svg, data_uri, panels}}``."""
     classes, plot = pred.classes, res["_plot"]
     figs = {}
@@ -366,7 +366,7 @@ def _run_context(run: ReportRun, slug: str, fig_root: Path, options: dict, log: 
     log(f"analysing {name}: {len(pred)} samples" + (f", t-SNE of up to {tsne} embeddings" if tsne else ""))
     res = analyze(pred, **options)
     log(f"drawing {name}: figures in {fig_root / slug}")
-    res["figures"] = draw(pred, res, fig_root / slug)
+    res["figures"] = draw_run_figures(pred, res, fig_root / slug)
     res.pop("_plot")
     meta = pred.meta
     ds_meta = meta.get("dataset") or {}

@@ -35,7 +35,7 @@ from grefel.study.spec import Study
 STUDY_JSON = "study.json"
 STUDY_TOML = "study.toml"
 SUMMARY_JSON = "summary.json"
-LOCK = ".lock"
+LOCK_FILE = ".lock"
 RUNS = "runs"
 STATUS = "status.json"
 LOG = "run.log"
@@ -88,7 +88,7 @@ def study_lock(study_dir: Path):
     holder = f"pid {os.getpid()} on {socket.gethostname()}, since {now()}"
     with contextlib.ExitStack() as held:
         try:
-            held.enter_context(exclusive_lock(Path(study_dir) / LOCK, holder))
+            held.enter_context(exclusive_lock(Path(study_dir) / LOCK_FILE, holder))
         except LockHeld as e:
             raise GrefelError(
                 f"{study_dir} is in use by another study run ({e.holder or 'another process'}): wait for it to finish, "
@@ -101,12 +101,12 @@ def run_lock(folder: Path, wait_s: float = 5.0):
     """Hold run ``folder``'s lock for the block; :class:`~grefel.core.io.LockHeld` when another
     process keeps it for ``wait_s`` seconds (the short wait covers a status check probing it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return exclusive_lock(folder / LOCK, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}", wait_s)
+    return exclusive_lock(folder / LOCK_FILE, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}", wait_s)
 
 
 def is_run_locked(folder: Path) -> bool:
     """True while some process holds run ``folder``'s lock (works on read-only folders too)."""
-    return is_locked(folder / LOCK)
+    return is_locked(folder / LOCK_FILE)
 
 
 # -- per-run status ------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from grefel.study.folder import (
     run_lock,
     write_status,
 )
-from grefel.study.spec import train_argv
+from grefel.study.spec import run_argv
 from grefel.study.stats import run_metrics
 from grefel.training.config import TrainConfig, resumable_settings
 from grefel.training.loop import train
@@ -68,13 +68,13 @@ class Stopped(BaseException):
 # -- the commands ------------------------------------------------------------------------------------
 def train_command(run) -> list[str]:
     """``grefel train`` arguments of a fresh run (relative to the study folder)."""
-    return ["train", *train_argv({**run.settings, "run_dir": "runs", "name": run.name})]
+    return ["train", *run_argv({**run.settings, "run_dir": "runs", "name": run.name})]
 
 
 def resume_command(run) -> list[str]:
     """``grefel train --resume`` arguments: the run's stored settings, this study's runtime ones."""
     keep = {k: run.settings[k] for k in resumable_settings() if k in run.settings and k not in ("resume", "epochs")}
-    return ["train", "--resume", rel_run(run.name), "--epochs", str(planned_epochs(run.settings)), *train_argv(keep)]
+    return ["train", "--resume", rel_run(run.name), "--epochs", str(planned_epochs(run.settings)), *run_argv(keep)]
 
 
 def evaluate_command(run) -> list[str]:
@@ -250,7 +250,7 @@ def _die_with_parent(parent: int) -> None:
         raise Stopped()
 
 
-def main(argv: list[str] | None = None) -> int:
+def job_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m grefel.study.job", description="Run one run of a study.")
     p.add_argument("study_dir")
     p.add_argument("name")
@@ -328,4 +328,4 @@ def _output_to(path: Path):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(job_main())

@@ -15,7 +15,7 @@ moved or copied folder reports the same) and writes one self-contained page:
 5. the per-run sections of the existing report for one run per setting (its lowest finished seed),
    all runs, or none.
 
-Every number is :func:`grefel.study.stats.summarize`'s; ``report.json`` keeps the summary (per
+Every number is :func:`grefel.study.stats.summarize_study_study`'s; ``report.json`` keeps the summary (per
 setting and per comparison: n, mean, CI, the test, p, Holm p, Wilcoxon and McNemar) under the
 study section's ``data``, and each table's numbers under its own.
 """
@@ -33,7 +33,7 @@ from grefel.report.build import ReportRun, build_report
 from grefel.report.figures import ci_curves_figure, forest_figure
 from grefel.report.page import Section, SectionFigure, Table
 from grefel.report.paper import reference_curves
-from grefel.study.stats import summarize
+from grefel.study.stats import summarize_study
 from grefel.study.tables import PCT, context_text, contexts, dims, fmt_diff, fmt_p, study_tables
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def study_report(
     if runs not in RUN_CHOICES:
         raise GrefelError(f"runs must be one of {', '.join(RUN_CHOICES)} (got {runs!r})")
     study_dir = Path(study_dir)
-    summary = summarize(study_dir)
+    summary = summarize_study(study_dir)
     out = Path(out) if out is not None else study_dir / "report"
     log = log or (lambda s: None)
     chosen = _chosen_runs(summary, runs)

@@ -37,7 +37,7 @@ from grefel.core.paths import resolve_dataset
 from grefel.data.corrupt import corrupt, read_label_set_attrs
 from grefel.data.shards import PreparedDataset
 from grefel.study.folder import (
-    LOCK,
+    LOCK_FILE,
     LOG,
     STUDY_JSON,
     load_plan,
@@ -76,7 +76,7 @@ def open_study(source: str | os.PathLike, out: str | os.PathLike | None = None):
 def check_folder(study_dir: Path, study) -> None:
     """Refuse a folder whose existing runs were planned with other settings than the study's."""
     if not (study_dir / STUDY_JSON).is_file():
-        if study_dir.is_dir() and any(p.name != LOCK for p in study_dir.iterdir()):
+        if study_dir.is_dir() and any(p.name != LOCK_FILE for p in study_dir.iterdir()):
             raise GrefelError(f"{study_dir} holds other files and no study: give an empty or new output folder")
         return
     old = {r.name: r.settings for r in load_plan(study_dir).runs}

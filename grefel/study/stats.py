@@ -198,7 +198,7 @@ def verdict(n: int, p_holm: float | None) -> str:
 
 
 # -- the study ---------------------------------------------------------------------------------------
-def summarize(study_dir: str | os.PathLike) -> dict:
+def summarize_study(study_dir: str | os.PathLike) -> dict:
     """Everything a table or report of the study needs, JSON-able (see the module docstring)."""
 
     study_dir = Path(study_dir)
@@ -353,9 +353,9 @@ def _compare(study, metric, i, value, base, ctx, by_cell, done, outcomes) -> dic
 
 
 def write_summary(study_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[dict, Path]:
-    """:func:`summarize` and write it as JSON (default ``<study>/summary.json``)."""
+    """:func:`summarize_study` and write it as JSON (default ``<study>/summary.json``)."""
 
-    summary = summarize(study_dir)
+    summary = summarize_study(study_dir)
     path = Path(out) if out is not None else Path(study_dir) / SUMMARY_JSON
     try:
         write_json(path, summary)

@@ -1,6 +1,6 @@
 """A study's numbers in the layout of the paper's Tables 2, 3, 5, 6, 7 and 8, beside the paper's.
 
-Every number is taken from the study's summary (:func:`grefel.study.stats.summarize`): per setting
+Every number is taken from the study's summary (:func:`grefel.study.stats.summarize_study`): per setting
 the mean, the 95 % t-interval and the seeds over which they were computed; per comparison the
 paired difference, its interval, the test and the Holm-adjusted p. Nothing is computed here but
 the layout.

@@ -54,6 +54,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from grefel.core.console import make_console
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, read_json, write_json
+from grefel.core.paths import SYNTH_MARKER
 from grefel.core.version import __version__
 
 # FERG-DB's expressions in its README order (the folder suffixes).
@@ -90,7 +91,6 @@ NAMES = (
     "yara",
     "zed",
 )
-MARKER = ".grefel-synth.json"
 MAX_CHARACTERS = len(NAMES) * (len(NAMES) + 1)
 SUPERSAMPLE = 2  # draw at 2x and box-downsample: cheap anti-aliasing
 
@@ -636,7 +636,7 @@ def _image_rng(seed: int, char: int, expr: int, n: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1, char, expr, n])
 
 
-def draw(seed: int, char: int, expression: str, n: int, size: int = 128) -> Image.Image:
+def draw_image(seed: int, char: int, expression: str, n: int, size: int = 128) -> Image.Image:
     """Image ``n`` (1-based) of ``expression`` for character ``char`` of the set drawn with ``seed``."""
     return draw_face(
         make_character(seed, char), expression, _image_rng(seed, char, EXPRESSIONS.index(expression), n), size
@@ -677,7 +677,7 @@ def _write_one(job: tuple) -> None:
     """
     path, seed, char, expression, n, size = job
     buf = io.BytesIO()
-    draw(seed, char, expression, n, size).save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    draw_image(seed, char, expression, n, size).save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -703,7 +703,7 @@ def _check_out(out: Path, settings: dict) -> bool:
         raise GrefelError(f"{out} is a file: give a folder for the synthetic dataset")
     if any(p.is_file() for p in out.parents):
         raise GrefelError(f"{out} lies under a file: give a folder for the synthetic dataset")
-    marker = out / MARKER
+    marker = out / SYNTH_MARKER
     if marker.is_file():
         try:
             previous = read_json(marker).get("settings", {})
@@ -773,10 +773,10 @@ def generate(
         if resuming:
             for stale in out.glob("*/*/.*.tmp"):  # temporary files of a killed run
                 stale.unlink(missing_ok=True)
-        write_json(out / MARKER, marker)
+        write_json(out / SYNTH_MARKER, marker)
         jobs = [j for j in _plan(out, characters, per_class, size, seed, imbalance) if not _is_whole_png(j[0])]
         _run(jobs, workers, progress)
-        write_json(out / MARKER, {**marker, "complete": True})
+        write_json(out / SYNTH_MARKER, {**marker, "complete": True})
     except OSError as e:  # a read-only folder, a full disk, a path through a file
         where = e.filename or out
         raise GrefelError(f"cannot write {where} ({e.strerror or e}): choose a folder you can write to") from None
@@ -847,7 +847,7 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> None:
                 step()
 
 
-def contact_sheet(
+def sample_sheet(
     path: str | os.PathLike, characters: int = 4, size: int = 96, seed: int = 0, palette: bool = True
 ) -> Path:
     """A PNG grid: one row per character, one column per expression (image 1 of each), named on top.
@@ -860,7 +860,7 @@ def contact_sheet(
     for k, e in enumerate(EXPRESSIONS):
         d.text((k * size + size // 2, head // 2), e, fill=(0, 0, 0), anchor="mm")
         for c in range(characters):
-            im = draw(seed, c, e, 1, size)
+            im = draw_image(seed, c, e, 1, size)
             if im.mode == "RGBA":  # as `grefel prepare ferg` shows it: transparent -> white
                 im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
             sheet.paste(im.convert("RGB"), (k * size, head + c * size))

@@ -33,13 +33,18 @@ from grefel.core.errors import CheckpointError, torch_load_failure
 from grefel.core.io import atomic_path, read_json
 from grefel.core.version import __version__
 
-FORMAT = "grefel-checkpoint"
-FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "grefel-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Save ``payload`` (see module docstring) atomically and return the path."""
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "grefel_version": __version__, **payload}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "grefel_version": __version__,
+        **payload,
+    }
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -70,12 +75,13 @@ def load_checkpoint(
             f"checkpoint {path} cannot be read ({torch_load_failure(path, e)}): "
             + (advice or "re-copy it or use the run's last.pt")
         ) from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} is not a grefel checkpoint (no '{FORMAT}' marker): pass a file written by `grefel train`; "
+            f"{path} is not a grefel checkpoint (no '{CHECKPOINT_FORMAT}' marker): "
+            "pass a file written by `grefel train`; "
             "pretrained backbone weights go to --ir50 / --mobilefacenet / --poster"
         )
-    if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+    if int(obj.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer grefel (format {obj['format_version']}): upgrade grefel")
     return obj
 

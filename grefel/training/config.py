@@ -19,7 +19,7 @@ from typing import Any
 
 from grefel.core import settings
 from grefel.core.errors import GrefelError
-from grefel.core.recipe import DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
+from grefel.core.recipe import DATA_ON_DEVICE, DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
 from grefel.core.settings import setting
 
 PANEL_DATA = "Data and refinement"
@@ -29,7 +29,6 @@ PANEL_LOSS = "Loss (eq. 23; Tables 3, 4, 8)"
 PANEL_OPTIMISATION = "Optimisation"
 PANEL_RUN = "Run, devices and precision"
 
-DATA_ON_DEVICE = ("auto", "on", "off")  # faces held on the training device (grefel.data.resident)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile modes
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 

@@ -5,7 +5,7 @@ Shaped like torchvision's ``references/classification/train.py``:
 * :func:`train` validates the settings, joins the process group and runs :func:`main`;
 * :func:`main` builds a run from its config: resume or new, data, model, run folder, epochs;
 * :func:`train_one_epoch` is the step loop, tallied by named meters (:class:`MetricLogger`);
-* :func:`evaluate` scores the validation split;
+* :func:`validate_one_epoch` scores the validation split;
 * :class:`RunState` (model, optimizer, scheduler, scaler, RNG, epoch, best, history) is what a
   checkpoint holds: ``save()`` writes it, ``resume()`` restores it.
 
@@ -553,7 +553,7 @@ def diverged(run: Run, window: dict, epoch: int, step: int, lr: float) -> Traini
 
 
 # ---------------------------------------------------------------------------------------------
-# Train one epoch, evaluate
+# Train one epoch, validate
 # ---------------------------------------------------------------------------------------------
 def augment_settings(cfg: TrainConfig) -> TrainAugment:
     """The augmentation strengths of ``cfg`` (one colour setting drives brightness, contrast, saturation)."""
@@ -619,7 +619,7 @@ def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: 
 
 
 @torch.no_grad()
-def evaluate(model, criterion, loader, run: Run, num_classes: int) -> tuple[dict, dict]:
+def validate_one_epoch(model, criterion, loader, run: Run, num_classes: int) -> tuple[dict, dict]:
     """Validation metrics (accuracy of the corrected and primary distributions, macro F1, loss), and
     for the live curves: predictions reliability balancing fixed / broke, both confusion matrices."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
@@ -749,8 +749,8 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
             t0 = time.perf_counter()
             stats = train_one_epoch(model_run, criterion, state, loader, uniforms, epoch, run, progress)
             state.scheduler.step()
-            validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch
-            val, extras = evaluate(plain, criterion, val_loader, run, ds.num_classes) if validate else ({}, {})
+            due = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch
+            val, extras = validate_one_epoch(plain, criterion, val_loader, run, ds.num_classes) if due else ({}, {})
             images_per_s = stats.pop("images_per_s")
             metrics = {
                 "epoch": epoch + 1,
@@ -770,7 +770,7 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
             log_epoch(run, metrics, is_best)
             if writer is not None:
                 show = (epoch + 1) % cfg.confusion_every == 0 or epoch + 1 == last_epoch
-                tblog.log_epoch(writer, metrics, extras, ds.classes, confusion=show)
+                tblog.write_epoch_events(writer, metrics, extras, ds.classes, confusion=show)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def open_writer(folder: Path, first_epoch: int):
     return SummaryWriter(log_dir=str(folder), purge_step=first_epoch + 1)
 
 
-def log_epoch(writer, metrics: dict, extras: dict, classes: list[str], confusion: bool) -> None:
+def write_epoch_events(writer, metrics: dict, extras: dict, classes: list[str], confusion: bool) -> None:
     """One epoch's scalars; the validation confusion matrices when ``confusion``."""
     step = int(metrics["epoch"])
     for key, tag in SCALARS.items():

@@ -20,7 +20,15 @@ from grefel.data.raw import affectnet, affwild2, ferg, ferplus, jaffe, rafdb
 from grefel.data.raw.base import RawReader
 
 READERS: dict[str, type[RawReader]] = {
-    m.Reader.dataset: m.Reader for m in (rafdb, affectnet, ferplus, ferg, jaffe, affwild2)
+    r.dataset: r
+    for r in (
+        rafdb.RafDbReader,
+        affectnet.AffectNetReader,
+        ferplus.FerPlusReader,
+        ferg.FergReader,
+        jaffe.JaffeReader,
+        affwild2.AffWild2Reader,
+    )
 }
 
 

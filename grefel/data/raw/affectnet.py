@@ -53,7 +53,7 @@ def _code(value) -> str | None:
     return str(int(v)) if math.isfinite(v) and v == int(v) else None
 
 
-class Reader(RawReader):
+class AffectNetReader(RawReader):
     dataset = "affectnet"
     has_landmarks = True
     has_landmarks68 = True

@@ -27,7 +27,7 @@ ANNOTATION_DIRS = ("EXPR_Classification_Challenge", "EXPR_Set")
 SPLIT_DIRS = ("Train_Set", "Validation_Set")
 
 
-class Reader(RawReader):
+class AffWild2Reader(RawReader):
     dataset = "affwild2"
 
     def detect(self) -> str | None:

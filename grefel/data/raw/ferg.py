@@ -17,7 +17,7 @@ from grefel.data.raw.base import RawItem, RawReader, Skip
 _NAME = re.compile(r"^([a-z]+)_([a-z]+)_(\d+)\.png$", re.IGNORECASE)
 
 
-class Reader(RawReader):
+class FergReader(RawReader):
     dataset = "ferg"
 
     def detect(self) -> str | None:

@@ -51,7 +51,7 @@ def ferplus_majority(votes: Sequence[float]) -> tuple[int | None, str]:
     return k, ""
 
 
-class Reader(RawReader):
+class FerPlusReader(RawReader):
     dataset = "ferplus"
 
     def detect(self) -> str | None:

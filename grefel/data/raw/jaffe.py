@@ -17,7 +17,7 @@ from grefel.data.raw.base import RawItem, RawReader, Skip
 _NAME = re.compile(r"^([A-Z]{2})\.([A-Z]{2})([1-5])\.(\d+)\.tiff?$")
 
 
-class Reader(RawReader):
+class JaffeReader(RawReader):
     dataset = "jaffe"
 
     def detect(self) -> str | None:

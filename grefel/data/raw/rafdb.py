@@ -30,7 +30,7 @@ LABEL_FILES = ("list_patition_label.txt", "list_partition_label.txt")
 _LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s*$")
 
 
-class Reader(RawReader):
+class RafDbReader(RawReader):
     dataset = "rafdb"
 
     def detect(self) -> str | None:
