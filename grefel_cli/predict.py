@@ -126,7 +126,7 @@ def _print_results(console, results, classes) -> None:
 def _write_outputs(results, classes, model, align, json_out, csv_out, parquet_out) -> None:
     import json
 
-    from grefel.inference.predict import records_frame
+    from grefel.inference.records import records_frame
 
     if json_out is not None:
         text = json.dumps(

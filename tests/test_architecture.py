@@ -178,3 +178,23 @@ def test_one_thing_per_name():
                 if not name.startswith("_"):
                     where[name].append(m)
     assert {k: v for k, v in where.items() if len(v) > 1} == {}
+
+
+def test_every_deferred_import_resolves():
+    """Imports inside functions (the CLI's, which keep `grefel --help` fast, and the library's lazy
+    ones) name modules and attributes that exist."""
+    import importlib
+
+    missing = []
+    for m, path in MODULES.items():
+        parents = _parents(tree := ast.parse(path.read_text()))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grefel")):
+                continue
+            if not _in_function(node, parents):
+                continue
+            mod = importlib.import_module(node.module)
+            for a in node.names:
+                if not hasattr(mod, a.name) and f"{node.module}.{a.name}" not in MODULES:
+                    missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{a.name}")
+    assert missing == []

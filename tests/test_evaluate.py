@@ -203,7 +203,7 @@ def test_mismatched_checkpoint_fails_cleanly(tmp_path):
 
     # a state dict that does not fit the configuration it records
     good = torch.load(make_checkpoint(tmp_path, name="good"), weights_only=True)
-    good["model_config"] = {**good["model_config"], "num_anchors": 5}
+    good["model_kwargs"] = {**good["model_kwargs"], "num_anchors": 5}
     save_checkpoint(tmp_path / "bad" / "best.pt", good)
     with pytest.raises(CheckpointError, match="does not fit"):
         E.evaluate(tmp_path / "bad" / "best.pt", show_progress=False)

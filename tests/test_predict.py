@@ -136,3 +136,37 @@ def test_unwritable_annotation_folder_is_one_line(photos, ckpt, tmp_path):
         assert r.exit_code == 1 and error_line(r).startswith(
             "Error: cannot write to the folder for annotated copies"
         ), r.output
+
+
+def test_an_rgba_face_and_the_same_face_on_white_predict_alike(ckpt, tmp_path):
+    """One image decoder for prepare and predict: transparent pixels are composited over white, as
+    the FERG-DB reader does, never dropped with their colour left behind."""
+    from grefel.core.images import decode_image
+    from grefel.inference.predict import predict
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    alpha = np.full((128, 128), 255, np.uint8)
+    alpha[:, :40] = 0  # a transparent band whose hidden colour differs from white
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "rgba.png")
+    on_white = rgb.copy()
+    on_white[:, :40] = 255
+    Image.fromarray(on_white).save(tmp_path / "white.png")
+    assert np.array_equal(decode_image((tmp_path / "rgba.png").read_bytes()), on_white)
+    recs, _ = predict(ckpt, [tmp_path / "rgba.png", tmp_path / "white.png"], align="none", show_progress=False)
+    assert recs[0].corrected == recs[1].corrected and recs[0].primary == recs[1].primary
+    dropped = predict(ckpt, [tmp_path / "rgba.png"], align="none", show_progress=False)[0][0]
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")  # what dropping the alpha channel would give
+    assert predict(ckpt, [tmp_path / "rgb.png"], align="none", show_progress=False)[0][0].corrected != dropped.corrected
+
+
+def test_a_decompression_bomb_is_one_error_row_and_the_good_face_still_counts(ckpt, tmp_path, monkeypatch):
+    import grefel.core.images as I
+    from grefel.inference.predict import predict
+
+    monkeypatch.setattr(I, "MAX_PIXELS", 100 * 100)  # a 128 x 128 image now counts as a bomb
+    Image.new("RGB", (128, 128), (10, 20, 30)).save(tmp_path / "bomb.png")
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(tmp_path / "face.png")
+    recs, _ = predict(ckpt, [tmp_path / "bomb.png", tmp_path / "face.png"], align="none", show_progress=False)
+    by = {r.file.rsplit("/", 1)[-1]: r for r in recs}
+    assert "too large" in by["bomb.png"].error and by["face.png"].error is None and by["face.png"].top_class

@@ -50,7 +50,7 @@ from grefel.core.errors import GrefelError
 from grefel.data.corrupt import MODES
 from grefel.models.presets import list_presets
 from grefel.training.config import TrainConfig
-from grefel.training.config import run_argv as argv
+from grefel.training.config import train_argv as argv
 
 STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run")
 TABLES = ("study", "train", "grid", "label_sets", "baseline", "slurm")
@@ -167,7 +167,7 @@ class Study:
 # settings -> `grefel train` arguments, and value checks: TrainConfig's own declarations
 # ---------------------------------------------------------------------------------------------
 def run_argv(settings: dict) -> list[str]:
-    """``grefel train`` arguments for TrainConfig ``settings`` (:func:`grefel.training.config.run_argv`);
+    """``grefel train`` arguments for TrainConfig ``settings`` (:func:`grefel.training.config.train_argv`);
     unset (None) settings and the clean label set are left out."""
 
     return argv({k: v for k, v in settings.items() if v is not None and not (k == "labels" and v == "clean")})
