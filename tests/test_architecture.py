@@ -186,7 +186,7 @@ def test_every_deferred_import_resolves():
     import importlib
 
     missing = []
-    for m, path in MODULES.items():
+    for path in MODULES.values():
         parents = _parents(tree := ast.parse(path.read_text()))
         for node in ast.walk(tree):
             if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grefel")):
