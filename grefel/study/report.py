@@ -1,23 +1,28 @@
 """A study's HTML report: the single-run report of :mod:`grefel.report` with the study's sections first.
 
 :func:`study_report` reads a study folder (nothing but the folder: paths in it are relative, so a
-moved or copied folder reports the same) and writes one self-contained page:
+moved or copied folder reports the same) and writes one self-contained page; :func:`study_sections`
+makes the same sections for any study summary, such as the ad-hoc study of runs given to `grefel
+report` (:mod:`grefel.study.pipeline`):
 
-1. **Study**: what ran, every run with its state (a failed run with its error and log, also listed
-   at the top of the page), and per setting the mean ± std, the 95 % t-interval and n seeds;
+1. **Study** (for runs given to `grefel report`: **Comparison of runs**): what ran, what varied per
+   replicate and what stayed fixed, every run with its state (a failed run with its error and log,
+   also listed at the top of the page), and per setting the mean ± half-width of its 95 %
+   t-interval, the sd and n seeds;
 2. **Paper tables**: Tables 2, 3, 5, 6, 7 and 8 in the paper's layout where the grid covers them
    (:mod:`grefel.study.tables`), each cell mean ± CI half-width and n, beside the paper's number;
 3. **Paired comparisons**: a forest plot per grid axis (reliability balancing first) of the paired
-   differences with their intervals, the test and the Holm-adjusted p, and the table of every
-   comparison and metric;
+   differences with the interval each verdict rests on, the test, the p it rests on and the MDE,
+   and the table of every comparison and metric;
 4. **Accuracy against label noise**, one line per setting with its 95 % band, where the grid holds
    two noise levels or more;
 5. the per-run sections of the existing report for one run per setting (its lowest finished seed),
    all runs, or none.
 
-Every number is :func:`grefel.study.stats.summarize_study_study`'s; ``report.json`` keeps the summary (per
-setting and per comparison: n, mean, CI, the test, p, Holm p, Wilcoxon and McNemar) under the
-study section's ``data``, and each table's numbers under its own.
+Every number is :func:`grefel.study.stats.summarize`'s; ``report.json`` keeps the summary (per
+setting and per comparison: n, mean, CI, the test, p, Holm p, the verdict's interval, MDE, Wilcoxon,
+and McNemar per seed pair, which no table shows) under the first section's ``data``, and each
+table's numbers under its own.
 """
 
 from __future__ import annotations
