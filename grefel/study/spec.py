@@ -516,7 +516,7 @@ def _per_seed_label_sets(label_sets: dict, table: dict, seeds: list[int], err) -
             where = ("label_sets", name, "seed") if name in table else ("study", "noise_per_seed")
             raise err(
                 f"label set '{name}' fixes its noise seed, but noise_per_seed draws it from each run's "
-                f"training seed: name it without -s<seed> and without seed = ...",
+                "training seed: name it without -s<seed> and without seed = ...",
                 *where,
             )
         for seed in seeds:
