@@ -256,6 +256,7 @@ def rb_effects(summary: dict) -> list[dict]:
         d = dims(setting)
         regime = "clean labels" if not d["noise"] else f"{d['noise']:g} % {d['mode']} label noise"
         keys = ("n", "seeds", "diff_mean", "diff_std", "ci", "test", "t", "df", "p", "p_holm", "holm_family")
+        keys += ("ci_verdict", "ci_verdict_confidence", "mde")
         out.append(
             {
                 "label_set": setting["label_set"]["name"],
@@ -284,8 +285,10 @@ def rb_sentence(c: dict, regime: str) -> str:
     diff = f"{100 * c['diff_mean']:+.1f} points of corrected accuracy"
     if c["verdict"] == "no variation between seeds":
         return f"{head}: {diff} on every one of {c['n']} seeds; without variation the t-test is undefined."
-    lo, hi = (100 * x for x in c["ci"])
-    tail = f"(95 % CI {lo:+.1f} to {hi:+.1f}, {c['n']} seeds; paired t-test p = {fmt_p(c['p'])}"
+    lo, hi = (100 * x for x in (c.get("ci_verdict") or c["ci"]))  # the interval the verdict rests on
+    level = f"{100 * c.get('ci_verdict_confidence', 0.95):.1f}".removesuffix(".0")
+    kind = "Holm-adjusted " if c.get("ci_verdict_kind") == "Holm" and level != "95" else ""
+    tail = f"({kind}{level} % CI {lo:+.1f} to {hi:+.1f}, {c['n']} seeds; paired t-test p = {fmt_p(c['p'])}"
     tail += f", Holm-adjusted {fmt_p(c['p_holm'])})"
     if c["verdict"] == "significant":
         return f"{head}: {diff} {tail}: significant at 0.05 on these faces."

@@ -59,8 +59,8 @@ def report(
     The checkpoint alone is enough: it records its dataset, label set and configuration, and evaluation runs first when
     its predictions are missing or stale. The page shows accuracy, balanced accuracy, macro-F1 and per-class scores with
     and without reliability balancing, confusion matrices, primary vs corrected distributions, t-SNE with cluster
-    scores, where the wrong predictions are, calibration, per-group accuracy, the paper's Table 1 beside this run, and
-    with several checkpoints tables and curves in the layout of Tables 6-8. Reading guide: docs/report.md.
+    scores, wrong predictions, calibration, per-group accuracy, Table 1; several checkpoints are compared as an
+    ad-hoc study (axes: the settings that differ; replicate: the training seed). docs/report.md.
 
     With --study DIR (a `grefel study` folder) the page starts with the study: every setting's mean with its
     95 % interval over seeds, Tables 2, 3 and 5-8 in the paper's layout where the grid covers them, forest plots
@@ -108,7 +108,7 @@ def _study(study: Path, out: Path | None, runs: str, shared: dict) -> Path:
 
 def _checkpoints(ckpt, out, split, labels, dataset, data_root, batch_size, device, fp32: bool, shared: dict) -> Path:
     """Evaluate the checkpoints whose predictions are missing or stale, then report them."""
-    from grefel.report.pipeline import evaluate_and_report
+    from grefel.study.pipeline import evaluate_and_report
 
     return evaluate_and_report(
         ckpt,

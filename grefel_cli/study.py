@@ -37,22 +37,56 @@ _OUT = typer.Option(
 def plan(
     file: Path = typer.Argument(..., help="Study file (TOML).", show_default=False),
     out: Path | None = _OUT,
+    sd: float | None = typer.Option(
+        None,
+        "--sd",
+        help="Standard deviation of the paired differences (points of accuracy) for the power of each comparison.",
+        show_default=False,
+    ),
+    pilot: Path | None = typer.Option(
+        None,
+        "--pilot",
+        help="A finished pilot study folder: each comparison's sd of paired differences comes from it.",
+        show_default=False,
+    ),
+    half_width: float | None = typer.Option(
+        None,
+        "--half-width",
+        help="A 95 % CI half-width (points): print the seeds each comparison needs for it (with --sd or --pilot).",
+        show_default=False,
+    ),
 ):
     """Print a study's runs: their stable names and the exact `grefel train` command of each.
 
     Checks the study file (an unknown key or a bad value is an error naming its line) and trains
-    nothing.
+    nothing. With --sd or --pilot it also prints, per comparison, the minimum detectable effect at
+    80 % power (paired t-test, two-sided, alpha 0.05) with the study's seeds and, with
+    --half-width, the number of seeds a 95 % CI of that half-width needs.
 
     [bold]Examples:[/bold]
 
       grefel study plan rb-noise.toml
+
+      grefel study plan rb-noise.toml --sd 1.2 --half-width 2
+
+      grefel study plan rb-noise.toml --pilot rb-noise-pilot --half-width 2
     """
     from grefel.core.console import make_console
     from grefel.study.run import open_study
-    from grefel.study.show import print_plan
+    from grefel.study.show import print_plan, print_power
+    from grefel.study.stats import power_plan
 
+    if sd is not None and pilot is not None:
+        raise typer.BadParameter("give --sd or --pilot, not both", param_hint="--pilot")
+    if half_width is not None and sd is None and pilot is None:
+        raise typer.BadParameter("needs --sd or --pilot (the spread of paired differences)", param_hint="--half-width")
     study, folder, _ = open_study(file, out)
-    print_plan(study, folder, make_console())
+    power = power_plan(study, sd=sd, pilot=pilot, half_width=half_width)  # before printing: bad input fails first
+    console = make_console()
+    print_plan(study, folder, console)
+    if power is not None:
+        console.print()
+        print_power(power, console)
 
 
 @study_app.command("run", no_args_is_help=True)
@@ -134,10 +168,11 @@ def summary(
 ):
     """Print a study's statistics and write them as JSON.
 
-    Per setting: mean ± std and the 95 % t-interval over seeds. Per comparison with its baseline
-    (same seeds, other settings equal): the paired difference with its 95 % CI, the paired
-    t-test (Holm-corrected), the Wilcoxon signed-rank p, and McNemar's test per seed on the
-    same test images. Fewer than 3 seeds: "not enough seeds".
+    Per setting: mean ± half-width of the 95 % t-interval, the sd and the interval over seeds. Per
+    comparison with its baseline (same seeds, other settings equal): the paired difference, the
+    interval its verdict rests on, the paired t-test (Holm-corrected over the primary comparisons,
+    or over each metric's), and the minimum detectable effect at 80 % power. summary.json adds the
+    Wilcoxon signed-rank p and McNemar's test per seed pair. Fewer than 3 seeds: "not enough seeds".
 
     [bold]Examples:[/bold]
 

@@ -1,4 +1,6 @@
-"""`grefel report`: figures with the right panels, numbers equal to scikit-learn's, Table 1, comparisons."""
+"""`grefel report`: figures with the right panels, numbers equal to scikit-learn's, Table 1, several runs.
+
+The comparison of several runs (an ad-hoc study) has its own tests: tests/test_report_compare.py."""
 
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ from typer.testing import CliRunner
 from grefel.evaluation.metrics import expected_calibration_error, group_accuracy
 from grefel.evaluation.predictions import read_predictions
 from grefel.report import figures as F
-from grefel.report.build import build_report
-from grefel.report.compare import compare_runs, run_settings
+from grefel.report.build import build_report, run_settings_line
 
 
 def _check_written(saved: dict, panels: int) -> None:
@@ -66,11 +67,6 @@ def test_figures_written_with_their_panels(tmp_path):
         ),
         2,
     )
-    curves = [
-        {"title": "a", "x_label": "K", "lines": [{"label": "x", "x": [0, 1], "y": [60, 70]}]},
-        {"title": "b", "x_label": "noise", "lines": [{"label": "ref", "x": [0, 10], "y": [70, 60], "reference": True}]},
-    ]
-    _check_written(F.save_figure(F.comparison_figure(curves), tmp_path / "cmp"), 2)
 
 
 def test_class_colours_are_stable():
@@ -151,53 +147,24 @@ def test_chosen_samples_and_unknown_dataset(tmp_path):
     assert "No Table 1 column matches dataset synthetic" in (tmp_path / "rep" / "report.html").read_text()
 
 
-def _run(name, k, noise=None, ls=None, acc=0.7):
-    return {
-        "name": name,
-        "settings": {"num_anchors": k, "noise": noise, "label_smoothing": ls, "reliability": "both"},
-        "accuracy_primary": acc - 0.02,
-        "accuracy_corrected": acc,
-        "macro_f1": 0.6,
-        "n": 100,
-    }
-
-
-def test_comparison_layouts():
-    t6 = compare_runs([_run("a", 0, acc=0.68), _run("b", 10, acc=0.71), _run("c", 4, acc=0.70)])
-    assert t6["varying"] == ["num_anchors"]
-    table = t6["tables"][0]
-    assert table["title"].startswith("Table 6") and table["columns"] == ["0", "4", "10"]
-    np.testing.assert_allclose(table["rows"][0]["values"], [68, 70, 71])
-    np.testing.assert_allclose(table["rows"][1]["values"], [0, 2, 3])  # change against K=0, as the paper prints it
-    assert any(ln.get("reference") for ln in t6["curves"][0]["lines"])  # the paper's Table 6 dashed
-
-    runs = [_run(f"k{k}n{n}", k, noise=n, acc=0.7 - n / 200 + k / 1000) for k in (0, 10) for n in (0, 10, 20)]
-    runs.append(_run("k10n20-seed1", 10, noise=20, acc=0.6))  # same cell: averaged
-    t7 = compare_runs(runs)
-    assert set(t7["varying"]) == {"num_anchors", "noise"}
-    table = t7["tables"][0]
-    assert table["title"].startswith("Table 7") and table["columns"] == ["0", "10", "20"]
-    assert [r["label"] for r in table["rows"]] == ["0", "10"]
-    assert table["rows"][1]["values"][2] == pytest.approx(100 * (0.7 - 0.1 + 0.01 + 0.6) / 2)
-    curve = t7["curves"][0]
-    assert [ln["label"] for ln in curve["lines"] if not ln.get("reference")] == ["K=0", "K=10"]
-    assert len(t7["summary"]) == 7
-
-    t8 = compare_runs([_run("a", 0, ls=0.0), _run("b", 0, ls=0.1), _run("c", 10, ls=0.1)])
-    assert t8["tables"][0]["title"].startswith("Table 8") and t8["tables"][0]["rows"][0]["values"][0] == pytest.approx(
-        70
-    )
-
-
 def test_run_settings_from_recorded_config():
+    """A run's section names the settings its configuration recorded, never the built model's K = 0."""
     meta = {
         "model": {"num_anchors": 0, "reliability": "mhsa"},
         "model_config": {"preset": "full"},
-        "config": {"num_anchors": 10, "label_smoothing": 0.11, "reliability": "mhsa"},
-        "label_set_info": {"noise": 0.2},
+        "config": {"num_anchors": 10, "label_smoothing": 0.11, "reliability": "mhsa", "seed": 3},
+        "train_label_set_info": {"noise": 0.2},
     }
-    assert run_settings(meta) == {"num_anchors": 0, "noise": 20.0, "label_smoothing": 0.11, "reliability": "mhsa"}
-    assert run_settings({"config": {"num_anchors": 4}})["num_anchors"] == 4
+    line = run_settings_line(meta)
+    assert line == {
+        "K": "none (reliability mhsa: no anchors)",
+        "reliability balancing": "mhsa",
+        "label smoothing": 0.11,
+        "label noise (%)": 20.0,
+        "training seed": 3,
+    }
+    assert run_settings_line({"config": {"num_anchors": 4}})["K"] == 4  # reliability both by default: K used
+    assert run_settings_line({"model_config": {"num_anchors": 2}, "config": {}})["K"] == 2
 
 
 def test_report_from_checkpoints(tmp_path):
@@ -230,8 +197,14 @@ def test_report_from_checkpoints(tmp_path):
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [x["name"] for x in rep["runs"]] == ["k2/best", "k3/best"]
     assert len(rep["problems"]) == 1 and "truncated" in rep["problems"][0]
-    assert rep["comparison"]["varying"] == ["num_anchors"] and rep["comparison"]["tables"][0]["columns"] == ["2", "3"]
-    assert rep["runs"][0]["settings"]["noise"] == pytest.approx(20.0)  # from the label set the run trained on
+    # the two runs as an ad-hoc study: K is the one setting that differs; one seed each, an anecdote
+    sections = {x["id"]: x for x in rep["sections"]}
+    summary = sections["section-comparison"]["data"]["summary"]
+    assert summary["kind"] == "ad hoc" and [a["name"] for a in summary["axes"]] == ["num_anchors"]
+    assert summary["axes"][0]["values"] == ["2", "3"] and summary["axes"][0]["baseline"] == "2"
+    (c,) = [c for c in summary["comparisons"] if c["metric"] == "accuracy"]
+    assert c["n"] == 1 and c["verdict"] == "one run against one run: an anecdote, no interval" and c["ci"] is None
+    assert rep["runs"][0]["settings"]["label noise (%)"] == pytest.approx(20.0)  # the label set it trained on
     assert "gender" in rep["runs"][0]["groups"]
     r = CliRunner().invoke(app, ["report", "--ckpt", str(tmp_path / "broken.pt")])
     assert r.exit_code == 1 and "no report written" in error_line(r)
@@ -259,7 +232,7 @@ FORBIDDEN = (
     "grefel.training.checkpoint",
     "grefel.training.loop",
     "grefel.models",
-    "grefel.report.pipeline",
+    "grefel.study",
     "torch",
 )
 
@@ -281,7 +254,8 @@ def _imported_names(path) -> list[str]:
 
 
 def test_report_reads_predictions_only():
-    """grefel.report never evaluates, loads a checkpoint, trains or builds a model: no import of those, anywhere."""
+    """grefel.report never evaluates, loads a checkpoint, trains or builds a model: no import of those, anywhere
+    (evaluating first, then reporting, is grefel.study.pipeline's, a layer up)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -292,13 +266,11 @@ def test_report_reads_predictions_only():
         return any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
 
     folder = Path(grefel.report.__file__).parent
-    pages = [p for p in sorted(folder.glob("*.py")) if p.name != "pipeline.py"]  # the one module that evaluates first
-    found = [f"{p.name}: {n}" for p in pages for n in _imported_names(p) if bad(n)]
+    found = [f"{p.name}: {n}" for p in sorted(folder.glob("*.py")) for n in _imported_names(p) if bad(n)]
     assert found == []
     code = (
         "import importlib, pkgutil, sys, grefel.report as R\n"
-        "for m in pkgutil.iter_modules(R.__path__):\n"
-        "    if m.name != 'pipeline': importlib.import_module('grefel.report.' + m.name)\n"
+        "for m in pkgutil.iter_modules(R.__path__): importlib.import_module('grefel.report.' + m.name)\n"
         "print('\\n'.join(sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

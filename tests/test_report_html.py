@@ -127,7 +127,7 @@ def test_report_opens_in_chromium_without_errors(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
     from grefel.report.page import Section, SectionFigure, Table
-    from grefel.report.pipeline import evaluate_and_report
+    from grefel.study.pipeline import evaluate_and_report
 
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)  # DevTools is on localhost: no proxy in between

@@ -15,6 +15,7 @@ from statsmodels.stats.multitest import multipletests
 
 from grefel.study import stats as S
 from grefel.study.folder import PREDICTIONS, rel_run, run_folder, save_plan, study_states, write_status
+from grefel.study.power import minimum_detectable_effect
 from grefel.study.spec import parse_study
 
 # float64 sums and products of a handful of numbers below 10: relative error a few ulp (~1e-15);
@@ -213,3 +214,127 @@ def test_summary_json_and_cli(study_dir):
     assert data["format"] == "grefel-study-summary" and len(data["comparisons"]) == 4 * len(S.METRICS)
     res = CliRunner().invoke(app, ["study", "status", str(study_dir)])
     assert res.exit_code == 0 and "failed" in res.output and "runs/x/run.log" in res.output
+
+
+# -- the audit's fixes ----------------------------------------------------------------------------------
+def test_plus_minus_is_the_ci_half_width_in_the_cli_and_the_report_and_sd_is_labelled(study_dir):
+    from typer.testing import CliRunner
+
+    from grefel.study.report import study_sections
+    from grefel_cli.main import app
+
+    s = S.summarize_study(study_dir)
+    acc = next(x for x in s["settings"] if x["name"] == "clean-rb_both")["metrics"]["accuracy"]
+    half = (acc["ci"][1] - acc["ci"][0]) / 2
+    assert abs(half - acc["std"]) > 0.05  # the two readings of "±" differ here: the test can tell them apart
+    cell = f"{100 * acc['mean']:.1f} ± {100 * half:.1f}"
+    res = CliRunner().invoke(app, ["study", "summary", str(study_dir)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if line.strip().startswith("clean-rb_both"))
+    assert cell in row and f"{100 * acc['std']:.1f}" in row.replace(cell, "")
+    assert "± = half-width of the 95 % t-interval" in res.output and "sd = standard deviation" in res.output
+    overview = study_sections(s)[0]
+    (settings, _) = overview.tables
+    row = next(r for r in settings.rows if r[0] == "clean-rb_both")
+    assert row[3] == cell and row[4] == f"{100 * acc['std']:.1f}" and "± = half-width" in settings.note
+
+
+def test_mcnemar_is_no_evidence_about_the_setting_anywhere_it_is_shown(study_dir):
+    from typer.testing import CliRunner
+
+    from grefel.study.report import study_sections
+    from grefel_cli.main import app
+
+    s = S.summarize_study(study_dir)
+    assert all(c["mcnemar"] for c in s["comparisons"] if c["metric"] == "accuracy" and c["n"])  # still in the JSON
+    res = CliRunner().invoke(app, ["study", "summary", str(study_dir)], terminal_width=200)
+    assert "McNemar" not in res.output
+    for section in study_sections(s):
+        for table in section.tables:
+            assert not any("McNemar" in col for col in table.columns)
+        assert "McNemar" not in section.text or "not evidence about the setting" in section.text
+    assert "not about the setting" in s["methods"]["mcnemar"]
+
+
+@pytest.mark.parametrize(
+    "p, text, verdict",
+    [(0.0496, "0.0496", "significant"), (0.0504, "0.050", "not significant"), (0.04996, "0.04996", "significant")],
+)
+def test_a_p_value_at_the_boundary_is_printed_on_the_side_of_its_verdict(p, text, verdict):
+    from grefel.study.tables import fmt_p, fmt_paired
+
+    assert fmt_p(p) == text and (float(text) < S.ALPHA) == (p < S.ALPHA)
+    assert fmt_p(0.0123) == "0.012" and fmt_p(0.0004) == "<0.001" and fmt_p(0.5) == "0.500"
+    c = {**S.paired([0.9, 0.8, 0.85], [0.8, 0.78, 0.8]), "p_holm": p, "adjusted": True}
+    c["verdict"] = S.verdict(c["n"], p)
+    assert c["verdict"] == verdict and f"Holm p {text}, {verdict} (n 3)" in fmt_paired(c)
+
+
+def test_wilcoxon_names_the_method_scipy_ran():
+    exact = S.paired([0.9, 0.8, 0.85, 0.95, 0.7], [0.5, 0.5, 0.5, 0.5, 0.5])
+    assert exact["wilcoxon_method"] == "exact"
+    tied = S.paired([0.7, 0.8, 0.8, 0.9], [0.6, 0.7, 0.75, 0.8])  # differences 0.1, 0.1, 0.05, 0.1 tie
+    d = np.round(np.array([0.1, 0.1, 0.05, 0.1]), 12)
+    assert tied["wilcoxon_method"] == "normal approximation (tied differences)"
+    assert tied["wilcoxon_p"] == pytest.approx(st.wilcoxon(d, method="asymptotic").pvalue, rel=REL)
+    zero = S.paired([0.7, 0.8, 0.9, 0.6], [0.7, 0.6, 0.5, 0.3])  # one zero difference, dropped
+    assert zero["wilcoxon_method"] == "normal approximation (1 zero difference(s) dropped)"
+    ref = st.wilcoxon(np.array([0.0, 0.2, 0.4, 0.3]), zero_method="wilcox", method="asymptotic")
+    assert zero["wilcoxon_p"] == pytest.approx(ref.pvalue, rel=REL)
+    assert "zero_method 'wilcox'" in S.METHODS["wilcoxon"] and "exact null distribution" in S.METHODS["wilcoxon"]
+
+
+def test_holm_levels_by_hand():
+    """m = 3: alphas 0.05/3, 0.05/2, 0.05 while every step rejects; after the first failing step, its alpha."""
+    assert S.holm_levels([0.01, 0.04, 0.02]) == pytest.approx([0.05 / 3, 0.05, 0.05 / 2], rel=REL)
+    assert S.holm_levels([0.001, 0.04, 0.03]) == pytest.approx([0.05 / 3, 0.05 / 2, 0.05 / 2], rel=REL)
+
+
+def test_the_interval_beside_a_verdict_agrees_with_it():
+    """Holm family members: the interval excludes 0 exactly when the verdict is significant; it is the
+    t-interval at the level of the comparison's Holm step."""
+    rng = np.random.default_rng(3)
+    comparisons = []
+    for k, shift in enumerate((0.004, 0.01, 0.02, 0.03, 0.05, 0.0, 0.015, 0.025)):
+        base = rng.normal(0.7, 0.01, 5)
+        c = {"metric": "accuracy", "axis": f"a{k}", **S.paired(base + shift + rng.normal(0, 0.01, 5), base)}
+        comparisons.append(c)
+    S.adjust_comparisons(comparisons)
+    verdicts = {c["verdict"] for c in comparisons}
+    assert verdicts == {"significant", "not significant"}  # both kinds occur: the check below can fail
+    ps = [c["p"] for c in comparisons]
+    for c, level in zip(comparisons, S.holm_levels(ps)):
+        lo, hi = c["ci_verdict"]
+        assert (not lo <= 0 <= hi) == (c["verdict"] == "significant") and c["ci_verdict_kind"] == "Holm"
+        ref = st.t.interval(1 - level, c["n"] - 1, loc=c["diff_mean"], scale=c["diff_std"] / math.sqrt(c["n"]))
+        assert c["ci_verdict"] == pytest.approx(list(ref), rel=REL) and c["holm_family"] == 8
+
+
+def test_primary_comparisons_alone_are_holm_corrected_the_rest_exploratory(study_dir):
+    text = STUDY.replace("seeds = 3", 'seeds = 3\nprimary = ["reliability"]')
+    save_plan(study_dir, parse_study(text), text)
+    s = S.summarize_study(study_dir)
+    acc = {(c["axis"], tuple(c["context"].values())): c for c in s["comparisons"] if c["metric"] == "accuracy"}
+    rb = acc[("reliability", ("clean",))]
+    assert rb["family"] == "primary" and rb["adjusted"] and rb["holm_family"] == 1  # sym20: 2 seeds, untested
+    assert rb["p_holm"] == pytest.approx(rb["p"], rel=REL) and rb["ci_verdict"] == pytest.approx(rb["ci"], rel=REL)
+    lab = acc[("labels", ("both",))]
+    assert lab["family"] == "exploratory" and lab["p_holm"] is None and lab["holm_family"] == 0
+    assert lab["verdict"].endswith("(exploratory, unadjusted)") and lab["verdict"].startswith(
+        "significant" if lab["p"] < 0.05 else "not significant"
+    )
+    assert lab["ci_verdict"] == lab["ci"] and lab["ci_verdict_kind"] == "unadjusted"
+    assert all(c["family"] == "exploratory" for c in s["comparisons"] if c["metric"] != "accuracy")
+    assert s["primary"] == ["reliability"]
+
+
+def test_achieved_mde_from_the_observed_sd_and_n(study_dir):
+    """The MDE is the effect at which the paired t-test has 80 % power: checked with the noncentral t."""
+    s = S.summarize_study(study_dir)
+    c = next(c for c in s["comparisons"] if c["metric"] == "accuracy" and c["n"] == 3)
+    n, d = c["n"], c["mde"] / c["diff_std"]
+    crit = st.t.ppf(0.975, n - 1)
+    nct = st.nct(n - 1, d * math.sqrt(n))
+    # the root is found to 1e-12 in the effect size, where the power's slope is below 1
+    assert nct.sf(crit) + st.nct(n - 1, -d * math.sqrt(n)).sf(crit) == pytest.approx(0.8, abs=1e-9)
+    assert minimum_detectable_effect(1.0, 1) is None

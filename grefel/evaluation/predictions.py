@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import numpy as np
 
 from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, json_default
+from grefel.training.config import TrainConfig
 
 PREDICTIONS_FORMAT = "grefel-predictions"
 PREDICTIONS_FORMAT_VERSION = 1
@@ -138,6 +139,20 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
         else:
             scalar.append(name)
     return Predictions(table=table.select(scalar).to_pandas(), arrays=arrays, meta=meta, path=Path(path))
+
+
+def training_settings(meta: dict) -> dict:
+    """The training settings of the run a predictions file evaluated, by TrainConfig field name: as
+    its checkpoint recorded them (``config``), then ``model_config`` (the preset, K, the reliability
+    setup), then TrainConfig's defaults for what neither records. ``labels`` is the label set the run
+    trained on (``clean`` for the clean labels). Never the built model's own anchor count: a model
+    without anchors (reliability ``none`` or ``mhsa``) keeps the K its configuration asked for."""
+    defaults = asdict(TrainConfig())
+    model_cfg, cfg = meta.get("model_config") or {}, meta.get("config") or {}
+    out = {**defaults, **{k: v for k, v in model_cfg.items() if k in defaults}}
+    out.update({k: v for k, v in cfg.items() if k in defaults})
+    out["labels"] = out.get("labels") or meta.get("train_label_set") or "clean"
+    return out
 
 
 def _json_default(o: Any) -> Any:

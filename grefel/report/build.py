@@ -2,13 +2,13 @@
 
 The report reads predictions files (:mod:`grefel.evaluation.predictions`, written by `grefel
 evaluate`) and nothing else: it never loads a checkpoint or runs a model. Turning checkpoints into
-predictions first is :func:`grefel.report.pipeline.evaluate_and_report`'s job. Reads top to bottom:
+predictions first is :func:`grefel.study.pipeline.evaluate_and_report`'s job. Reads top to bottom:
 
 1. each run is a predictions table and the name it is shown under (:class:`ReportRun`);
 2. :func:`analyze` computes the numbers of one run (scikit-learn metrics, calibration, t-SNE ...);
 3. :func:`draw_run_figures` turns them into figures (PNG and SVG on disk, PNG embedded in the page);
-4. several runs add a comparison in the layout of Tables 6-8, and every run is placed beside the
-   paper's Table 1;
+4. every run is placed beside the paper's Table 1 (a comparison of several runs is a section the
+   caller adds: `grefel report` adds an ad-hoc study's, :func:`grefel.study.pipeline.comparison_sections`);
 5. sections the caller adds (:class:`~grefel.report.page.Section`: tables, figures, numbers) and
    the runs are rendered by the Jinja2 template ``report.html.j2`` (package
    ``grefel.report_assets``) into one page (:mod:`grefel.report.page`).
@@ -30,9 +30,8 @@ from grefel.core.io import writable_dir
 from grefel.core.version import __version__
 from grefel.data.shards import PreparedDataset
 from grefel.evaluation import metrics as M
-from grefel.evaluation.predictions import Predictions, read_predictions
+from grefel.evaluation.predictions import Predictions, read_predictions, training_settings
 from grefel.report import figures as F
-from grefel.report.compare import SETTING_LABELS, compare_runs, run_settings
 from grefel.report.page import Section, section_contexts, unique_slugs, write_page
 from grefel.report.paper import dataset_column, table1
 
@@ -63,7 +62,7 @@ def as_report_run(run: ReportRun | Predictions | str | os.PathLike) -> ReportRun
     if path.suffix != ".parquet":
         raise GrefelError(
             f"{path} is not a predictions file (.parquet): the report reads predictions; evaluate the checkpoint "
-            "first (grefel.evaluation.evaluate.evaluate) or report it with grefel.report.pipeline.evaluate_and_report"
+            "first (grefel.evaluation.evaluate.evaluate) or report it with grefel.study.pipeline.evaluate_and_report"
         )
     if not path.is_file():
         raise GrefelError(f"predictions file {path} not found: write it with `grefel evaluate`")
@@ -321,10 +320,8 @@ def build_report(
         "version": __version__,
         "problems": list(problems),
         "sections": section_contexts(sections, fig_root),
-        "comparison": _comparison(contexts, fig_root),
         "paper": _paper_table(contexts),
         "runs": contexts,
-        "setting_labels": SETTING_LABELS,
         "gap_min_count": GAP_MIN_COUNT,
     }
     return write_page(out, context)
@@ -384,31 +381,26 @@ def _run_context(run: ReportRun, slug: str, fig_root: Path, options: dict, log: 
         "train_label_set": meta.get("train_label_set"),
         "epoch": meta.get("epoch"),
         "checkpoint": meta.get("checkpoint"),
-        "settings": run_settings(meta),
+        "settings": run_settings_line(meta),
         **res,
     }
 
 
-def _comparison(runs: list[dict], fig_root: Path) -> dict | None:
-    """Several runs: tables and curves in the layout of Tables 6-8 (None for one run)."""
-    if len(runs) < 2:
-        return None
-    comparison = compare_runs(
-        [
-            {
-                "name": r["name"],
-                "settings": r["settings"],
-                "n": r["n"],
-                "accuracy_primary": r["metrics"]["primary"]["accuracy"],
-                "accuracy_corrected": r["metrics"]["corrected"]["accuracy"],
-                "macro_f1": r["metrics"]["corrected"]["macro_f1"],
-            }
-            for r in runs
-        ]
-    )
-    if comparison["curves"] and any(c["lines"] for c in comparison["curves"]):
-        comparison["figure"] = F.save_figure(F.comparison_figure(comparison["curves"]), fig_root / "comparison")
-    return comparison
+def run_settings_line(meta: dict) -> dict:
+    """The settings a run's section names, from its recorded training configuration: K (only where
+    the reliability setup uses anchors), reliability balancing, label smoothing, the noise of the
+    labels it trained on (%) and its training seed."""
+    s = training_settings(meta)
+    info = meta["train_label_set_info"] if "train_label_set_info" in meta else (meta.get("label_set_info") or {})
+    noise = info.get("noise") if isinstance(info, dict) else None
+    uses_anchors = s["reliability"] in ("both", "anchors")
+    return {
+        "K": s["num_anchors"] if uses_anchors else f"none (reliability {s['reliability']}: no anchors)",
+        "reliability balancing": s["reliability"],
+        "label smoothing": s["label_smoothing"],
+        "label noise (%)": None if noise is None else round(100 * float(noise), 4),
+        "training seed": s["seed"],
+    }
 
 
 def _paper_table(runs: list[dict]) -> dict:

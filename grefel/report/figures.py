@@ -6,8 +6,8 @@ it draws. Classes keep one colour and one order (the checkpoint's class order) i
 :func:`class_palette`.
 
 Paper counterparts: Fig. 4 (:func:`confusion_figure`), Fig. 5 (:func:`tsne_figure`), Fig. 7
-(:func:`wrong_shares_figure`), Fig. 9 (:func:`distributions_figure`), Tables 6-8
-(:func:`comparison_figure`). A study's report adds :func:`forest_figure` (paired differences with
+(:func:`wrong_shares_figure`), Fig. 9 (:func:`distributions_figure`). A study's report (and the
+comparison of several runs) adds :func:`forest_figure` (paired differences with
 their intervals) and :func:`ci_curves_figure` (means with confidence bands).
 """
 
@@ -282,34 +282,11 @@ def group_accuracy_figure(per_attribute: dict) -> Figure:
     return fig
 
 
-@_styled
-def comparison_figure(curves: list[dict]) -> Figure:
-    """Tables 6-8 as curves: accuracy against one run setting, one line per value of another.
-
-    ``curves``: ``[{"title", "x_label", "lines": [{"label", "x", "y", "reference": bool}]}]``, one panel each.
-    Reference lines (the paper's numbers) are dashed and grey.
-    """
-    n = max(1, len(curves))
-    fig = Figure(figsize=(4.6 * n, 3.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, n))
-    for ax, panel in zip(axes, curves):
-        own = [ln for ln in panel["lines"] if not ln.get("reference")]
-        pal = sns.color_palette("viridis", max(1, len(own)))
-        k = 0
-        for ln in panel["lines"]:
-            if ln.get("reference"):
-                ax.plot(ln["x"], ln["y"], linestyle="--", marker=".", color="0.6", linewidth=1, label=ln["label"])
-            else:
-                ax.plot(ln["x"], ln["y"], marker="o", color=pal[k], linewidth=1.6, label=ln["label"])
-                k += 1
-        ax.set_title(panel["title"], fontsize=9)
-        ax.set_xlabel(panel["x_label"])
-        ax.set_ylabel("accuracy (%)")
-        ax.legend(fontsize=7, frameon=False)
-    return fig
-
-
-VERDICT_COLORS = {"significant": "#1b7837", "not significant": "0.25", "not enough seeds": "#b8860b"}
+VERDICT_COLORS = {  # the rest (not significant, exploratory ...) grey
+    "significant": "#1b7837",
+    "not enough seeds": "#b8860b",
+    "one run against one run: an anecdote, no interval": "#b8860b",
+}
 
 
 @_styled

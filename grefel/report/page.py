@@ -4,8 +4,8 @@ A :class:`Section` is how a caller puts its own part on the page without touchin
 title, a paragraph, tables (:class:`Table`), matplotlib figures (:class:`SectionFigure`, saved as
 PNG + SVG and embedded like the runs' figures), optionally trusted HTML, and the numbers behind it
 for ``report.json``. Sections come first on the page, after the list of runs that could not be
-reported and before the comparison of runs, Table 1 and the runs themselves. Example: a study adds
-a table of mean ± CI per setting and a forest plot of paired differences::
+reported and before Table 1 and the runs themselves. Example: a study adds a table of mean ± CI
+half-width per setting and a forest plot of paired differences::
 
     Section(
         "Study: reliability balancing",
@@ -91,7 +91,7 @@ def section_contexts(sections: Sequence[Section], fig_root: Path) -> list[dict]:
     """What the template needs of each section; its figures are written under ``fig_root``."""
     from markupsafe import Markup
 
-    ids = unique_slugs([s.id or s.title for s in sections], taken=("comparison", "table1"))
+    ids = unique_slugs([s.id or s.title for s in sections], taken=("table1",))
     out = []
     for sec, sid in zip(sections, ids):
         figures = [
@@ -127,8 +127,7 @@ def write_page(out: Path, context: dict) -> Path:
     html_path = out / "report.html"
     with atomic_path(html_path) as tmp:
         tmp.write_text(render_html(context), encoding="utf-8")
-    skip = ("setting_labels",)
-    doc = {k: v for k, v in context.items() if k not in skip}
+    doc = dict(context)
     doc["sections"] = [{k: v for k, v in s.items() if k != "html"} for s in context.get("sections", [])]
     write_json(out / "report.json", _jsonable(doc, out))
     return html_path

@@ -1,8 +1,8 @@
 """The paper's published numbers (shipped as ``grefel.report_assets/paper-results.csv``).
 
 Table 1 compares accuracy across datasets; a report puts this run's accuracy beside it under the
-column of the run's dataset. Tables 6 and 7 (number of anchors K, label noise) serve as dashed
-reference curves when a report compares several runs. A study's report puts its means beside the
+column of the run's dataset. Table 7 (accuracy against label noise) gives the dashed reference
+curves of a study's accuracy-against-noise figure. A study's report puts its means beside the
 cells of Tables 2, 3 and 5-8 (:func:`paper_value`).
 """
 
@@ -86,14 +86,9 @@ REFERENCE_K = (0, 10)  # the paper's Table 7 rows drawn as reference curves (the
 
 
 def reference_curves() -> dict:
-    """Paper Table 6 (accuracy vs K) and Table 7 (accuracy vs noise for K = 0 and 10), Aff-Wild2."""
-    t6 = [
-        (int(r["row"].split("=")[1]), r["value"])
-        for r in paper_results()
-        if r["table"] == "T6" and r["value"] is not None
-    ]
+    """Paper Table 7 (accuracy vs noise for K = 0 and 10), Aff-Wild2: ``{"noise": {K: [(noise %, acc)]}}``."""
     t7: dict[int, list] = {}
     for r in paper_results():
         if r["table"] == "T7" and r["value"] is not None and int(r["row"].split("=")[1]) in REFERENCE_K:
             t7.setdefault(int(r["row"].split("=")[1]), []).append((float(r["column"].split()[-1]), r["value"]))
-    return {"anchors": sorted(t6), "noise": {k: sorted(v) for k, v in t7.items()}}
+    return {"noise": {k: sorted(v) for k, v in t7.items()}}

@@ -1,23 +1,28 @@
 """A study's HTML report: the single-run report of :mod:`grefel.report` with the study's sections first.
 
 :func:`study_report` reads a study folder (nothing but the folder: paths in it are relative, so a
-moved or copied folder reports the same) and writes one self-contained page:
+moved or copied folder reports the same) and writes one self-contained page; :func:`study_sections`
+makes the same sections for any study summary, such as the ad-hoc study of runs given to `grefel
+report` (:mod:`grefel.study.pipeline`):
 
-1. **Study**: what ran, every run with its state (a failed run with its error and log, also listed
-   at the top of the page), and per setting the mean ± std, the 95 % t-interval and n seeds;
+1. **Study** (for runs given to `grefel report`: **Comparison of runs**): what ran, what varied per
+   replicate and what stayed fixed, every run with its state (a failed run with its error and log,
+   also listed at the top of the page), and per setting the mean ± half-width of its 95 %
+   t-interval, the sd and n seeds;
 2. **Paper tables**: Tables 2, 3, 5, 6, 7 and 8 in the paper's layout where the grid covers them
    (:mod:`grefel.study.tables`), each cell mean ± CI half-width and n, beside the paper's number;
 3. **Paired comparisons**: a forest plot per grid axis (reliability balancing first) of the paired
-   differences with their intervals, the test and the Holm-adjusted p, and the table of every
-   comparison and metric;
+   differences with the interval each verdict rests on, the test, the p it rests on and the MDE,
+   and the table of every comparison and metric;
 4. **Accuracy against label noise**, one line per setting with its 95 % band, where the grid holds
    two noise levels or more;
 5. the per-run sections of the existing report for one run per setting (its lowest finished seed),
    all runs, or none.
 
-Every number is :func:`grefel.study.stats.summarize_study_study`'s; ``report.json`` keeps the summary (per
-setting and per comparison: n, mean, CI, the test, p, Holm p, Wilcoxon and McNemar) under the
-study section's ``data``, and each table's numbers under its own.
+Every number is :func:`grefel.study.stats.summarize`'s; ``report.json`` keeps the summary (per
+setting and per comparison: n, mean, CI, the test, p, Holm p, the verdict's interval, MDE, Wilcoxon,
+and McNemar per seed pair, which no table shows) under the first section's ``data``, and each
+table's numbers under its own.
 """
 
 from __future__ import annotations
@@ -34,7 +39,18 @@ from grefel.report.figures import ci_curves_figure, forest_figure
 from grefel.report.page import Section, SectionFigure, Table
 from grefel.report.paper import reference_curves
 from grefel.study.stats import summarize_study
-from grefel.study.tables import PCT, context_text, contexts, dims, fmt_diff, fmt_p, study_tables
+from grefel.study.tables import (
+    PCT,
+    PLUS_MINUS,
+    context_text,
+    contexts,
+    dims,
+    fmt_diff,
+    fmt_p,
+    fmt_p_verdict,
+    fmt_verdict_ci,
+    study_tables,
+)
 
 if TYPE_CHECKING:
     from grefel.report.page import Section
@@ -131,44 +147,70 @@ def _overview(summary: dict) -> Section:
 
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items() if v)
     axes = "; ".join(f"{a['name']}: {', '.join(a['values'])} (baseline {a['baseline']})" for a in summary["axes"])
-    text = (
-        f"Study '{summary['study']}' on dataset {summary['dataset']}: {len(summary['runs'])} runs ({counts}); "
-        f"seeds {summary['seeds']}; grid {axes or 'none'}. Every figure is computed over the seeds "
-        "whose run finished (n); the interval is the 95 % t-interval of the mean over seeds "
-        "(scipy.stats.t), not a bootstrap. Metrics on the clean test split, in percent."
-    )
+    common = (
+        "Every figure is computed over the seeds whose run finished (n); ± is the half-width of the 95 % "
+        "t-interval of the mean over seeds (scipy.stats.t, not a bootstrap), sd the standard deviation over "
+        "seeds. Metrics on the evaluated split, in percent. "
+    ) + (summary.get("replicates") or {}).get("text", "")
+    if summary.get("kind") == "ad hoc":
+        text = (
+            f"The {len(summary['runs'])} runs given, read as an ad-hoc study: each run's settings come from the "
+            "training configuration its predictions file records, the settings that differ between runs are the "
+            f"axes ({axes or 'none: the runs differ only in their seed'}), and the training seed it records is "
+            f"the replicate (seeds {summary['seeds']}). " + common
+        )
+        title, sid = "Comparison of runs", "comparison"
+    else:
+        text = (
+            f"Study '{summary['study']}' on dataset {summary['dataset']}: {len(summary['runs'])} runs ({counts}); "
+            f"seeds {summary['seeds']}; grid {axes or 'none'}. " + common
+        )
+        title, sid = "Study", "study"
     settings = Table(
-        ["setting", "label set", "n / planned", "accuracy", "95 % CI", "primary accuracy", "macro F1", "seeds"],
+        [
+            "setting",
+            "label set",
+            "n / planned",
+            "accuracy ± 95 % CI",
+            "sd",
+            "95 % CI",
+            "primary accuracy ±",
+            "macro F1 ±",
+        ]
+        + ["seeds"],
         [_setting_row(s) for s in summary["settings"]],
-        title="Per setting: mean ± std over seeds",
-        note="accuracy: corrected distribution (eq. 19, with RB); primary: eq. 9 (without RB).",
+        title="Per setting: mean ± half-width of the 95 % t-interval over seeds; sd over seeds",
+        note="accuracy: corrected distribution (eq. 19, with RB); primary: eq. 9 (without RB). " + PLUS_MINUS + ".",
     )
     runs = Table(
         ["run", "seed", "state", "accuracy", "primary accuracy", "note"],
         [_run_row(r) for r in summary["runs"]],
         title="Runs",
     )
-    return Section("Study", text=text, tables=[settings, runs], data={"summary": summary}, id="study")
+    return Section(title, text=text, tables=[settings, runs], data={"summary": summary}, id=sid)
 
 
-def _mean_std(m: dict, scale: float = PCT, digits: int = 1) -> str:
+def _mean_ci(m: dict, scale: float = PCT, digits: int = 1) -> str:
+    """``mean ± half-width of the 95 % t-interval``."""
     if m.get("mean") is None:
         return "–"
-    std = f" ± {scale * m['std']:.{digits}f}" if m.get("std") is not None else ""
-    return f"{scale * m['mean']:.{digits}f}{std}"
+    half = f" ± {scale * (m['ci'][1] - m['ci'][0]) / 2:.{digits}f}" if m.get("ci") else ""
+    return f"{scale * m['mean']:.{digits}f}{half}"
 
 
 def _setting_row(s: dict) -> list:
     m = s["metrics"]
-    ci = m["accuracy"].get("ci")
+    ci, sd = m["accuracy"].get("ci"), m["accuracy"].get("std")
+    label_set = s["label_set"]["name"] + (" (drawn per seed)" if s["label_set"].get("per_seed") else "")
     return [
         s["name"],
-        s["label_set"]["name"],
+        label_set,
         f"{m['accuracy']['n']} / {s['planned_seeds']}",
-        _mean_std(m["accuracy"]),
+        _mean_ci(m["accuracy"]),
+        "–" if sd is None else f"{PCT * sd:.1f}",
         "–" if not ci else f"{PCT * ci[0]:.1f} – {PCT * ci[1]:.1f}",
-        _mean_std(m["accuracy_primary"]),
-        _mean_std(m["macro_f1"], 1, 3),
+        _mean_ci(m["accuracy_primary"]),
+        _mean_ci(m["macro_f1"], 1, 3),
         ", ".join(map(str, m["accuracy"]["seeds"])),
     ]
 
@@ -184,13 +226,15 @@ def _run_row(r: dict) -> list:
 def _paper_section(tables: list[dict]) -> Section:
 
     text = (
-        "The study's settings in the layout of the paper's ablation tables. Each cell: corrected accuracy "
-        "(or macro F1) on the clean test split, mean ± half-width of the 95 % t-interval over the n seeds "
-        "in brackets; beside or below it the paper's number (Aff-Wild2, one run each, so another dataset: "
-        "compare shapes, not levels). Paired changes: mean difference over the same seeds with its 95 % "
-        "interval, the paired t-test across seeds, Holm-adjusted p (see the comparisons below)."
+        "The settings in the layout of the paper's ablation tables. Each cell: corrected accuracy (or macro "
+        "F1) on the evaluated split (a study's: the clean test split), mean ± half-width of the 95 % "
+        "t-interval over the n seeds in brackets; beside or below it the paper's number (Aff-Wild2, one run "
+        "each, so another dataset: compare shapes, not levels). Paired changes: mean difference over the "
+        "same seeds with the interval its verdict rests on (Holm: at its Holm step's level; unadjusted: the "
+        "plain 95 % interval, for exploratory comparisons), the paired t-test across seeds and its p (see the "
+        "comparisons below). One seed pair is one run against one run: an anecdote, no interval."
     )
-    page = [Table(t["columns"], t["rows"], title=t["title"]) for t in tables]
+    page = [Table(t["columns"], t["rows"], title=t["title"], note=t.get("note", "")) for t in tables]
     data = {"tables": [{k: t[k] for k in ("layout", "title", "context", "columns", "data")} for t in tables]}
     return Section("Paper tables", text=text, tables=page, data=data, id="paper-tables")
 
@@ -203,16 +247,21 @@ def _axis_order(summary: dict) -> list[dict]:
 
 
 def forest_rows(summary: dict, axis: str, metric: str = "accuracy") -> list[dict]:
-    """One row of the forest plot per comparison along ``axis`` (points; CI, test, Holm p, verdict)."""
+    """One row of the forest plot per comparison along ``axis``: the mean paired difference, the
+    interval its verdict rests on, and a note with n, that interval's kind, the p, the MDE and the verdict."""
     rows = []
     for c in summary["comparisons"]:
         if c["axis"] != axis or c["metric"] != metric:
             continue
         where = context_text(c["context"])
         diff = None if c["diff_mean"] is None else PCT * c["diff_mean"]
-        ci = [PCT * c["ci"][0], PCT * c["ci"][1]] if c.get("ci") else None
-        est = "–" if diff is None else f"{diff:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
-        note = f"{est}  n={c['n']}  {c['test']}, Holm p={fmt_p(c.get('p_holm'))}  {c['verdict']}"
+        ci = c.get("ci_verdict", c.get("ci"))
+        ci = [PCT * ci[0], PCT * ci[1]] if ci else None
+        if c["n"] < 2:
+            note = f"{'–' if diff is None else f'{diff:+.1f}'}  n={c['n']}  {c['verdict']}"
+        else:
+            mde = "" if c.get("mde") is None else f"  MDE {PCT * c['mde']:.1f}"
+            note = f"{fmt_verdict_ci(c)}  n={c['n']}  {c['test']}, {fmt_p_verdict(c)}{mde}  {c['verdict']}"
         label = f"{c['value']} vs {c['baseline']}" + (f" | {where}" if where else "")
         rows.append({"label": label, "diff": diff, "ci": ci, "note": note, "verdict": c["verdict"]})
     return rows
@@ -220,31 +269,33 @@ def forest_rows(summary: dict, axis: str, metric: str = "accuracy") -> list[dict
 
 def _comparisons_section(summary: dict) -> Section:
 
-    family = next((c["holm_family"] for c in summary["comparisons"] if c["metric"] == "accuracy"), 0)
     figures = []
     for a in _axis_order(summary):
         what = "reliability balancing" if a["field"] == "reliability" else a["name"]
-        title = (
-            f"Paired effect of {what} on corrected accuracy (points), 95 % t-interval over seeds;\n"
-            f"paired t-test across seeds, Holm-adjusted over the {family} accuracy comparison(s) with at least 3 seeds"
+        title = f"Paired effect of {what} on accuracy (points), with the interval of its verdict;\n" + _family_text(
+            summary, a["name"]
         )
         fig = forest_figure(forest_rows(summary, a["name"]), title, "difference in accuracy (points)")
         figures.append(
             SectionFigure(f"forest-{a['name']}", fig, caption=f"{a['name']}: each value against {a['baseline']}")
         )
     table = Table(
-        ["metric", "comparison", "where", "n", "difference", "test", "p", "Holm p", "Wilcoxon p", "McNemar", "verdict"],
+        ["metric", "comparison", "where", "n", "difference [unadjusted 95 % CI]", "sd", "interval of the verdict"]
+        + ["p", "Holm p", "MDE", "Wilcoxon p (method)", "verdict"],
         [_comparison_row(c) for c in summary["comparisons"]],
         title="Every comparison",
-        note="difference: value minus baseline over the same seeds, points (macro F1: x100), with its 95 % "
-        "t-interval; p: paired t-test across seeds, two-sided; Holm: adjusted over the comparisons of the "
-        "metric with at least 3 seeds; Wilcoxon signed-rank p as a check (cannot reach 0.05 with fewer than "
-        "6 seeds); McNemar: seed pairs whose two models differ on the same test images (p < 0.05) of all pairs.",
+        note="difference: value minus baseline over the same seeds, points (macro F1: x100), with its unadjusted 95 % "
+        "t-interval; interval of the verdict: at the level of the comparison's Holm step (it excludes 0 exactly "
+        "when the verdict is significant), or the unadjusted 95 % one for exploratory comparisons; p: paired t-test "
+        "across seeds, two-sided; MDE: the true difference these seeds detect with 80 % power (alpha 0.05); "
+        "Wilcoxon signed-rank p as a check, with the method scipy ran (cannot reach 0.05 with fewer than 6 seeds).",
     )
     text = (
         "Each grid value against its axis's baseline, every other axis equal, seed s against seed s. "
-        "The verdict is 'significant' when the Holm-adjusted p is below 0.05; with fewer than 3 paired "
-        "seeds it is 'not enough seeds', never significant."
+        f"{_family_text(summary)} The verdict is 'significant' when the Holm-adjusted p is below 0.05; "
+        "with fewer than 3 paired seeds it is 'not enough seeds' (one pair: an anecdote), never significant. "
+        "Per seed pair, McNemar's test on the same test images (in report.json) tells whether those two trained "
+        "models differ; it is not evidence about the setting."
     )
     methods = summary["methods"]
     return Section(
@@ -252,19 +303,35 @@ def _comparisons_section(summary: dict) -> Section:
     )
 
 
+def _family_text(summary: dict, axis: str | None = None) -> str:
+    """Which comparisons Holm corrects together, in words."""
+    primary = summary.get("primary") or []
+    acc = [c for c in summary["comparisons"] if c["metric"] == "accuracy"]
+    family = max((c.get("holm_family", 0) for c in acc if c.get("adjusted", True)), default=0)
+    if not primary:
+        return f"Holm-adjusted over the {family} accuracy comparison(s) with at least 3 seeds."
+    if axis is not None and axis not in primary:
+        return "exploratory (not a primary comparison): p unadjusted, interval the unadjusted 95 % one."
+    return (
+        f"Holm-adjusted over the {family} primary comparison(s) ({', '.join(primary)}) with at least 3 seeds; "
+        "every other comparison is exploratory: p unadjusted, labelled so."
+    )
+
+
 def _comparison_row(c: dict) -> list:
-    mc = c.get("mcnemar") or []
+    wilcoxon = fmt_p(c.get("wilcoxon_p")) + (f" ({c['wilcoxon_method']})" if c.get("wilcoxon_method") else "")
     return [
         METRIC_NAMES.get(c["metric"], c["metric"]),
         f"{c['axis']} {c['value']} vs {c['baseline']}",
         context_text(c["context"]) or "–",
         c["n"],
         fmt_diff(c),
-        c["test"],
+        "–" if c.get("diff_std") is None else f"{PCT * c['diff_std']:.1f}",
+        fmt_verdict_ci(c) if c["n"] >= 2 else "–",
         fmt_p(c.get("p")),
-        fmt_p(c.get("p_holm")),
-        fmt_p(c.get("wilcoxon_p")),
-        f"{sum(x['p'] < 0.05 for x in mc)}/{len(mc)}" if mc else "–",
+        fmt_p(c.get("p_holm")) if c.get("adjusted", True) else "– (exploratory)",
+        "–" if c.get("mde") is None else f"{PCT * c['mde']:.1f}",
+        wilcoxon,
         c["verdict"],
     ]
 
@@ -288,8 +355,11 @@ def noise_curves(summary: dict) -> list[dict]:
 def _line(context: dict, pts: list) -> dict:
     pts = sorted(pts, key=lambda p: p[0])
     scaled = lambda v: None if v is None else PCT * v  # noqa: E731
+    label = context_text(context) or "these runs"
+    if max(m["n"] for _, m in pts) < 2:
+        label += " (one run per point: no interval)"
     return {
-        "label": context_text(context) or "this study",
+        "label": label,
         "context": context,
         "x": [p for p, _ in pts],
         "y": [scaled(m["mean"]) for _, m in pts],
@@ -316,8 +386,8 @@ def _noise_section(summary: dict) -> Section | None:
     fig = ci_curves_figure(drawn)
     text = (
         "Corrected accuracy on the clean test split against the noise of the labels the runs trained on "
-        "(clean = 0 %), mean over seeds with its 95 % t-interval as a band; dashed grey: the paper's "
-        "Table 7 on Aff-Wild2 (another dataset: compare shapes, not levels)."
+        "(clean = 0 %), mean over seeds with its 95 % t-interval as a band (a point of one run has none: an "
+        "anecdote); dashed grey: the paper's Table 7 on Aff-Wild2 (another dataset: compare shapes, not levels)."
     )
     fig_ = SectionFigure("accuracy-vs-noise", fig, caption="Accuracy against label noise, 95 % bands over seeds")
     return Section("Accuracy against label noise", text=text, figures=[fig_], data={"panels": panels}, id="noise")

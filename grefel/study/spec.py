@@ -22,6 +22,9 @@
     [baseline]                    # what each grid axis is compared against (defaults below)
     reliability = "none"
 
+    # in [study]: noise_per_seed = true draws each generated label set's noise per training seed
+    # (sym20 for seed s is sym20-s<s>); primary = ["reliability"] names the axes Holm corrects
+
     [slurm]                       # only for the Slurm executor
     partition = "gpu"
     time = "24:00:00"
@@ -52,7 +55,7 @@ from grefel.models.presets import list_presets
 from grefel.training.config import TrainConfig
 from grefel.training.config import train_argv as argv
 
-STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run")
+STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run", "noise_per_seed", "primary")
 TABLES = ("study", "train", "grid", "label_sets", "baseline", "slurm")
 # TrainConfig fields the study itself sets: never in [train] or [grid]
 STUDY_OWNED = {
@@ -135,6 +138,8 @@ class Study:
     slurm: dict = field(default_factory=dict)
     gpus_per_run: int = 1
     runs: list[RunSpec] = field(default_factory=list)
+    noise_per_seed: bool = False  # generated label sets drawn per training seed (sym20 -> sym20-s<seed>)
+    primary: list[str] = field(default_factory=list)  # the grid axes whose comparisons Holm corrects
 
     def run(self, name: str) -> RunSpec:
         for r in self.runs:
@@ -160,6 +165,8 @@ class Study:
             slurm=d.get("slurm") or {},
             gpus_per_run=int(d.get("gpus_per_run", 1)),
             runs=[RunSpec(**r) for r in d["runs"]],
+            noise_per_seed=bool(d.get("noise_per_seed", False)),
+            primary=list(d.get("primary") or []),
         )
 
 
@@ -299,6 +306,12 @@ def parse_study(text: str, path: Path | None = None) -> Study:
     base = _settings(doc.get("train", {}), err, "train", here)
     axes = _axes(doc.get("grid", {}), err, here)
     label_sets = _label_sets(doc.get("label_sets", {}), base, axes, err)
+    noise_per_seed = head.get("noise_per_seed", False)
+    if not isinstance(noise_per_seed, bool):
+        raise err("noise_per_seed must be true or false", "study", "noise_per_seed")
+    if noise_per_seed:
+        label_sets = _per_seed_label_sets(label_sets, doc.get("label_sets", {}), seeds, err)
+    primary = _primary(head.get("primary", []), axes, err)
     baselines = _baselines(doc.get("baseline", {}), axes, err)
     slurm = _slurm(doc.get("slurm", {}), err)
     study = Study(
@@ -312,6 +325,8 @@ def parse_study(text: str, path: Path | None = None) -> Study:
         label_sets=label_sets,
         slurm=slurm,
         gpus_per_run=gpus,
+        noise_per_seed=noise_per_seed,
+        primary=primary,
     )
     study.runs = expand(study, err)
     return study
@@ -480,6 +495,64 @@ def _label_sets(table: dict, base: dict, axes: list[Axis], err) -> dict[str, Lab
     return out
 
 
+def per_seed_label_set(name: str, seed: int) -> str:
+    """The label set a run of training seed ``seed`` trains on when noise is drawn per seed: ``sym20-s3``."""
+    return f"{name}-s{seed}"
+
+
+def _per_seed_label_sets(label_sets: dict, table: dict, seeds: list[int], err) -> dict[str, LabelSetSpec]:
+    """noise_per_seed: every generated label set becomes one per training seed, drawn with that seed."""
+    out = {}
+    for name, spec in label_sets.items():
+        if spec.noise is None:
+            raise err(
+                f"noise_per_seed needs label sets the study generates, but '{name}' must already exist in the "
+                "dataset: define it under [label_sets] with noise and mode, or set noise_per_seed = false",
+                "study",
+                "noise_per_seed",
+            )
+        m = LABEL_SET_NAME.match(name)
+        if (m and m.group(3) is not None) or "seed" in (table.get(name) or {}):
+            where = ("label_sets", name, "seed") if name in table else ("study", "noise_per_seed")
+            raise err(
+                f"label set '{name}' fixes its noise seed, but noise_per_seed draws it from each run's "
+                "training seed: name it without -s<seed> and without seed = ...",
+                *where,
+            )
+        for seed in seeds:
+            drawn = per_seed_label_set(name, seed)
+            out[drawn] = LabelSetSpec(drawn, spec.noise, spec.mode, seed)
+    return out
+
+
+def _primary(value, axes: list[Axis], err) -> list[str]:
+    """The grid axes named as the study's primary comparisons (a name or a list of names)."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise err('primary must be a grid axis or a list of them: primary = ["reliability"]', "study", "primary")
+    known = [a.name for a in axes]
+    for n in names:
+        if n not in known:
+            axes_text = ", ".join(known) if known else "none: the study has no [grid]"
+            raise err(
+                _unknown(n, known, "grid axis") + f" in primary: name axes of [grid] ({axes_text})", "study", "primary"
+            )
+    return list(dict.fromkeys(names))
+
+
+def default_baseline(axis: Axis) -> str:
+    """What an axis is compared against without [baseline]: reliability 'none', the smallest K, clean
+    labels, or the first value listed."""
+    labels = [v.label for v in axis.values]
+    if axis.field == "reliability" and "none" in labels:
+        return "none"
+    if axis.field == "num_anchors":
+        return min(axis.values, key=lambda v: v.settings["num_anchors"]).label
+    if axis.field == "labels" and "clean" in labels:
+        return "clean"
+    return labels[0]
+
+
 def _baselines(table: dict, axes: list[Axis], err) -> dict[str, str]:
     """The value each axis is compared against: [baseline], else reliability 'none', the smallest
     K, clean labels, or the first value listed."""
@@ -492,20 +565,7 @@ def _baselines(table: dict, axes: list[Axis], err) -> dict[str, str]:
             raise err(
                 f"baseline {key} = {_show(value)} is not one of its grid values ({', '.join(labels)})", "baseline", key
             )
-    out = {}
-    for a in axes:
-        labels = [v.label for v in a.values]
-        if a.name in table:
-            out[a.name] = _fmt(table[a.name])
-        elif a.field == "reliability" and "none" in labels:
-            out[a.name] = "none"
-        elif a.field == "num_anchors":
-            out[a.name] = min(a.values, key=lambda v: v.settings["num_anchors"]).label
-        elif a.field == "labels" and "clean" in labels:
-            out[a.name] = "clean"
-        else:
-            out[a.name] = labels[0]
-    return out
+    return {a.name: _fmt(table[a.name]) if a.name in table else default_baseline(a) for a in axes}
 
 
 def _slurm(table: dict, err) -> dict:
@@ -560,6 +620,8 @@ def expand(study: Study, err=None) -> list[RunSpec]:
             for v in combo:
                 settings.update(v.settings)
             settings["seed"] = seed
+            if study.noise_per_seed and settings.get("labels", "clean") != "clean":
+                settings["labels"] = per_seed_label_set(settings["labels"], seed)
             settings = {k: v for k, v in settings.items() if v is not None}
             seen[name] = True
             runs.append(RunSpec(name, seed, {a.name: v.label for a, v in zip(study.axes, combo)}, settings))

@@ -31,6 +31,7 @@ import dataclasses
 from functools import lru_cache
 
 from grefel.report.paper import paper_value
+from grefel.study.stats import ALPHA
 from grefel.training.config import TrainConfig
 
 PCT = 100.0
@@ -112,6 +113,9 @@ def paired_for(summary: dict, setting: dict, axis: str, metric: str = "accuracy"
 
 
 # -- formatting -----------------------------------------------------------------------------------
+PLUS_MINUS = "± = half-width of the 95 % t-interval over the n seeds; sd = standard deviation over seeds"
+
+
 def fmt_stat(m: dict | None, scale: float = PCT, digits: int = 1) -> str:
     """``mean ± half-width of the 95 % CI (n seeds)``; ``–`` without a finished run."""
     if not m or m.get("mean") is None:
@@ -127,25 +131,56 @@ def fmt_paper(v: float | None, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def fmt_p(p: float | None) -> str:
-    return "–" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+def fmt_p(p: float | None, alpha: float = ALPHA) -> str:
+    """A p-value with 3 decimals, or more where 3 would put it on the other side of ``alpha`` than
+    its verdict (0.0496 is "0.0496", not "0.050"; 0.0504 is "0.050", which is not below 0.05)."""
+    if p is None:
+        return "–"
+    if p < 0.001:
+        return "<0.001"
+    for digits in range(3, 12):
+        text = f"{p:.{digits}f}"
+        if (float(text) < alpha) == (p < alpha):
+            return text
+    return repr(p)
 
 
 def fmt_diff(c: dict, scale: float = PCT) -> str:
-    """A comparison's mean paired difference and its 95 % interval: ``+1.2 [-0.4, +2.8]``."""
+    """A comparison's mean paired difference and its unadjusted 95 % interval: ``+1.2 [-0.4, +2.8]``."""
     if c.get("diff_mean") is None:
         return "–"
     ci = f" [{scale * c['ci'][0]:+.1f}, {scale * c['ci'][1]:+.1f}]" if c.get("ci") else ""
     return f"{scale * c['diff_mean']:+.1f}{ci}"
 
 
+def fmt_verdict_ci(c: dict, scale: float = PCT) -> str:
+    """The interval beside a comparison's verdict, with its kind: ``[-0.4, +2.8] Holm 98.3 %`` or
+    ``[-0.4, +2.8] unadjusted 95 %``; ``–`` without one."""
+    ci = c.get("ci_verdict", c.get("ci"))
+    if not ci:
+        return "–"
+    kind = c.get("ci_verdict_kind", "unadjusted")
+    level = f"{100 * c.get('ci_verdict_confidence', 0.95):.1f}".removesuffix(".0")
+    return f"[{scale * ci[0]:+.1f}, {scale * ci[1]:+.1f}] {kind} {level} %"
+
+
+def fmt_p_verdict(c: dict) -> str:
+    """The p a verdict rests on, named: ``Holm p 0.330`` or ``p 0.012 (unadjusted)``."""
+    if c.get("adjusted", True):
+        return f"Holm p {fmt_p(c.get('p_holm'))}"
+    return f"p {fmt_p(c.get('p'))} (unadjusted)"
+
+
 def fmt_paired(c: dict | None, scale: float = PCT) -> str:
-    """``+1.2 [-0.4, +2.8], paired t Holm p 0.330, not significant (n 3)``; ``baseline`` for None."""
+    """``+1.2 [-0.4, +2.8] Holm 95 %, paired t Holm p 0.330, not significant (n 3)``; ``baseline`` for None."""
     if c is None:
         return "baseline"
     if c.get("diff_mean") is None:
         return f"{c['verdict']} (n {c['n']})"
-    return f"{fmt_diff(c, scale)}, {c['test']} Holm p {fmt_p(c.get('p_holm'))}, {c['verdict']} (n {c['n']})"
+    if c["n"] < 2:
+        return f"{scale * c['diff_mean']:+.1f}, {c['verdict']} (n {c['n']})"
+    est = f"{scale * c['diff_mean']:+.1f} {fmt_verdict_ci(c, scale)}"
+    return f"{est}, {c['test']} {fmt_p_verdict(c)}, {c['verdict']} (n {c['n']})"
 
 
 def context_text(context: dict) -> str:
@@ -159,11 +194,32 @@ def _stat(m: dict | None) -> dict | None:
     return {k: m.get(k) for k in ("n", "mean", "std", "ci", "ci_kind", "seeds", "values")}
 
 
+PAIRED_KEYS = (
+    "axis",
+    "value",
+    "baseline",
+    "context",
+    "n",
+    "diff_mean",
+    "diff_std",
+    "ci",
+    "test",
+    "p",
+    "p_holm",
+    "family",
+    "adjusted",
+    "ci_verdict",
+    "ci_verdict_kind",
+    "ci_verdict_confidence",
+    "mde",
+    "verdict",
+)
+
+
 def _paired_data(c: dict | None) -> dict | None:
     if c is None:
         return None
-    keys = ("axis", "value", "baseline", "context", "n", "diff_mean", "ci", "test", "p", "p_holm", "verdict")
-    return {k: c.get(k) for k in keys}
+    return {k: c.get(k) for k in PAIRED_KEYS}
 
 
 # -- the tables -------------------------------------------------------------------------------------
@@ -330,7 +386,16 @@ TITLES = {
 
 def _table(layout: str, context: dict, columns: list, rows: list, data: list) -> dict:
     title = TITLES[layout] + (f" ({context_text(context)})" if context else "")
-    return {"layout": layout, "title": title, "context": context, "columns": columns, "rows": rows, "data": data}
+    note = PLUS_MINUS + "; the paper's numbers are single runs"
+    return {
+        "layout": layout,
+        "title": title,
+        "context": context,
+        "columns": columns,
+        "rows": rows,
+        "data": data,
+        "note": note,
+    }
 
 
 def _baseline(summary: dict, axis: str) -> str:

@@ -1,7 +1,9 @@
-"""Library stages run one after another as one command: evaluate checkpoints, then report on them.
+"""`grefel report --ckpt`: evaluate checkpoints, read the runs as an ad-hoc study, report them.
 
 :mod:`grefel.report` reads predictions files only; whether a checkpoint must be evaluated first is
-decided here (by :func:`grefel.evaluation.evaluate.evaluate`, which reuses an up-to-date predictions file).
+decided here (by :func:`grefel.evaluation.evaluate.evaluate`, which reuses an up-to-date predictions
+file). Two runs or more are compared as an ad-hoc study (:mod:`grefel.study.adhoc`), shown by the
+study's own sections (:func:`grefel.study.report.study_sections`) with the same statistics.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from grefel.core.io import writable_dir
 from grefel.evaluation.evaluate import check_batch_size, evaluate
 from grefel.evaluation.predictions import read_predictions
 from grefel.report.build import ReportRun, build_report, check_report_options
+from grefel.study.adhoc import summarize_runs
+from grefel.study.report import study_sections
 
 
 def run_name(source: str | os.PathLike) -> str:
@@ -58,9 +62,10 @@ def evaluate_and_report(
 
     Each checkpoint is evaluated first when the predictions beside it are missing or stale. A
     source that cannot be used (missing, truncated, for another class set) becomes one line on the
-    page and in ``log``; the others are reported. ``out`` defaults to ``<folder of the first
-    source>/report``. ``report_options`` (samples, n_changed, tsne_points, seed, sections, title)
-    go to :func:`grefel.report.build.build_report`.
+    page and in ``log``; the others are reported. Two runs or more are compared as an ad-hoc study
+    (:func:`comparison_sections`). ``out`` defaults to ``<folder of the first source>/report``.
+    ``report_options`` (samples, n_changed, tsne_points, seed, sections, title) go to
+    :func:`grefel.report.build.build_report`.
     """
 
     if not sources:
@@ -75,7 +80,9 @@ def evaluate_and_report(
     options.update(batch_size=batch_size, device=device, amp=amp, show_progress=show_progress)
     try:
         runs, problems = _load_runs(sources, options, log)
-        return build_report(runs, out, problems=problems, log=log, **report_options)
+        sections, more = comparison_sections(runs, log)
+        report_options["sections"] = [*report_options.get("sections", ()), *sections]
+        return build_report(runs, out, problems=problems + more, log=log, **report_options)
     except BaseException:
         if fresh:
             with contextlib.suppress(OSError):
@@ -96,3 +103,14 @@ def _load_runs(sources, evaluate_options: dict, log: Callable[[str], None]):
             continue
         runs.append(ReportRun(pred, run_name(src), str(src)))
     return runs, problems
+
+
+def comparison_sections(runs: Sequence[ReportRun], log: Callable[[str], None] | None = None) -> tuple[list, list[str]]:
+    """The page's comparison of ``runs`` (two or more) as an ad-hoc study: the study's sections and
+    one line per run the comparison leaves out; nothing for one run."""
+    if len(runs) < 2:
+        return [], []
+    summary = summarize_runs([(r.name, r.predictions.path) for r in runs])
+    axes = ", ".join(a["name"] for a in summary["axes"]) or "none"
+    (log or (lambda s: None))(f"comparing {len(runs)} runs as an ad-hoc study: axes {axes}, seeds {summary['seeds']}")
+    return study_sections(summary), summary["problems"]
