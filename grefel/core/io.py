@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -78,15 +79,23 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+def writable_dir(path: str | os.PathLike, what: str = "output folder", inputs: Iterable = ()) -> Path:
     """Create folder ``path`` (with its parents) and check that a file can be written in it.
 
     Run before long work, so that an unusable output fails at the start in one line (a
     :class:`~grefel.core.errors.GrefelError`) rather than as a traceback once the work is done. ``what``
-    names the folder in the message ("report folder", "predictions folder").
+    names the folder in the message ("report folder", "predictions folder"). An output folder that
+    is one of ``inputs`` (files or folders), holds one, or lies inside an input folder is refused
+    (checked through links), so that writing or clearing it can never touch an input.
     """
 
-    path = Path(path)
+    path = Path(path).expanduser()
+    for src in inputs:
+        if src is not None and (how := _overlap(path, Path(src).expanduser())):
+            raise GrefelError(
+                f"the {what} {path} {how} {src}, an input of this command: writing there could destroy the input; "
+                "choose a folder apart from the inputs"
+            )
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker == path:
         raise GrefelError(f"cannot use {path} as the {what}: it is a file, not a folder; choose a folder path")
@@ -106,6 +115,46 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
             f"cannot write to the {what} {path} ({e.strerror or e}): choose a folder you can write to"
         ) from None
     return path
+
+
+def _overlap(out: Path, src: Path) -> str | None:
+    """How output folder ``out`` overlaps input ``src``: "is", "holds", "lies inside", or None."""
+    o, s = out.resolve(), src.resolve()
+    if o == s or same_file(out, src):
+        return "is"
+    if s.is_relative_to(o):
+        return "holds"
+    if o.is_relative_to(s) and src.is_dir():
+        return "lies inside"
+    return None
+
+
+def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` checked as an input before it is read: it exists and is a regular file (or a link
+    to one). A folder, a FIFO (named pipe, which would block the read forever), a socket or a device
+    gets a one-line GrefelError that says what it is."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise GrefelError(f"{what} {path} not found") from None
+    except OSError as e:
+        raise GrefelError(f"cannot read {what} {path} ({e.strerror or e})") from None
+    if stat.S_ISREG(mode):
+        return path
+    kind = (
+        "a folder"
+        if stat.S_ISDIR(mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    hint = "give the files inside it" if stat.S_ISDIR(mode) else "give a regular file"
+    raise GrefelError(f"{what} {path} is {kind}, not a regular file: {hint}")
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from grefel.core.errors import GrefelError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, is_locked, read_json, write_json
+from grefel.core.paths import plain_name
 from grefel.core.recipe import DEFAULT_EPOCHS
 from grefel.study.spec import Study
 
@@ -44,7 +45,8 @@ STATES = ("done", "running", "failed", "queued", "stopped", "pending")
 
 
 def run_folder(study_dir: Path, name: str) -> Path:
-    return Path(study_dir) / RUNS / name
+    """``<study>/runs/<name>``; ``name`` must be a plain name (never a path out of the study folder)."""
+    return Path(study_dir) / RUNS / plain_name(name, "run name")
 
 
 def rel_run(name: str, *parts: str) -> str:
@@ -68,6 +70,8 @@ def load_plan(study_dir: str | os.PathLike):
         )
     try:
         return Study.from_json(read_json(p))
+    except GrefelError as e:  # a name or setting a study file could not hold
+        raise GrefelError(f"{p}: {e}; fix it, or run the study file again into a new folder") from None
     except (ValueError, KeyError, TypeError) as e:
         raise GrefelError(
             f"{p} is damaged ({type(e).__name__}: {e}): run the study file again into this folder"

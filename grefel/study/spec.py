@@ -47,9 +47,10 @@ from typing import Any
 
 from grefel.core import settings
 from grefel.core.errors import GrefelError
+from grefel.core.paths import plain_name
 from grefel.data.corrupt import MODES
 from grefel.models.presets import list_presets
-from grefel.training.config import TrainConfig
+from grefel.training.config import TrainConfig, validate_settings
 from grefel.training.config import train_argv as argv
 
 STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run")
@@ -147,8 +148,10 @@ class Study:
 
     @classmethod
     def from_json(cls, d: dict) -> Study:
+        """The study a study folder's study.json holds, its names and settings checked as a study file's
+        are (the folder may come from another machine): a one-line GrefelError otherwise."""
         axes = [Axis(a["name"], a["field"], [AxisValue(**v) for v in a["values"]]) for a in d["axes"]]
-        return cls(
+        study = cls(
             name=d["name"],
             dataset=d["dataset"],
             data_root=d["data_root"],
@@ -161,6 +164,20 @@ class Study:
             gpus_per_run=int(d.get("gpus_per_run", 1)),
             runs=[RunSpec(**r) for r in d["runs"]],
         )
+        check_names(study)
+        for r in study.runs:
+            validate_settings(r.settings)
+        return study
+
+
+def check_names(study: Study) -> None:
+    """Every name that becomes a file or folder name is a plain name (:func:`grefel.core.paths.plain_name`):
+    the study's, its runs' (``runs/<run>``) and its label sets' (``labels/<set>.h5``)."""
+    plain_name(study.name, "study name")
+    for r in study.runs:
+        plain_name(r.name, "run name")
+    for name in study.label_sets:
+        plain_name(name, "label set name")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +464,10 @@ def _label_sets(table: dict, base: dict, axes: list[Axis], err) -> dict[str, Lab
 
     out = {}
     for name, spec in table.items():
+        try:
+            plain_name(name, "label set name")
+        except GrefelError as e:
+            raise err(str(e), "label_sets", name) from None
         if not isinstance(spec, dict):
             raise err(
                 f"label set '{name}' must be a table: {{ noise = 0.2, mode = \"symmetric\", seed = 0 }}",

