@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from helpers import make_prepared
 from typer.testing import CliRunner
@@ -122,3 +123,101 @@ def test_a_label_set_changed_after_it_was_written_is_refused(tmp_path, toy):
     (toy / "labels" / "noisy.sha256").unlink()
     _one_line_error(_cli("inspect", toy, "--labels", "noisy"), "no readable checksum")
     assert not (tmp_path / "runs").exists()
+
+
+# -- 1. outputs never overwrite inputs ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from test_evaluate import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("safety-run"), label_set="clean")
+
+
+@pytest.fixture
+def face(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "face.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(path)
+    return path
+
+
+def _no_work(monkeypatch):
+    """Make the work itself fail loudly: a check that passes only if it ran before any work."""
+    from grefel.inference import predict as P
+
+    def work(*a, **k):
+        raise AssertionError("the work started before the outputs were checked")
+
+    monkeypatch.setattr(P.Predictor, "run", work)
+
+
+def test_predict_never_writes_over_its_inputs_and_checks_outputs_first(ckpt, face, tmp_path, monkeypatch):
+    before = {p: p.read_bytes() for p in (ckpt, face)}
+    _no_work(monkeypatch)
+    base = ["predict", "--ckpt", ckpt, face, "--align", "none"]
+    _one_line_error(_cli(*base, "--csv", face), "CSV file", "is also an input")
+    _one_line_error(_cli(*base, "--parquet", ckpt), "Parquet file", "also an input")
+    other = tmp_path / "other.pt"
+    other.write_bytes(ckpt.read_bytes())
+    _one_line_error(_cli(*base, "--json", other), "a PyTorch checkpoint")  # a checkpoint, even if not this one
+    _one_line_error(_cli(*base, "--json", tmp_path / "x.out", "--csv", tmp_path / "x.out"), "are one file")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for flag in ("--csv", "--json", "--parquet"):  # unwritable: found before any image is read
+        _one_line_error(_cli(*base, flag, blocker / "out"), "as the folder of the", "not a folder")
+    annotated = tmp_path / "ann"
+    annotated.mkdir()
+    (annotated / "face.annotated.png").write_bytes(face.read_bytes())
+    _one_line_error(_cli(*base, annotated / "face.annotated.png", "--save-annotated", annotated), "over the input")
+    assert {p: p.read_bytes() for p in (ckpt, face)} == before
+
+
+def test_evaluate_export_and_evaluate_video_never_write_over_inputs(ckpt, tmp_path):
+    before = ckpt.read_bytes()
+    _one_line_error(_cli("evaluate", "--ckpt", ckpt, "--out", ckpt), "also an input")
+    manifest = ckpt.parents[1] / "toyraf" / "manifest.json"
+    kept = manifest.read_bytes()
+    _one_line_error(_cli("evaluate", "--ckpt", ckpt, "--out", manifest), "inside the prepared dataset")
+    assert manifest.read_bytes() == kept
+    _one_line_error(_cli("export", "--ckpt", ckpt, "--onnx", ckpt), "also an input")
+    named = tmp_path / "model.onnx"  # a checkpoint named *.onnx: the default output is the checkpoint itself
+    named.write_bytes(before)
+    _one_line_error(_cli("export", "--ckpt", named), "also an input")
+    assert named.read_bytes() == before and ckpt.read_bytes() == before
+    frames = tmp_path / "frames.csv"
+    frames.write_text("file,frame,face,x1,x2,top_class\nv.mp4,0,0,1,2,neutral\n")
+    ann = tmp_path / "v.txt"
+    ann.write_text("Neutral,Anger\n0\n")
+    _one_line_error(_cli("evaluate-video", frames, ann, "--json", frames), "also an input")
+    _one_line_error(_cli("evaluate-video", frames, ann, "--json", ann), "also an input")
+    assert frames.read_text().startswith("file,frame")
+
+
+def test_prepare_never_clears_a_folder_that_holds_its_raw_input(tmp_path):
+    import prepare_fixtures as fx
+
+    out = tmp_path / "ferg"
+    fx.make_ferg(tmp_path / "raw", per=1)
+    r = _cli("prepare", "ferg", tmp_path / "raw", "--out", out, "--align", "none")
+    assert r.exit_code == 0, r.output
+    raw = out / "raw"  # the raw folder moved inside the prepared folder, then prepared again with --force
+    (tmp_path / "raw").rename(raw)
+    count = sum(1 for _ in raw.rglob("*.png"))
+    _one_line_error(_cli("prepare", "ferg", raw, "--out", out, "--align", "none", "--force"), "holds", "an input")
+    _one_line_error(_cli("prepare", "ferg", raw, "--out", raw, "--align", "none", "--force"), "is", "an input")
+    assert sum(1 for _ in raw.rglob("*.png")) == count
+
+
+def test_study_summary_never_writes_over_the_study_files(tmp_path, toy):
+    from grefel.study.folder import STUDY_JSON, save_plan
+    from grefel.study.run import open_study
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'[study]\ndataset = "{toy}"\nseeds = 1\n')
+    study, folder, text = open_study(path)
+    folder.mkdir()
+    save_plan(folder, study, text)
+    plan = (folder / STUDY_JSON).read_text()
+    _one_line_error(_cli("study", "summary", folder, "--json", folder / STUDY_JSON), "summary file", "also an input")
+    assert (folder / STUDY_JSON).read_text() == plan

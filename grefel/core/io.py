@@ -89,13 +89,7 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder", inputs: I
     (checked through links), so that writing or clearing it can never touch an input.
     """
 
-    path = Path(path).expanduser()
-    for src in inputs:
-        if src is not None and (how := _overlap(path, Path(src).expanduser())):
-            raise GrefelError(
-                f"the {what} {path} {how} {src}, an input of this command: writing there could destroy the input; "
-                "choose a folder apart from the inputs"
-            )
+    path = check_apart(path, what, inputs)
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker == path:
         raise GrefelError(f"cannot use {path} as the {what}: it is a file, not a folder; choose a folder path")
@@ -114,6 +108,19 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder", inputs: I
         raise GrefelError(
             f"cannot write to the {what} {path} ({e.strerror or e}): choose a folder you can write to"
         ) from None
+    return path
+
+
+def check_apart(path: str | os.PathLike, what: str, inputs: Iterable) -> Path:
+    """Output folder ``path`` checked against ``inputs`` without creating anything: a one-line
+    GrefelError when it is one of them, holds one, or lies inside an input folder (through links)."""
+    path = Path(path).expanduser()
+    for src in inputs:
+        if src is not None and (how := _overlap(path, Path(src).expanduser())):
+            raise GrefelError(
+                f"the {what} {path} {how} {src}, an input of this command: writing there could destroy the input; "
+                "choose a folder apart from the inputs"
+            )
     return path
 
 
@@ -142,19 +149,11 @@ def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
         raise GrefelError(f"cannot read {what} {path} ({e.strerror or e})") from None
     if stat.S_ISREG(mode):
         return path
-    kind = (
-        "a folder"
-        if stat.S_ISDIR(mode)
-        else "a FIFO (named pipe)"
-        if stat.S_ISFIFO(mode)
-        else "a socket"
-        if stat.S_ISSOCK(mode)
-        else "a device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "not a regular file"
-    )
-    hint = "give the files inside it" if stat.S_ISDIR(mode) else "give a regular file"
-    raise GrefelError(f"{what} {path} is {kind}, not a regular file: {hint}")
+    if stat.S_ISDIR(mode):
+        raise GrefelError(f"{what} {path} is a folder, not a file: give the files inside it")
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    kind = next((k for test, k in kinds if test(mode)), "a device" if stat.S_ISBLK(mode) else "a special file")
+    raise GrefelError(f"{what} {path} is {kind}, not a regular file: give a regular file")
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -167,8 +166,10 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def writable_file(path: str | os.PathLike, what: str = "output file", inputs: Iterable = ()) -> Path:
     """``path`` checked as an output before any work starts: not a folder, not one of ``inputs``
-    (nor a link to one: an output never overwrites an input), in a folder that can be written.
-    The one write check of every command that writes a file; a one-line GrefelError otherwise."""
+    (nor a link to one: an output never overwrites an input), not a file grefel keeps (a checkpoint,
+    a file of a prepared dataset or of the weights store, whoever's input it is), in a folder that
+    can be written. The one write check of every command that writes a file; a one-line GrefelError
+    otherwise."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise GrefelError(f"the {what} {path} is a folder: give a file path")
@@ -178,8 +179,32 @@ def writable_file(path: str | os.PathLike, what: str = "output file", inputs: It
                 f"the {what} {path} is also an input of this command ({src}): writing it would destroy the input; "
                 "choose another output path"
             )
+    kept = _kept_by_grefel(path)
+    if kept:
+        raise GrefelError(f"the {what} {path} is {kept}: writing it would destroy it; choose another output path")
     writable_dir(path.parent, f"folder of the {what}")
     return path
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar")
+
+
+def _kept_by_grefel(path: Path) -> str | None:
+    """What ``path`` is when an output must never replace it: an existing checkpoint (a torch.save
+    file), or a path inside a prepared dataset (a folder holding manifest.json and shards/) or the
+    weights store (a folder holding registry.json); None otherwise."""
+    here = path.resolve()
+    if here.suffix.lower() in CHECKPOINT_SUFFIXES and here.is_file():
+        with contextlib.suppress(OSError), open(here, "rb") as f:
+            head = f.read(4)
+            if head == b"PK\x03\x04" or head[:2] == b"\x80\x02":  # torch.save's zip, or its legacy pickle
+                return "a PyTorch checkpoint"
+    for folder in list(here.parents)[:3]:
+        if (folder / "manifest.json").is_file() and (folder / "shards").is_dir():
+            return f"inside the prepared dataset {folder}"
+        if (folder / "registry.json").is_file() and folder.name == "weights":
+            return f"inside the weights store {folder}"
+    return None
 
 
 class LockHeld(Exception):

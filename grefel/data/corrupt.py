@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from grefel.core.errors import DatasetError
+from grefel.core.io import writable_dir
 from grefel.core.paths import plain_name, resolve_dataset
 from grefel.data.shards import LABELS_DIR, PreparedDataset, write_label_set
 
@@ -189,6 +190,7 @@ def corrupt_dataset(
     if mode not in MODES:
         raise DatasetError(f"unknown noise mode '{mode}': use symmetric or asymmetric")
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
+    writable_dir(ds.root / LABELS_DIR, "label-set folder")  # before any work
     name = plain_name(name or default_name(noise, mode, seed), "label set name")
     if name == "clean":
         raise DatasetError("'clean' names the dataset's own labels, not a label set: pick another name")

@@ -225,6 +225,7 @@ def evaluate(
     path = Path(out) if out is not None else default_predictions_path(ckpt, split, labels)
     if not force and predictions_are_current(path, ckpt_sha, split, labels, wanted):
         return path
+    writable_file(path, "predictions file", inputs=[ckpt])  # before any work (the dataset's sha256 check too)
 
     ds = checkpoint_dataset(payload, dataset, data_root, ckpt)
     if labels and label_set is None and labels not in ds.label_sets():

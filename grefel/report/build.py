@@ -26,7 +26,7 @@ import numpy as np
 
 from grefel.core.devices import usable_cores
 from grefel.core.errors import GrefelError
-from grefel.core.io import writable_dir
+from grefel.core.io import writable_dir, writable_file
 from grefel.core.version import __version__
 from grefel.data.shards import PreparedDataset
 from grefel.evaluation import metrics as M
@@ -308,7 +308,7 @@ def build_report(
     if not runs and not sections:
         why = f"every run failed ({'; '.join(problems)[:400]})" if problems else "no predictions given"
         raise GrefelError(f"no report written: {why}")
-    out = writable_dir(_report_folder(runs, out), "report folder")
+    out = check_report_folder(_report_folder(runs, out), [r.predictions.path for r in runs])
     log = log or (lambda s: None)
     fig_root = out / "figures"
     options = {"samples": samples, "n_changed": n_changed, "tsne_points": tsne_points, "seed": seed}
@@ -328,6 +328,15 @@ def build_report(
         "gap_min_count": GAP_MIN_COUNT,
     }
     return write_page(out, context)
+
+
+def check_report_folder(out: str | os.PathLike, inputs) -> Path:
+    """The report folder, created and checked before any work: writable, and neither report.html nor
+    report.json there is one of ``inputs`` (a checkpoint, a predictions file) or a file grefel keeps."""
+    out = writable_dir(out, "report folder")
+    for name in ("report.html", "report.json"):
+        writable_file(out / name, "report file", inputs=inputs)
+    return out
 
 
 def _report_folder(runs: list[ReportRun], out) -> Path:

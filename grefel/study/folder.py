@@ -58,6 +58,16 @@ def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def study_files(study_dir: str | os.PathLike) -> list[Path]:
+    """Every file a study folder holds that a command reads (its plan, the runs' files): what an
+    output such as `grefel study summary --json` must never be."""
+    study_dir = Path(study_dir)
+    runs = study_dir / RUNS
+    return [study_dir / STUDY_JSON, study_dir / STUDY_TOML, study_dir / LOCK_FILE] + (
+        [p for p in runs.rglob("*") if p.is_file()] if runs.is_dir() else []
+    )
+
+
 # -- the plan ------------------------------------------------------------------------------------
 def load_plan(study_dir: str | os.PathLike):
     """The :class:`grefel.study.spec.Study` stored in a study folder."""

@@ -53,7 +53,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from grefel.core.console import make_console
 from grefel.core.errors import GrefelError
-from grefel.core.io import atomic_path, read_json, write_json
+from grefel.core.io import atomic_path, read_json, writable_dir, write_json
 from grefel.core.paths import SYNTH_MARKER
 from grefel.core.version import __version__
 
@@ -758,6 +758,7 @@ def generate(
         "imbalance": float(imbalance),
     }
     resuming = _check_out(out, settings)
+    writable_dir(out, "folder for the synthetic dataset")  # before any drawing
     counts = class_counts(per_class, imbalance)
     marker = {
         "generator": "grefel synth",
