@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import re
 import types
 import typing
@@ -28,6 +29,15 @@ from typing import Any
 
 from grefel.core.errors import GrefelError
 from grefel.core.paths import plain_name
+
+MAX_SEED = 2**32 - 1  # every seed: numpy's and torch's generators take it, HDF5 and JSON store it exactly
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as a whole number in 0..MAX_SEED, else a one-line GrefelError saying ``what`` it seeds."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise GrefelError(f"{what} must be a whole number from 0 to {MAX_SEED:,} (got {seed!r})")
+    return int(seed)
 
 
 @dataclass(frozen=True)

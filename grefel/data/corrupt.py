@@ -30,6 +30,7 @@ import numpy as np
 from grefel.core.errors import DatasetError
 from grefel.core.io import writable_dir
 from grefel.core.paths import plain_name, resolve_dataset
+from grefel.core.settings import check_seed
 from grefel.data.shards import LABELS_DIR, PreparedDataset, write_label_set
 
 MODES = ("symmetric", "asymmetric")
@@ -187,6 +188,7 @@ def corrupt_dataset(
 
     if not 0 <= noise < 1:
         raise DatasetError(f"noise must be a fraction in [0, 1) (0.2 for 20 %), got {noise}")
+    seed = check_seed(seed)
     if mode not in MODES:
         raise DatasetError(f"unknown noise mode '{mode}': use symmetric or asymmetric")
     ds = PreparedDataset(resolve_dataset(dataset, data_root))

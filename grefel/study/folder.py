@@ -8,7 +8,8 @@
     <study>/.lock                 held by the `grefel study run` working on this folder
     <study>/runs/<run>/           a `grefel train` run folder (config.json, metrics.jsonl, last.pt, best.pt)
     <study>/runs/<run>/run.log    everything the run printed (train, then evaluate)
-    <study>/runs/<run>/status.json  queued | running | stopped | done | failed, with the error line
+    <study>/runs/<run>/status.json  queued | running | requeued | stopped | done | failed, with the error line
+    <study>/runs/<run>/settings.json  the settings the run trains with: a rerun reuses the run only if they match
     <study>/runs/<run>/predictions/best-test.parquet   `grefel evaluate` on the clean test split
     <study>/runs/<run>/.lock      held while the run trains or evaluates
 
@@ -32,6 +33,7 @@ from grefel.core.io import LockHeld, atomic_path, exclusive_lock, is_locked, rea
 from grefel.core.paths import plain_name
 from grefel.core.recipe import DEFAULT_EPOCHS
 from grefel.study.spec import Study
+from grefel.training.config import resumable_settings
 
 STUDY_JSON = "study.json"
 STUDY_TOML = "study.toml"
@@ -41,7 +43,8 @@ RUNS = "runs"
 STATUS = "status.json"
 LOG = "run.log"
 PREDICTIONS = "predictions/best-test.parquet"
-STATES = ("done", "running", "failed", "queued", "stopped", "pending")
+RUN_SETTINGS = "settings.json"  # in a run folder: the fingerprint of the settings it trains with
+STATES = ("done", "running", "failed", "queued", "requeued", "stopped", "pending")
 
 
 def run_folder(study_dir: Path, name: str) -> Path:
@@ -66,6 +69,33 @@ def study_files(study_dir: str | os.PathLike) -> list[Path]:
     return [study_dir / STUDY_JSON, study_dir / STUDY_TOML, study_dir / LOCK_FILE] + (
         [p for p in runs.rglob("*") if p.is_file()] if runs.is_dir() else []
     )
+
+
+def fingerprint(settings: dict) -> dict:
+    """The settings that decide a run's result: all but those a resumed run may change (devices,
+    workers, epochs, data root ... :func:`grefel.training.config.resumable_settings`), sorted."""
+    skip = set(resumable_settings())
+    return {k: settings[k] for k in sorted(settings) if k not in skip}
+
+
+def recorded_settings(folder: Path) -> dict | None:
+    """The fingerprint a run folder was trained with (``settings.json``), None when it records none."""
+    try:
+        d = read_json(folder / RUN_SETTINGS)
+        return d["settings"] if isinstance(d, dict) and isinstance(d.get("settings"), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def record_settings(folder: Path, settings: dict) -> None:
+    write_json(folder / RUN_SETTINGS, {"settings": fingerprint(settings)})
+
+
+def setting_changes(before: dict, after: dict) -> str:
+    """The settings that differ, as ``lr 0.0003 -> 0.001`` (at most three)."""
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    show = ", ".join(f"{k} {before.get(k)} -> {after.get(k)}" for k in changed[:3])
+    return show + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
 
 
 # -- the plan ------------------------------------------------------------------------------------

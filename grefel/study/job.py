@@ -44,13 +44,17 @@ from grefel.study.folder import (
     LOG,
     PREDICTIONS,
     epochs_done,
+    fingerprint,
     load_plan,
     now,
     planned_epochs,
     read_status,
+    record_settings,
+    recorded_settings,
     rel_run,
     run_folder,
     run_lock,
+    setting_changes,
     write_status,
 )
 from grefel.study.spec import run_argv
@@ -187,6 +191,11 @@ def run_job(
 def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: str | None) -> dict:
 
     log = rel_run(run.name, LOG)
+    recorded = recorded_settings(folder)
+    if recorded is None:
+        record_settings(folder, run.settings)
+    elif recorded != fingerprint(run.settings):  # `study run` refuses this first; a job started by hand does not
+        return _failed(folder, f"trained with other settings ({setting_changes(recorded, fingerprint(run.settings))})")
     write_status(
         folder,
         state="running",

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +34,24 @@ from pathlib import Path
 from grefel.core.console import make_console
 from grefel.core.devices import usable_cores
 from grefel.core.errors import DatasetError, GrefelError
-from grefel.core.paths import resolve_dataset
+from grefel.core.paths import plain_name, resolve_dataset
 from grefel.data.corrupt import corrupt, read_label_set_attrs
 from grefel.data.shards import PreparedDataset
 from grefel.study.folder import (
     LOCK_FILE,
     LOG,
+    STATUS,
     STUDY_JSON,
+    fingerprint,
+    is_run_locked,
     load_plan,
     planned_epochs,
     read_status,
+    recorded_settings,
     rel_run,
     run_folder,
     save_plan,
+    setting_changes,
     study_lock,
     study_states,
     write_status,
@@ -73,22 +79,47 @@ def open_study(source: str | os.PathLike, out: str | os.PathLike | None = None):
     return study, folder, source.read_text(encoding="utf-8")
 
 
-def check_folder(study_dir: Path, study) -> None:
-    """Refuse a folder whose existing runs were planned with other settings than the study's."""
+def check_folder(study_dir: Path, study, rerun: Sequence[str] = (), source: str | os.PathLike = "FOLDER") -> None:
+    """Refuse a folder whose existing runs were trained with other settings than the study's.
+
+    Each run folder records the fingerprint of its settings (``settings.json``, :func:`fingerprint`);
+    runs from before it are compared with the plan they were run under. ``rerun``: runs about to be
+    trained again, not compared. ``source`` names the study in the hint.
+    """
     if not (study_dir / STUDY_JSON).is_file():
         if study_dir.is_dir() and any(p.name != LOCK_FILE for p in study_dir.iterdir()):
             raise GrefelError(f"{study_dir} holds other files and no study: give an empty or new output folder")
         return
     old = {r.name: r.settings for r in load_plan(study_dir).runs}
     for r in study.runs:
-        before = old.get(r.name)
-        if before is not None and before != r.settings and run_folder(study_dir, r.name).is_dir():
-            changed = sorted(k for k in set(before) | set(r.settings) if before.get(k) != r.settings.get(k))
-            show = ", ".join(f"{k} {before.get(k)} -> {r.settings.get(k)}" for k in changed[:3])
+        folder = run_folder(study_dir, r.name)
+        if r.name in rerun or not folder.is_dir():
+            continue
+        before = recorded_settings(folder)
+        if before is None and r.name in old and (folder / STATUS).is_file():  # a run from before settings.json
+            before = fingerprint(old[r.name])
+        now = fingerprint(r.settings)
+        if before is not None and before != now:
             raise GrefelError(
-                f"run {r.name} in {study_dir} was trained with other settings ({show}): "
-                "give the study another output folder, or delete that run's folder to train it again"
+                f"run {r.name} in {study_dir} was trained with other settings ({setting_changes(before, now)}): "
+                f"`grefel study run {source} --rerun {r.name}` trains it again with the new ones (its results are "
+                "replaced), or give the study another output folder"
             )
+
+
+def clear_reruns(study_dir: Path, study, rerun: Sequence[str]) -> list[str]:
+    """Delete the folders of the runs in ``rerun`` (each a run of ``study``), so that they train again;
+    a run some process is running is refused. Returns the names whose folders were deleted."""
+    cleared = []
+    for name in dict.fromkeys(rerun):
+        study.run(plain_name(name, "run name"))  # a one-line error for a name the study lacks
+        folder = run_folder(study_dir, name)
+        if is_run_locked(folder):
+            raise GrefelError(f"run {name} is running: wait for it, or stop it, before training it again")
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            cleared.append(name)
+    return cleared
 
 
 def ensure_label_sets(study) -> list[str]:
@@ -370,13 +401,15 @@ def run_study(
     parallel: int | None = None,
     *,
     cluster: str | None = None,
+    rerun: Sequence[str] = (),
     console=None,
 ) -> dict:
     """Run a study file (or continue a study folder); return ``{"folder", "summary", "summary_path", "failed"}``.
 
     ``out``: the study folder (default: beside the file, named after the study). ``parallel``: runs
     at a time (default: one per GPU, else as many as cores). ``cluster``: submitit's cluster for the
-    Slurm executor ("local" runs it on this machine).
+    Slurm executor ("local" runs it on this machine). ``rerun``: runs to train again from scratch
+    (their folders are deleted first), e.g. after a setting of theirs changed.
     """
 
     if executor not in EXECUTORS:
@@ -385,7 +418,9 @@ def run_study(
         raise GrefelError(f"parallel must be at least 1, got {parallel}")
     console = console or make_console()
     study, study_dir, text = open_study(source, out)
-    check_folder(study_dir, study)
+    for name in rerun:
+        study.run(plain_name(name, "run name"))
+    check_folder(study_dir, study, rerun, source)
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -393,6 +428,9 @@ def run_study(
             f"cannot create the study folder {study_dir} ({e.strerror}): give a writable folder"
         ) from None
     with study_lock(study_dir):
+        cleared = clear_reruns(study_dir, study, rerun)
+        if cleared:
+            console.print(f"removed the folders of {', '.join(cleared)} to train them again")
         save_plan(study_dir, study, text)
         made = ensure_label_sets(study)
         if made:

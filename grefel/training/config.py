@@ -178,7 +178,11 @@ class TrainConfig:
     )
     weight_decay: float = setting(0.0, help="Adam weight decay.", panel=PANEL_OPTIMISATION, min=0)
     seed: int = setting(
-        0, help="Seed of initialisation, refinement, augmentation and dropout.", panel=PANEL_OPTIMISATION, min=0
+        0,
+        help="Seed of initialisation, refinement, augmentation and dropout.",
+        panel=PANEL_OPTIMISATION,
+        min=0,
+        max=settings.MAX_SEED,
     )
     # -- machinery ---------------------------------------------------------------------------------
     device: str = setting(
