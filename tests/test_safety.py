@@ -221,3 +221,78 @@ def test_study_summary_never_writes_over_the_study_files(tmp_path, toy):
     plan = (folder / STUDY_JSON).read_text()
     _one_line_error(_cli("study", "summary", folder, "--json", folder / STUDY_JSON), "summary file", "also an input")
     assert (folder / STUDY_JSON).read_text() == plan
+
+
+# -- 3. a study reuses a run only if its settings match -------------------------------------------------
+STUDY = """
+[study]
+dataset = "{dataset}"
+seeds = 1
+[train]
+preset = "tiny"
+epochs = 1
+per_class = 2
+batch_size = 2
+workers = 0
+device = "cpu"
+crop = 28
+[grid]
+setup = [{setups}]
+"""
+
+
+@pytest.fixture
+def splits(tmp_path):
+    """A 2-class prepared dataset with train, val and test splits."""
+    split = {"train": 0.5, "val": 0.25, "test": 0.25}
+    return make_prepared(tmp_path / "data" / "t", n_per_class=8, num_classes=2, split=split, image_size=32)
+
+
+@pytest.mark.slow
+def test_a_changed_setting_is_refused_naming_the_run_and_rerun_trains_it_again(tmp_path, splits):
+    path = tmp_path / "s.toml"
+
+    def study(setups: str):
+        path.write_text(STUDY.format(dataset=splits, setups=setups))
+        return _cli("study", "run", path, "--parallel", "1")
+
+    assert study('{ name = "a" }, { name = "b" }').exit_code == 0
+    r = study('{ name = "a" }')  # b leaves the plan; its folder stays
+    assert r.exit_code == 0 and "1 runs, 1 done, 0 to run" in r.output, r.output
+    b = tmp_path / "s" / "runs" / "b-s0"
+    trained = (b / "best.pt").stat().st_mtime_ns
+    r = study('{ name = "a" }, { name = "b", lr = 0.001 }')  # b comes back with another lr
+    err = _one_line_error(r, "run b-s0", "lr 0.0003 (default) -> 0.001", f"grefel study run {path} --rerun b-s0")
+    assert "trained with other settings" in err and (b / "best.pt").stat().st_mtime_ns == trained
+    r = _cli("study", "run", path, "--rerun", "b-s0", "--parallel", "1")
+    assert r.exit_code == 0 and "1 done, 1 to run" in r.output, r.output
+    assert json.loads((b / "config.json").read_text())["config"]["lr"] == 0.001
+    _one_line_error(_cli("study", "run", path, "--rerun", "c-s0"), "has no run named 'c-s0'")
+
+
+# -- 7. bounds where growth is unbounded ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("[study]\nseeds = 100000000\n", ("s.toml:2", "from 1 to 1000")),
+        ("[study]\nseeds = [0, 123456789012345678901]\n", ("s.toml:2", "0 to 4,294,967,295")),
+        ("[train]\nseed = -1\n", ("s.toml:2", "seed")),
+        ("[grid]\nnum_anchors = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\n[study]\nseeds = 1000\n", ("11,000 runs",)),
+        ("[train]\nmodel_args = {encoder = {depht = 1}}\n", ("s.toml:2", "'depht'", "did you mean 'depth'")),
+        ('[grid]\nsetup = [{ name = "x", model_args = { hed_hidden = [8] } }]\n', ("s.toml:2", "'hed_hidden'")),
+    ],
+)
+def test_study_plan_states_its_bounds_and_checks_model_arguments(tmp_path, body, words):
+    path = tmp_path / "s.toml"
+    path.write_text(body)
+    _one_line_error(_cli("study", "plan", path), *words)
+
+
+@pytest.mark.parametrize("seed", ["-1", "123456789012345678901"])
+def test_a_seed_out_of_range_is_one_line_everywhere(tmp_path, toy, seed):
+    _one_line_error(_cli("corrupt", "--noise", "0.2", "--dataset", toy, "--seed", seed), "seed", "4,294,967,295")
+    _one_line_error(_cli("refine", "--dataset", toy, "--seed", seed), "seed")
+    _one_line_error(_cli("synth", tmp_path / "faces", "--seed", seed), "seed")
+    r = _cli(*TRAIN, "--seed", seed, "--run-dir", tmp_path / "runs")  # train's options carry their ranges
+    assert r.exit_code == 2 and "Invalid value for '--seed'" in r.output and "Traceback" not in r.output
+    assert not (toy / "labels").exists() or not any((toy / "labels").iterdir())

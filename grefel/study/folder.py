@@ -21,6 +21,7 @@ a Slurm job); a run whose status says running but whose lock is free was stopped
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -32,8 +33,9 @@ from grefel.core.errors import GrefelError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, is_locked, read_json, write_json
 from grefel.core.paths import plain_name
 from grefel.core.recipe import DEFAULT_EPOCHS
+from grefel.core.settings import default_of
 from grefel.study.spec import Study
-from grefel.training.config import resumable_settings
+from grefel.training.config import TrainConfig, resumable_settings
 
 STUDY_JSON = "study.json"
 STUDY_TOML = "study.toml"
@@ -93,8 +95,13 @@ def record_settings(folder: Path, settings: dict) -> None:
 
 def setting_changes(before: dict, after: dict) -> str:
     """The settings that differ, as ``lr 0.0003 -> 0.001`` (at most three)."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+    def shown(d: dict, k: str) -> str:
+        return str(d[k]) if k in d or k not in fields else f"{default_of(fields[k])} (default)"
+
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    show = ", ".join(f"{k} {before.get(k)} -> {after.get(k)}" for k in changed[:3])
+    show = ", ".join(f"{k} {shown(before, k)} -> {shown(after, k)}" for k in changed[:3])
     return show + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
 
 
