@@ -11,6 +11,7 @@ is tests/test_slurm.py.)
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -296,3 +297,89 @@ def test_a_seed_out_of_range_is_one_line_everywhere(tmp_path, toy, seed):
     r = _cli(*TRAIN, "--seed", seed, "--run-dir", tmp_path / "runs")  # train's options carry their ranges
     assert r.exit_code == 2 and "Invalid value for '--seed'" in r.output and "Traceback" not in r.output
     assert not (toy / "labels").exists() or not any((toy / "labels").iterdir())
+
+
+# -- 4. every file grefel reads is checked: exported models, the weights store, manifests -------------------
+@pytest.fixture(scope="module")
+def exported(ckpt, tmp_path_factory):
+    from grefel.inference.export import export_onnx
+
+    return export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "m.onnx").path
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("classes", '["a", "b", "c"]', "names 3 classes for the model's 4 output columns"),
+        ("classes", '["a", "b", "c", "d", "e"]', "names 5 classes"),
+        ("classes", '["a", "a", "b", "c"]', "names a class twice"),
+        ("classes", '"grefel"', "must be a list of class names"),
+        ("image_size", "-128", "'image_size' must be at least 1"),
+        ("crop", "0", "'crop' must be at least 1"),
+        ("crop", "500", "crop 500 is larger than image_size 128"),
+        ("crop", "100", "crop 100 differs from the model's 112 x 112 input"),
+        ("mean", "[0.5]", "'mean' must be three values in [0, 1]"),
+        ("std", "[0.2, 0.0, 0.2]", "'std' must be three finite values above 0"),
+        ("std", '[0.2, "x", 0.2]', "'std' must be three"),
+    ],
+)
+def test_onnx_metadata_is_checked_against_the_graph(exported, tmp_path, key, value, words):
+    import onnx
+
+    from grefel.core.errors import CheckpointError
+    from grefel.inference.onnx_model import OnnxClassifier
+
+    model = onnx.load(str(exported))
+    for p in model.metadata_props:
+        if p.key == key:
+            p.value = value
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(CheckpointError, match="metadata") as e:
+        OnnxClassifier(bad)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    _one_line_error(_cli("predict", "--onnx", bad, exported, "--align", "none"), words)
+
+
+def test_the_weights_store_compares_sha256_on_add_and_on_use(tmp_path, toy):
+    import torch
+    from test_weights import mobilefacenet_format
+
+    from grefel.core.errors import CheckpointError
+    from grefel.models.grefel import create_model
+    from grefel.weights.store import read_registry, registered_file
+    from grefel.weights.verify import add_weights
+
+    torch.manual_seed(0)
+    src = tmp_path / "mobilefacenet_model_best.pth.tar"
+    torch.save({"state_dict": mobilefacenet_format(create_model("full", 7).encoder.state_dict())}, src)
+    assert [r.status for r in add_weights([src])] == ["added"]
+    stored = read_registry()["mobilefacenet"].path
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed, same size
+    stored.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="changed since it was registered"):
+        registered_file("mobilefacenet")
+    _one_line_error(
+        _cli("train", "--dataset", "toy", "--preset", "full", "--run-dir", tmp_path / "r"), "another sha256"
+    )
+    (res,) = add_weights([src])  # the original again: the damaged copy is replaced, not "unchanged"
+    assert res.status == "replaced" and stored.read_bytes() == src.read_bytes(), res
+    assert registered_file("mobilefacenet") == stored
+
+
+def test_weights_add_says_what_a_folder_or_a_fifo_is(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    r = _cli("weights", "add", tmp_path, tmp_path / "pipe", tmp_path / "missing.pth")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 3, r.output
+    assert "is a folder, not a file: give the files inside it" in errors[0]
+    assert "is a FIFO (named pipe), not a regular file" in errors[1]
+    assert "not found" in errors[2]
+
+
+def test_a_manifest_holding_a_list_is_one_line(tmp_path, toy):
+    (toy / "manifest.json").write_text("[]")
+    _one_line_error(_cli("inspect", toy), "not a manifest (a JSON list, not an object)")
+    _one_line_error(_cli(*TRAIN, "--run-dir", tmp_path / "runs"), "not a manifest")
