@@ -383,3 +383,38 @@ def test_a_manifest_holding_a_list_is_one_line(tmp_path, toy):
     (toy / "manifest.json").write_text("[]")
     _one_line_error(_cli("inspect", toy), "not a manifest (a JSON list, not an object)")
     _one_line_error(_cli(*TRAIN, "--run-dir", tmp_path / "runs"), "not a manifest")
+
+
+# -- 4. evaluate-video: annotation files checked -------------------------------------------------------
+def _frames_table(tmp_path, n=30, classes=("neutral", "anger")):
+    import pandas as pd
+
+    rows = [
+        {"file": "/v/clip.mp4", "frame": k, "face": 0, "x1": 0, "x2": 10, "top_class": classes[k % 2]} for k in range(n)
+    ]
+    path = tmp_path / "frames.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_video_checks_annotation_files(tmp_path):
+    from grefel.evaluation.video import evaluate_video
+
+    frames = _frames_table(tmp_path)
+    ann = tmp_path / "clip.txt"
+    good = "".join(f"{k % 2}\n" for k in range(30))
+    ann.write_text("\ufeffNeutral,Anger\n" + good, encoding="utf-8")  # a byte-order mark before the header
+    score = evaluate_video(frames, [ann])
+    assert score.classes == ["neutral", "anger"] and score.frames == 30 and score.accuracy == 1.0
+    assert evaluate_video(frames, [ann, ann, tmp_path]).frames == 30  # one video given thrice counts once
+    ann.write_text("Neutral,Anger\n" + "".join(f"{k % 2}\n" for k in range(1000)))
+    _one_line_error(_cli("evaluate-video", frames, ann), "labels 1,000 frames", "cover about 30")
+    ann.write_text("Neutral,Anger\n" + "-1\n" * 30)
+    _one_line_error(_cli("evaluate-video", frames, ann), "no labelled frame", "every one -1")
+    ann.write_text("Neutral,Anger\n")
+    _one_line_error(_cli("evaluate-video", frames, ann), "no labelled frame (a header alone)")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "clip.txt").write_text("Neutral,Anger\n" + good)
+    ann.write_text("Neutral,Anger\n" + good)
+    _one_line_error(_cli("evaluate-video", frames, ann, other / "clip.txt"), "two annotation files for video clip")
