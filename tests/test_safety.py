@@ -268,6 +268,10 @@ def test_a_changed_setting_is_refused_naming_the_run_and_rerun_trains_it_again(t
     r = _cli("study", "run", path, "--rerun", "b-s0", "--parallel", "1")
     assert r.exit_code == 0 and "1 done, 1 to run" in r.output, r.output
     assert json.loads((b / "config.json").read_text())["config"]["lr"] == 0.001
+    from grefel.evaluation.predictions import read_predictions
+
+    meta = read_predictions(b / "predictions" / "best-test.parquet").meta
+    assert str(tmp_path / "s") not in json.dumps(meta) and meta["checkpoint"] == "../best.pt"  # 10.
     _one_line_error(_cli("study", "run", path, "--rerun", "c-s0"), "has no run named 'c-s0'")
 
 
@@ -418,3 +422,23 @@ def test_evaluate_video_checks_annotation_files(tmp_path):
     (other / "clip.txt").write_text("Neutral,Anger\n" + good)
     ann.write_text("Neutral,Anger\n" + good)
     _one_line_error(_cli("evaluate-video", frames, ann, other / "clip.txt"), "two annotation files for video clip")
+
+
+# -- 6. explicit beats stored; 10. no absolute checkpoint path in a predictions file -----------------------
+def test_evaluate_data_root_beats_the_recorded_path_and_the_checkpoint_path_is_relative(ckpt, tmp_path):
+    import shutil
+
+    from grefel.evaluation.predictions import read_predictions
+
+    elsewhere = tmp_path / "root"
+    shutil.copytree(ckpt.parents[1] / "toyraf", elsewhere / "toyraf")
+    out = tmp_path / "preds" / "p.parquet"
+    r = _cli("evaluate", "--ckpt", ckpt, "--data-root", elsewhere, "--out", out, "--batch-size", "16")
+    assert r.exit_code == 0, r.output
+    meta = read_predictions(out).meta
+    assert meta["dataset"]["path"] == str((elsewhere / "toyraf").resolve())  # not the path the checkpoint records
+    assert meta["checkpoint"] == os.path.relpath(ckpt, out.parent) and not os.path.isabs(meta["checkpoint"])
+    _one_line_error(
+        _cli("evaluate", "--ckpt", ckpt, "--data-root", tmp_path / "empty", "--out", out, "--force"),
+        "no prepared dataset 'toyraf' under",
+    )

@@ -134,6 +134,7 @@ def _evaluate(run) -> None:
     device = run.settings.get("device", "auto")
     evaluate(
         rel_run(run.name, "best.pt"),
+        dataset=run.settings.get("dataset"),  # the study's own, whatever the checkpoint recorded
         split="test",
         out=rel_run(run.name, PREDICTIONS),
         device=None if device == "auto" else device,
