@@ -442,3 +442,40 @@ def test_evaluate_data_root_beats_the_recorded_path_and_the_checkpoint_path_is_r
         _cli("evaluate", "--ckpt", ckpt, "--data-root", tmp_path / "empty", "--out", out, "--force"),
         "no prepared dataset 'toyraf' under",
     )
+
+
+# -- 9. the Python API's errors are as clear as the CLI's; 5. one bad item never costs the others ---------
+def test_the_python_api_says_what_to_pass_with_the_clis_ranges(ckpt, face):
+    import grefel
+
+    model = grefel.load(ckpt, align="none")
+    for bad, words in (
+        (5, "a path or a list of paths"),
+        (None, "a path or a list of paths"),
+        ([face, 3], "a list holding other things"),
+        (np.zeros((2, 64, 64, 3), np.uint8), "use predict_faces(faces)"),
+    ):
+        with pytest.raises(GrefelError, match=None) as e:
+            model.predict(bad)
+        assert words in str(e.value) and "\n" not in str(e.value)
+    for kw, words in (
+        ({"fps": -1}, "fps must be a number of frames per second above 0"),
+        ({"fps": 0}, "fps must be"),
+        ({"fps": float("nan")}, "fps must be"),
+        ({"smooth": 0}, "smooth must be a whole number of at least 1"),
+        ({"max_faces": 0}, "max_faces must be"),
+        ({"batch_size": 0}, "batch_size must be"),
+    ):
+        with pytest.raises(GrefelError) as e:
+            model.predict(face, **kw)
+        assert words in str(e.value)
+    assert model.predict(face)["top_class"].notna().all()  # the same call with the defaults works
+
+
+def test_a_fifo_among_the_inputs_is_one_error_row_and_the_rest_go_on(ckpt, face, tmp_path):
+    import grefel
+
+    os.mkfifo(tmp_path / "pipe.png")
+    df = grefel.load(ckpt, align="none").predict([tmp_path / "pipe.png", face])
+    by = dict(zip(df["file"].map(os.path.basename), df["error"]))
+    assert "is a FIFO (named pipe)" in by["pipe.png"] and not isinstance(by["face.png"], str)
