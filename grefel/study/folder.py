@@ -220,7 +220,7 @@ def run_status(study_dir: Path, run) -> RunStatus:
         state = "running"
     elif stored == "done" and (Path(study_dir) / status.get("predictions", rel_run(run.name, PREDICTIONS))).is_file():
         state = "done"
-    elif stored in ("failed", "queued"):
+    elif stored in ("failed", "queued", "requeued"):
         state = stored
     elif done_epochs or stored in ("running", "stopped"):
         state = "stopped"

@@ -18,6 +18,7 @@ failed with its log and the others go on. The statistics are written at the end 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -305,7 +307,7 @@ def slurm_parameters(study, n_runs: int, parallel: int | None, cluster: str) -> 
 
 
 def _run_slurm(study_dir: Path, study, names: list[str], parallel: int | None, cluster: str | None, view) -> None:
-    import submitit
+    import submitit  # lazy: only the Slurm executor
 
     cluster = cluster or "slurm"
     if cluster == "slurm" and shutil.which("sbatch") is None:
@@ -318,35 +320,151 @@ def _run_slurm(study_dir: Path, study, names: list[str], parallel: int | None, c
         folder=study_dir / "slurm" / "%j", cluster=cluster, slurm_max_num_timeout=requeue, local_max_num_timeout=requeue
     )
     ex.update_parameters(**params)
-    jobs = ex.map_array(StudyJob(str(study_dir.resolve()), params["cpus_per_task"]), names)
-    for name, job in zip(names, jobs):
-        folder = run_folder(study_dir, name)
-        if read_status(folder).get("state") not in ("running", "done"):
-            write_status(folder, state="queued", job=str(job.job_id), log=rel_run(name, LOG), error=None)
-    ids = f"{jobs[0].job_id}" + (f" .. {jobs[-1].job_id}" if len(jobs) > 1 else "")
-    view.console.print(f"submitted {len(jobs)} run(s) to {cluster}: job(s) {ids}")
+    with _scheduler_notes(view.console) as notes:
+        try:
+            jobs = ex.map_array(StudyJob(str(study_dir.resolve()), params["cpus_per_task"]), names)
+        except Exception as e:  # submitit raises what sbatch printed, inside its own error and traceback
+            raise GrefelError(sbatch_refusal(e, study)) from None
+        for name, job in zip(names, jobs):
+            folder = run_folder(study_dir, name)
+            if read_status(folder).get("state") not in ("running", "done"):
+                write_status(folder, state="queued", job=str(job.job_id), log=rel_run(name, LOG), error=None)
+        ids = f"{jobs[0].job_id}" + (f" .. {jobs[-1].job_id}" if len(jobs) > 1 else "")
+        view.console.print(f"submitted {len(jobs)} run(s) to {cluster}: job(s) {ids}")
+        follow = SlurmTasks(jobs, cluster == "slurm")
+        try:
+            while not follow.all_done():
+                view.update(requeued=follow.requeued(study_dir, names))
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            view.console.print("the jobs keep running on the cluster: `grefel study status` follows them")
+            raise
+        for name, job in zip(names, jobs):
+            _settle(study_dir, name, job, follow.final.get(str(job.job_id)))
+        notes.notes += follow.notes
+
+
+def sbatch_refusal(e: BaseException, study) -> str:
+    """One line for sbatch refusing the job array: its own ``sbatch: error:`` line and the likely fix."""
+    text = str(e)
+    said = [line.strip() for line in text.splitlines() if "sbatch: error" in line]
+    quote = said[-1] if said else (text.strip().splitlines() or [type(e).__name__])[-1].strip()[:200]
+    low = quote.lower()
+    if "gres" in low or "gpu" in low:
+        fix = (
+            f"the partition has no GPUs for gpus_per_run = {study.gpus_per_run}: set gpus_per_run = 0 in [study] "
+            "for a CPU partition, or name a GPU partition in [slurm]"
+        )
+    elif "partition" in low:
+        fix = "name a partition that exists in [slurm] (`sinfo` lists them)"
+    elif "time limit" in low:
+        fix = "lower time in [slurm] to the partition's limit (`sinfo -o '%P %l'`)"
+    elif "memory" in low or "mem" in low:
+        fix = "lower mem_gb in [slurm]"
+    else:
+        fix = "check the [slurm] table of the study file (docs/study.md)"
+    return f"sbatch refused the study's job array ({quote}): {fix}"
+
+
+class SlurmTasks:
+    """The state of each task of a study's job array, from ``squeue`` (which works where accounting,
+    and with it submitit's ``sacct``, is off); without Slurm (submitit's local executor) from the
+    task's result file. A task is done once it left the queue or wrote its result; a task that
+    ran and is waiting in the queue again was requeued (preempted, or its time limit came)."""
+
+    TERMINAL = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+    def __init__(self, jobs: list, squeue: bool):
+        self.jobs, self.squeue = jobs, squeue and shutil.which("squeue") is not None
+        self.states: dict[str, str] = {}
+        self.fresh = False  # the last squeue answered: only then is a task missing from it done
+        self.final: dict[str, str] = {}  # job id -> the state it ended in, where squeue still showed it
+        self.notes: list[str] = []
+
+    def _poll(self) -> None:
+        self.fresh = False
+        arrays = sorted({str(j.job_id).split("_")[0] for j in self.jobs})
+        cmd = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", "--jobs", ",".join(arrays)]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.notes.append(f"squeue: {e}")
+            return
+        if out.returncode != 0:
+            self.notes.append(f"squeue: {(out.stderr.strip().splitlines() or ['failed'])[-1]}")
+            return
+        self.states = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
+        self.fresh = True
+
+    def done(self, job) -> bool:
+        jid = str(job.job_id)
+        if Path(job.paths.result_pickle).exists():
+            return True
+        if not self.squeue:
+            return job.done()
+        state = self.states.get(jid)
+        if state in self.TERMINAL:
+            self.final[jid] = state
+        return (state is None and self.fresh) or state in self.TERMINAL
+
+    def all_done(self) -> bool:
+        if self.squeue:
+            self._poll()
+        return all(self.done(j) for j in self.jobs)
+
+    def requeued(self, study_dir: Path, names: list[str]) -> set[str]:
+        """Runs whose task waits in the queue again after it ran (their status says requeued)."""
+        waiting = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED")
+        ran = ("requeued", "stopped", "running")
+        return {
+            name
+            for name, job in zip(names, self.jobs)
+            if self.states.get(str(job.job_id)) in waiting
+            and read_status(run_folder(study_dir, name)).get("state") in ran
+        }
+
+
+@contextlib.contextmanager
+def _scheduler_notes(console):
+    """While the block runs, submitit's warnings (sacct unavailable where accounting is off, one per
+    status poll) are counted instead of printed; one line sums them up at the end."""
+    import logging
+
+    box = types.SimpleNamespace(notes=[])
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            box.notes.append(record.getMessage())
+
+    logger = logging.getLogger("submitit")
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [Count(logging.WARNING)], False
     try:
-        while not all(j.done() for j in jobs):
-            view.update()
-            time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        view.console.print("the jobs keep running on the cluster: `grefel study status` follows them")
-        raise
-    for name, job in zip(names, jobs):
-        _settle(study_dir, name, job)
+        yield box
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        if box.notes:
+            first = " ".join(box.notes[0].split())[:160]
+            sacct = " (sacct: accounting is off here; squeue followed the jobs)" if "sacct" in first else ""
+            console.print(f"scheduler: {len(box.notes)} warning(s){sacct}, e.g. {first}", highlight=False)
 
 
-def _settle(study_dir: Path, name: str, job) -> None:
+def _settle(study_dir: Path, name: str, job, final: str | None = None) -> None:
     """Mark a Slurm run failed when its job ended without the run finishing (killed, cancelled ...)."""
     folder = run_folder(study_dir, name)
-    try:
-        job.result()
-    except Exception as e:  # submitit's UncompletedJobError / FailedJobError: the job itself died
-        if read_status(folder).get("state") not in ("done", "failed"):
+    if read_status(folder).get("state") in ("done", "failed"):
+        return
+    if Path(job.paths.result_pickle).exists():
+        try:
+            job.result()
+            return
+        except Exception as e:  # submitit's FailedJobError: the job itself died
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            err = Path(job.paths.stderr)
-            log = os.path.relpath(err, study_dir) if err.is_file() else rel_run(name, LOG)
-            write_status(folder, state="failed", error=f"Slurm job {job.job_id}: {first}", log=log)
+    else:
+        first = f"ended {final or 'without a result'} before the run finished"
+    err = Path(job.paths.stderr)
+    log = os.path.relpath(err, study_dir) if err.is_file() else rel_run(name, LOG)
+    write_status(folder, state="failed", error=f"Slurm job {job.job_id}: {first}", log=log)
 
 
 # -- progress ---------------------------------------------------------------------------------------------
@@ -368,12 +486,24 @@ class _View:
         total = sum(planned_epochs(r.settings) for r in study.runs)
         self.all = self.progress.add_task(f"study {study.name} (epochs)", total=total, info="")
         self.rows: dict[str, int] = {}
+        self.requeued: set[str] = set()
 
-    def update(self) -> list:
+    def update(self, requeued: set[str] = frozenset()) -> list:
+        """Redraw from the study folder; ``requeued``: runs the scheduler holds in its queue again."""
         states = study_states(self.study_dir, self.study)
-        counts = {k: sum(s.state == k for s in states) for k in ("done", "running", "failed")}
+        for s in states:
+            if s.name in requeued and s.state != "running":
+                s.state = "requeued"
+        if requeued - self.requeued:
+            self.console.print(
+                f"requeued by the scheduler, continuing from last.pt: {', '.join(sorted(requeued - self.requeued))}"
+            )
+        self.requeued |= requeued
+        counts = {k: sum(s.state == k for s in states) for k in ("done", "running", "requeued", "failed")}
         pending = len(states) - sum(counts.values())
         info = f"{counts['done']} done, {counts['running']} running, {counts['failed']} failed, {pending} to go"
+        if counts["requeued"]:
+            info = info.replace(" failed,", f" failed, {counts['requeued']} requeued,")
         self.progress.update(self.all, completed=sum(min(s.epochs_done, s.epochs) for s in states), info=info)
         for s in states:
             if s.state == "running" and s.name not in self.rows:

@@ -43,7 +43,11 @@ def print_status(states: list, console, title: str = "runs") -> None:
         table.add_column(col, justify=just, overflow="fold")
     style = {"done": "green", "failed": "red", "running": "cyan"}
     for s in states:
-        note = f"{s.error} (log: {s.log})" if s.state == "failed" else (f"job {s.job}" if s.state == "queued" else "")
+        note = f"{s.error} (log: {s.log})" if s.state == "failed" else ""
+        if s.state in ("queued", "requeued"):
+            note = f"job {s.job}" + (
+                ", requeued by the scheduler: it continues from last.pt" if s.state == "requeued" else ""
+            )
         table.add_row(
             s.name,
             f"[{style.get(s.state, '')}]{s.state}" if s.state in style else s.state,
