@@ -229,3 +229,43 @@ def test_scheduler_warnings_are_summed_up_in_one_line(capsys):
             logging.getLogger("submitit").warning(f"Call #{k} - Bypassing sacct error Command '['sacct']' returned 1")
     lines = [x for x in capsys.readouterr().out.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("scheduler: 5 warning(s) (sacct: accounting is off here"), lines
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_training_job_saves_and_stops_for_a_resume(tmp_path):
+    """What Slurm does on preemption, without Slurm: SIGTERM to every process of the job (the
+    training process and its loader worker); it stops between steps with last.pt kept, status 143,
+    and the resume ends with every epoch once."""
+    from grefel.training.checkpoint import load_checkpoint
+
+    epochs = 8
+    make_prepared(tmp_path / "data" / "toy", n_per_class=12, num_classes=3, split={"train": 0.75, "val": 0.25})
+    env = {**os.environ, "GREFEL_DATA_ROOT": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    args = ["--dataset", "toy", "--preset", "tiny", "--epochs", str(epochs), "--per-class", "12", "--batch-size", "4"]
+    args += ["--workers", "1", "--run-dir", str(tmp_path / "runs"), "--name", "r", "-q"]
+    cmd = [sys.executable, "-m", "grefel_cli.main", "train", *args]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = tmp_path / "runs" / "r"
+    try:
+        _wait("epoch 1", lambda: epochs_done(run)[0] >= 1, 600)
+        assert proc.poll() is None, "the run finished before the signal: give it more epochs"
+        os.killpg(proc.pid, signal.SIGTERM)  # every process of the job, the loader worker included
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and f"continue with `grefel train --resume {run}`" in err, err
+    assert "DataLoader worker" not in err and "Traceback" not in err, err
+    kept = load_checkpoint(run / "last.pt")["epoch"]
+    assert 1 <= kept < epochs
+    done = subprocess.run(
+        [sys.executable, "-m", "grefel_cli.main", "train", "--resume", str(run), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))

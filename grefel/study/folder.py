@@ -89,6 +89,11 @@ def recorded_settings(folder: Path) -> dict | None:
         return None
 
 
+def trained_any(folder: Path) -> bool:
+    """The run folder holds a checkpoint: what a rerun would reuse."""
+    return (folder / "last.pt").is_file() or (folder / "best.pt").is_file()
+
+
 def record_settings(folder: Path, settings: dict) -> None:
     write_json(folder / RUN_SETTINGS, {"settings": fingerprint(settings)})
 

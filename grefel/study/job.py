@@ -56,6 +56,7 @@ from grefel.study.folder import (
     run_folder,
     run_lock,
     setting_changes,
+    trained_any,
     write_status,
 )
 from grefel.study.spec import run_argv
@@ -190,7 +191,7 @@ def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: s
 
     log = rel_run(run.name, LOG)
     recorded = recorded_settings(folder)
-    if recorded is None:
+    if recorded is None or not trained_any(folder):
         record_settings(folder, run.settings)
     elif recorded != fingerprint(run.settings):  # `study run` refuses this first; a job started by hand does not
         return _failed(folder, f"trained with other settings ({setting_changes(recorded, fingerprint(run.settings))})")

@@ -56,6 +56,7 @@ from grefel.study.folder import (
     setting_changes,
     study_lock,
     study_states,
+    trained_any,
     write_status,
 )
 from grefel.study.job import StudyJob
@@ -95,7 +96,7 @@ def check_folder(study_dir: Path, study, rerun: Sequence[str] = (), source: str 
     old = {r.name: r.settings for r in load_plan(study_dir).runs}
     for r in study.runs:
         folder = run_folder(study_dir, r.name)
-        if r.name in rerun or not folder.is_dir():
+        if r.name in rerun or not trained_any(folder):  # nothing trained yet: it takes the new settings
             continue
         before = recorded_settings(folder)
         if before is None and r.name in old and (folder / STATUS).is_file():  # a run from before settings.json
