@@ -56,8 +56,6 @@ from grefel.training.config import TrainConfig, validate_settings
 from grefel.training.config import train_argv as argv
 
 STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run")
-MAX_SEEDS = 1000  # seeds of one study
-MAX_RUNS = 10_000  # runs of one study (grid values x seeds)
 TABLES = ("study", "train", "grid", "label_sets", "baseline", "slurm")
 # TrainConfig fields the study itself sets: never in [train] or [grid]
 STUDY_OWNED = {
@@ -344,6 +342,10 @@ def parse_study(text: str, path: Path | None = None) -> Study:
     study.runs = expand(study, err)
     check_names(study)
     return study
+
+
+MAX_SEEDS = 1000  # seeds of one study
+MAX_RUNS = 10_000  # runs of one study (grid values x seeds)
 
 
 def _seeds(value, err) -> list[int]:
