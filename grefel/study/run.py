@@ -332,10 +332,10 @@ def _run_slurm(study_dir: Path, study, names: list[str], parallel: int | None, c
                 write_status(folder, state="queued", job=str(job.job_id), log=rel_run(name, LOG), error=None)
         ids = f"{jobs[0].job_id}" + (f" .. {jobs[-1].job_id}" if len(jobs) > 1 else "")
         view.console.print(f"submitted {len(jobs)} run(s) to {cluster}: job(s) {ids}")
-        follow = SlurmTasks(jobs, cluster == "slurm")
+        follow = SlurmTasks(jobs, cluster == "slurm", study_dir, names)
         try:
             while not follow.all_done():
-                view.update(requeued=follow.requeued(study_dir, names))
+                view.update(requeued=follow.requeued())
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             view.console.print("the jobs keep running on the cluster: `grefel study status` follows them")
@@ -375,8 +375,12 @@ class SlurmTasks:
 
     TERMINAL = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
-    def __init__(self, jobs: list, squeue: bool):
+    def __init__(self, jobs: list, squeue: bool, study_dir: Path, names: list[str]):
         self.jobs, self.squeue = jobs, squeue and shutil.which("squeue") is not None
+        self.folders = [run_folder(study_dir, n) for n in names]
+        self.names = names
+        self.stops = {n: read_status(f).get("stopped") for n, f in zip(names, self.folders)}  # before this session
+        self.seen: set[str] = set()
         self.states: dict[str, str] = {}
         self.fresh = False  # the last squeue answered: only then is a task missing from it done
         self.final: dict[str, str] = {}  # job id -> the state it ended in, where squeue still showed it
@@ -413,16 +417,15 @@ class SlurmTasks:
             self._poll()
         return all(self.done(j) for j in self.jobs)
 
-    def requeued(self, study_dir: Path, names: list[str]) -> set[str]:
-        """Runs whose task waits in the queue again after it ran (their status says requeued)."""
-        waiting = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED")
-        ran = ("requeued", "stopped", "running")
-        return {
-            name
-            for name, job in zip(names, self.jobs)
-            if self.states.get(str(job.job_id)) in waiting
-            and read_status(run_folder(study_dir, name)).get("state") in ran
-        }
+    def requeued(self) -> set[str]:
+        """Runs requeued during this session: stopped by the scheduler's signal (their status records it)
+        and then waiting in the queue again, or already running again."""
+        for name, job, folder in zip(self.names, self.jobs, self.folders):
+            status = read_status(folder)
+            stopped = status.get("stopped") if status.get("signal") else None
+            if stopped and stopped != self.stops[name] and not self.done(job):
+                self.seen.add(name)
+        return set(self.seen)
 
 
 @contextlib.contextmanager
@@ -493,7 +496,7 @@ class _View:
         """Redraw from the study folder; ``requeued``: runs the scheduler holds in its queue again."""
         states = study_states(self.study_dir, self.study)
         for s in states:
-            if s.name in requeued and s.state != "running":
+            if s.name in requeued and s.state in ("stopped", "queued", "pending"):
                 s.state = "requeued"
         if requeued - self.requeued:
             self.console.print(
