@@ -48,8 +48,6 @@ class Model(Predictor):
         frame), ``smooth`` > 1 adds ``smoothed_*`` columns (trailing mean over a track's last
         ``smooth`` frames). A file that fails is one row with ``error`` set; the rest go on.
         """
-        if isinstance(inputs, (str, os.PathLike)):
-            inputs = [inputs]
         recs = self.run(
             inputs,
             fps=fps,

@@ -41,9 +41,12 @@ def evaluate_video(
     from rich.table import Table
 
     from grefel.core.console import make_console
-    from grefel.core.io import write_json
+    from grefel.core.io import writable_file, write_json
+    from grefel.evaluation.video import annotation_files
     from grefel.evaluation.video import evaluate_video as run
 
+    if json_out is not None:  # before any work; never over the predictions or an annotation file
+        writable_file(json_out, "JSON file", inputs=[predictions, *annotation_files(annotations)])
     score = run(predictions, annotations, prediction=prediction, face=face)
     console = make_console()
     table = Table(title=f"macro F1 per video ({score.prediction})")

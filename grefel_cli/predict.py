@@ -73,11 +73,14 @@ def predict(
         --csv clip.csv --save-annotated out/
     """
     from grefel.core.console import make_console
+    from grefel.inference.predict import check_outputs
     from grefel.inference.predict import predict as run
 
     if (ckpt is None) == (onnx is None):
         raise typer.BadParameter("pass the model as --ckpt best.pt or --onnx model.onnx (one of them)")
     model = ckpt if ckpt is not None else onnx
+    outputs = {"JSON file": json_out, "CSV file": csv_out, "Parquet file": parquet_out}
+    check_outputs(model, inputs, outputs, save_annotated)  # before any work: no output may replace an input
     console = make_console(stderr="-" in (str(json_out), str(csv_out)))
     options = dict(fps=fps, smooth=smooth, batch_size=batch_size, max_faces=max_faces, save_annotated=save_annotated)
     results, classes = run(model, inputs, align=align, weights_dir=weights_dir, device=device, **options)

@@ -108,6 +108,13 @@ def run(
         help="Runs at a time \\[default: one per GPU (group), else one per CPU core; Slurm: all].",
         show_default=False,
     ),
+    rerun: list[str] = typer.Option(
+        [],
+        "--rerun",
+        help="Train this run again from scratch (its folder is deleted first), e.g. after one of its settings "
+        "changed; repeat for several.",
+        show_default=False,
+    ),
 ):
     """Run every unfinished run of a study: `grefel train`, then `grefel evaluate` on the clean test split.
 
@@ -124,13 +131,15 @@ def run(
       grefel study run rb-noise.toml --out /scratch/studies/rb --parallel 2
 
       grefel study run rb-noise.toml --executor slurm
+
+      grefel study run rb-noise.toml --rerun sym20-rb_none-s1
     """
     from grefel.core.console import make_console
     from grefel.study.run import run_study
 
     console = make_console()
     try:
-        result = run_study(source, out, executor=executor.value, parallel=parallel, console=console)
+        result = run_study(source, out, executor=executor.value, parallel=parallel, rerun=rerun, console=console)
     except KeyboardInterrupt:
         console.print("interrupted: runs stopped where they were; `grefel study run` again continues them")
         raise typer.Exit(130) from None

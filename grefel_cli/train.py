@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
+
+import typer
 
 from grefel.core.errors import GrefelError
+from grefel.core.stop import EXIT_STOPPED, StopRequested
 from grefel.training.config import TrainConfig, resumable_settings
 from grefel_cli import _settings
 from grefel_cli.app import app
@@ -31,8 +35,9 @@ def train(**params):
     1000 epochs of B x N_cls refined images (B = 500, N_pg = 512), random crop / flip / rotation
     / colour / random erasing (on the GPU when training there); docs/training.md gives the source
     of each. The best checkpoint is chosen on the validation split, never on test. A stopped run
-    continues with --resume, with its own settings. Multi-GPU / multi-node: start the same
-    command under torchrun (see docs/training.md).
+    continues with --resume, with its own settings. SIGTERM or SIGUSR2 (a scheduler preempting or
+    requeueing the job) stops it between two steps with last.pt kept, exit status 143. Multi-GPU /
+    multi-node: start the same command under torchrun (see docs/training.md).
 
     [bold]Examples:[/bold]
 
@@ -76,6 +81,9 @@ def train(**params):
         run(cfg)
     except GrefelError as e:
         raise GrefelError(_in_flags(str(e))) from None
+    except StopRequested as e:  # SIGTERM / SIGUSR2: saved, to be continued (a scheduler requeues the job)
+        print(e.message, file=sys.stderr)
+        raise typer.Exit(EXIT_STOPPED) from None
 
 
 def _in_flags(message: str) -> str:

@@ -288,7 +288,8 @@ def test_label_set_of_another_preparation_is_refused_everywhere(tmp_path):
     two = make_prepared(tmp_path / "two", name="toy", n_per_class=6, image_size=16, seed=1)
     corrupt(one, 0.2)
     (two / "labels").mkdir()
-    shutil.copy(one / "labels" / "sym20-s0.h5", two / "labels" / "sym20-s0.h5")  # same length, other preparation
+    for f in ("sym20-s0.h5", "sym20-s0.sha256"):  # same length, other preparation
+        shutil.copy(one / "labels" / f, two / "labels" / f)
     assert len(PreparedDataset(one).labels("sym20-s0")) == 24
     with pytest.raises(DatasetError, match="made for another preparation of toy"):
         PreparedDataset(two).labels("sym20-s0")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 import grefel.evaluation.evaluate as E
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.core.io import write_json
-from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
+from grefel.data.shards import PreparedDataset, Sample, shard_name, write_label_set, write_shard
 from grefel.evaluation.predictions import read_predictions
 from grefel.training.checkpoint import save_checkpoint
 
@@ -73,11 +72,7 @@ def make_dataset(root: Path, n_per_class: int = 6, classes=CLASSES, protocol: st
     )
     noisy = np.array([s.label for s in samples], np.int16)
     noisy[::5] = (noisy[::5] + 1) % len(classes)
-    (root / "labels").mkdir()
-    with h5py.File(root / "labels" / "noisy.h5", "w") as f:
-        f.create_dataset("label", data=noisy)
-        f.attrs["noise"] = 0.2
-        f.attrs["mode"] = "symmetric"
+    write_label_set(root, "noisy", noisy, attrs={"noise": 0.2, "mode": "symmetric"})
     return root
 
 

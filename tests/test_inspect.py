@@ -9,7 +9,7 @@ from PIL import Image
 
 from grefel.data.inspect import dataset_summary, inspect
 from grefel.data.prepare import prepare
-from grefel.data.shards import PreparedDataset
+from grefel.data.shards import PreparedDataset, write_label_set
 
 
 def test_summary_of_rafdb_with_attributes(tmp_path, capsys):
@@ -56,9 +56,7 @@ def test_groups_and_label_sets(tmp_path):
     s = dataset_summary(ds)
     assert list(s["counts"]) == [""] and sum(s["counts"][""].values()) == 28
     assert s["groups"][""] == {"groups": 2, "min": 14, "median": 14.0, "max": 14}
-    (ds.root / "labels").mkdir()
-    with h5py.File(ds.root / "labels" / "allzero.h5", "w") as f:
-        f["label"] = np.zeros(len(ds), np.int16)
+    write_label_set(ds.root, "allzero", np.zeros(len(ds), np.int16))
     s = dataset_summary(ds, label_set="allzero")
     assert s["counts"][""]["anger"] == 28 and s["label_set"] == "allzero" and s["split_set"] == "official"
     (ds.root / "splits").mkdir()

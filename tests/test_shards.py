@@ -7,7 +7,7 @@ import pytest
 from grefel.core.errors import DatasetError
 from grefel.core.io import write_json
 from grefel.core.paths import resolve_dataset
-from grefel.data.shards import PreparedDataset, Sample, shard_name, write_shard
+from grefel.data.shards import PreparedDataset, Sample, shard_name, write_label_set, write_shard
 
 CLASSES = ["a", "b", "c"]
 
@@ -84,9 +84,7 @@ def test_shard_readable_without_grefel(tmp_path):
 def test_label_sets_and_missing_names(tmp_path):
     _make(tmp_path)
     ds = PreparedDataset(tmp_path)
-    (tmp_path / "labels").mkdir()
-    with h5py.File(tmp_path / "labels" / "noisy.h5", "w") as f:
-        f["label"] = np.zeros(9, np.int16)
+    write_label_set(tmp_path, "noisy", np.zeros(9, np.int16))
     assert ds.labels("noisy").sum() == 0 and ds.labels().sum() > 0
     with pytest.raises(DatasetError, match="grefel corrupt"):
         ds.labels("nope")

@@ -131,7 +131,7 @@ def test_train_argv_is_parsed_by_the_cli_into_the_same_config(monkeypatch):
     text = STUDY.replace(
         "lambda_center = 0.1",
         "lambda_center = 0.1\naugment = false\nrefine = true\ncompile = false\nchannels_last = true\nn_pg = 0\n"
-        'lr = 1e-05\nmodel_args = { encoder = { depth = 1 }, name = "x" }\ndevice = "cpu"\nflip = 0.25',
+        'lr = 1e-05\nmodel_args = { encoder = { depth = 1 }, attn_heads = 2 }\ndevice = "cpu"\nflip = 0.25',
     )
     study = parse_study(text)
     seen = []

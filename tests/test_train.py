@@ -169,18 +169,13 @@ def test_full_disk_keeps_the_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_label_set_and_checkpoint_must_match_the_dataset(tmp_path):
-    import h5py
+    from grefel.data.shards import write_label_set
 
     cfg = _small(tmp_path, epochs=1, name="m")
     run = train(cfg)
     # a label set made for another preparation of the dataset
-    labels_dir = load_checkpoint(run / "last.pt")["dataset"]["path"] + "/labels"
-    import os
-
-    os.makedirs(labels_dir, exist_ok=True)
-    with h5py.File(f"{labels_dir}/stale.h5", "w") as f:
-        f["label"] = np.zeros(16, np.int16)
-        f.attrs["classes"] = json.dumps(["a", "b"])
+    root = load_checkpoint(run / "last.pt")["dataset"]["path"]
+    write_label_set(root, "stale", np.zeros(16, np.int16), attrs={"classes": json.dumps(["a", "b"])})
     with pytest.raises(DatasetError, match="another preparation"):
         train(_small(tmp_path, name="m2", labels="stale"))
     # a checkpoint resumed on a dataset whose classes changed

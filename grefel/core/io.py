@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -78,15 +79,17 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+def writable_dir(path: str | os.PathLike, what: str = "output folder", inputs: Iterable = ()) -> Path:
     """Create folder ``path`` (with its parents) and check that a file can be written in it.
 
     Run before long work, so that an unusable output fails at the start in one line (a
     :class:`~grefel.core.errors.GrefelError`) rather than as a traceback once the work is done. ``what``
-    names the folder in the message ("report folder", "predictions folder").
+    names the folder in the message ("report folder", "predictions folder"). An output folder that
+    is one of ``inputs`` (files or folders), holds one, or lies inside an input folder is refused
+    (checked through links), so that writing or clearing it can never touch an input.
     """
 
-    path = Path(path)
+    path = check_apart(path, what, inputs)
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker == path:
         raise GrefelError(f"cannot use {path} as the {what}: it is a file, not a folder; choose a folder path")
@@ -108,6 +111,51 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     return path
 
 
+def check_apart(path: str | os.PathLike, what: str, inputs: Iterable) -> Path:
+    """Output folder ``path`` checked against ``inputs`` without creating anything: a one-line
+    GrefelError when it is one of them, holds one, or lies inside an input folder (through links)."""
+    path = Path(path).expanduser()
+    for src in inputs:
+        if src is not None and (how := _overlap(path, Path(src).expanduser())):
+            raise GrefelError(
+                f"the {what} {path} {how} {src}, an input of this command: writing there could destroy the input; "
+                "choose a folder apart from the inputs"
+            )
+    return path
+
+
+def _overlap(out: Path, src: Path) -> str | None:
+    """How output folder ``out`` overlaps input ``src``: "is", "holds", "lies inside", or None."""
+    o, s = out.resolve(), src.resolve()
+    if o == s or same_file(out, src):
+        return "is"
+    if s.is_relative_to(o):
+        return "holds"
+    if o.is_relative_to(s) and src.is_dir():
+        return "lies inside"
+    return None
+
+
+def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` checked as an input before it is read: it exists and is a regular file (or a link
+    to one). A folder, a FIFO (named pipe, which would block the read forever), a socket or a device
+    gets a one-line GrefelError that says what it is."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise GrefelError(f"{what} {path} not found") from None
+    except OSError as e:
+        raise GrefelError(f"cannot read {what} {path} ({e.strerror or e})") from None
+    if stat.S_ISREG(mode):
+        return path
+    if stat.S_ISDIR(mode):
+        raise GrefelError(f"{what} {path} is a folder, not a file: give the files inside it")
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    kind = next((k for test, k in kinds if test(mode)), "a device" if stat.S_ISBLK(mode) else "a special file")
+    raise GrefelError(f"{what} {path} is {kind}, not a regular file: give a regular file")
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when ``a`` and ``b`` are one file (the same inode, through links), or resolve to one path."""
     try:
@@ -118,8 +166,10 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def writable_file(path: str | os.PathLike, what: str = "output file", inputs: Iterable = ()) -> Path:
     """``path`` checked as an output before any work starts: not a folder, not one of ``inputs``
-    (nor a link to one: an output never overwrites an input), in a folder that can be written.
-    The one write check of every command that writes a file; a one-line GrefelError otherwise."""
+    (nor a link to one: an output never overwrites an input), not a file grefel keeps (a checkpoint,
+    a file of a prepared dataset or of the weights store, whoever's input it is), in a folder that
+    can be written. The one write check of every command that writes a file; a one-line GrefelError
+    otherwise."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise GrefelError(f"the {what} {path} is a folder: give a file path")
@@ -129,8 +179,32 @@ def writable_file(path: str | os.PathLike, what: str = "output file", inputs: It
                 f"the {what} {path} is also an input of this command ({src}): writing it would destroy the input; "
                 "choose another output path"
             )
+    kept = _kept_by_grefel(path)
+    if kept:
+        raise GrefelError(f"the {what} {path} is {kept}: writing it would destroy it; choose another output path")
     writable_dir(path.parent, f"folder of the {what}")
     return path
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar")
+
+
+def _kept_by_grefel(path: Path) -> str | None:
+    """What ``path`` is when an output must never replace it: an existing checkpoint (a torch.save
+    file), or a path inside a prepared dataset (a folder holding manifest.json and shards/) or the
+    weights store (a folder holding registry.json); None otherwise."""
+    here = path.resolve()
+    if here.suffix.lower() in CHECKPOINT_SUFFIXES and here.is_file():
+        with contextlib.suppress(OSError), open(here, "rb") as f:
+            head = f.read(4)
+            if head == b"PK\x03\x04" or head[:2] == b"\x80\x02":  # torch.save's zip, or its legacy pickle
+                return "a PyTorch checkpoint"
+    for folder in list(here.parents)[:3]:
+        if (folder / "manifest.json").is_file() and (folder / "shards").is_dir():
+            return f"inside the prepared dataset {folder}"
+        if (folder / "registry.json").is_file() and folder.name == "weights":
+            return f"inside the weights store {folder}"
+    return None
 
 
 class LockHeld(Exception):

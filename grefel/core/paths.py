@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from grefel.core.errors import DatasetError
+from grefel.core.errors import DatasetError, GrefelError
 
 ENV_DATA_ROOT = "GREFEL_DATA_ROOT"
 MANIFEST = "manifest.json"
@@ -68,3 +68,27 @@ def resolve_dataset(name_or_path: str | os.PathLike | None, root: str | os.PathL
         f"no prepared dataset '{name_or_path}' under {r} ({hint}); "
         f"use --data-root or {ENV_DATA_ROOT} to point elsewhere"
     )
+
+
+MAX_NAME_BYTES = 200  # a name plus its suffix (.h5, .parquet) stays under the usual 255-byte file-name limit
+
+
+def plain_name(value, what: str) -> str:
+    """``value`` checked as a plain name: one file or folder name that stays inside its folder.
+
+    Run names, study run names, label-set and split-set names become file or folder names under a
+    folder the user chose (``runs/<name>``, ``labels/<name>.h5``). They are checked where they are
+    read (the command line, a study file, a study folder's study.json), so a name can never reach
+    outside its folder: an absolute path, a ``/``, ``..``, a leading ``.`` (a hidden file) or a control
+    character is a one-line :class:`GrefelError` saying ``what`` it names.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise GrefelError(f"{what} must be a non-empty name (got {value!r})")
+    if "/" in value or "\\" in value or value.startswith((".", "~")) or any(ord(c) < 32 for c in value):
+        raise GrefelError(
+            f"{what} {value!r} is not a plain name: it must stay inside its folder, so no '/', '..', "
+            "leading '.' or '~'; use letters, digits, '-', '_', '.'"
+        )
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise GrefelError(f"{what} {value[:40]!r}... is longer than {MAX_NAME_BYTES} bytes: give a shorter name")
+    return value

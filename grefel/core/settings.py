@@ -9,7 +9,8 @@ A configuration dataclass (``grefel.training.config.TrainConfig``) declares each
 
 Flag convention: field ``x_y`` is ``--x-y``; a bool field is ``--x-y/--no-x-y``; a dict field is a
 repeatable ``--flag KEY=JSON``; ``Spec.flag`` overrides the name, ``Spec.short`` adds a short flag.
-This module imports only the standard library, so the CLI can read declarations at start-up.
+This module imports only the standard library (and grefel.core's name check), so the CLI can read
+declarations at start-up.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import re
 import types
 import typing
@@ -26,6 +28,16 @@ from dataclasses import MISSING, dataclass
 from typing import Any
 
 from grefel.core.errors import GrefelError
+from grefel.core.paths import plain_name
+
+MAX_SEED = 2**32 - 1  # every seed: numpy's and torch's generators take it, HDF5 and JSON store it exactly
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as a whole number in 0..MAX_SEED, else a one-line GrefelError saying ``what`` it seeds."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise GrefelError(f"{what} must be a whole number from 0 to {MAX_SEED:,} (got {seed!r})")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class Spec:
     path: bool = False  # a file or folder (a Path option on the command line, a str in the config)
     none_as: str | None = None  # how the command line spells None where the default is not None
     resumable: bool = False  # a resumed run may change it (all others come from the run)
+    plain_name: bool = False  # names a file or folder inside a folder: checked by grefel.core.paths.plain_name
 
 
 def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **spec: Any) -> Any:
@@ -108,6 +121,11 @@ def problem(value: Any, spec: Spec, base: type, optional: bool) -> str | None:
         return f"must be one of {', '.join(spec.choices)} (got {value!r})"
     if spec.pattern and not re.fullmatch(spec.pattern, value):
         return f"has an unknown value {value!r}"
+    if spec.plain_name:
+        try:
+            plain_name(value, "the name")
+        except GrefelError as e:
+            return str(e).removeprefix("the name ")
     return None
 
 

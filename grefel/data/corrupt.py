@@ -28,9 +28,10 @@ import h5py
 import numpy as np
 
 from grefel.core.errors import DatasetError
-from grefel.core.io import atomic_path
-from grefel.core.paths import resolve_dataset
-from grefel.data.shards import LABELS_DIR, PreparedDataset
+from grefel.core.io import writable_dir
+from grefel.core.paths import plain_name, resolve_dataset
+from grefel.core.settings import check_seed
+from grefel.data.shards import LABELS_DIR, PreparedDataset, write_label_set
 
 MODES = ("symmetric", "asymmetric")
 
@@ -187,12 +188,14 @@ def corrupt_dataset(
 
     if not 0 <= noise < 1:
         raise DatasetError(f"noise must be a fraction in [0, 1) (0.2 for 20 %), got {noise}")
+    seed = check_seed(seed)
     if mode not in MODES:
         raise DatasetError(f"unknown noise mode '{mode}': use symmetric or asymmetric")
     ds = PreparedDataset(resolve_dataset(dataset, data_root))
-    name = name or default_name(noise, mode, seed)
-    if name in ("", "clean") or "/" in name or name.startswith("."):
-        raise DatasetError(f"'{name}' cannot name a label set: pick another name")
+    writable_dir(ds.root / LABELS_DIR, "label-set folder")  # before any work
+    name = plain_name(name or default_name(noise, mode, seed), "label set name")
+    if name == "clean":
+        raise DatasetError("'clean' names the dataset's own labels, not a label set: pick another name")
     clean = ds.labels()
     official = ds.meta["split"].to_numpy().astype(str)
     eligible = np.flatnonzero((clean >= 0) & (official != "test"))
@@ -230,11 +233,7 @@ def corrupt_dataset(
                 "pick another name, or force (--force) to replace it"
             )
     try:
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("label", data=noisy.astype(np.int16))
-            f.create_dataset("flipped", data=flipped)
-            for k, v in attrs.items():
-                f.attrs[k] = v
+        write_label_set(ds.root, name, noisy, flipped, attrs)
     except OSError as e:
         raise DatasetError(f"cannot write {path} ({e.strerror or e}): the dataset folder must be writable") from None
     return CorruptResult(name, path, float(noise), realised, int(flipped.sum()), int(len(eligible)), T, ds.classes)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from grefel.core.stop import ignore_stop_signals
 from grefel.data.refine import N_PG, PER_CLASS, epoch_rng, refine_epoch
 from grefel.data.shards import PreparedDataset
 
@@ -143,7 +144,8 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over whole batches (``batch_size=None``: the sampler yields batches).
 
-    ``persistent`` keeps the worker processes between epochs (no start-up cost per epoch).
+    ``persistent`` keeps the worker processes between epochs (no start-up cost per epoch). Workers
+    ignore SIGTERM and SIGUSR2 (:mod:`grefel.core.stop`): the main process decides when to stop.
     """
     return DataLoader(
         ShardBatches(ds, labels),
@@ -154,4 +156,5 @@ def make_loader(
         persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(0),  # never draw from the global RNG
+        worker_init_fn=ignore_stop_signals if workers else None,  # a scheduler's SIGTERM is the main process's
     )

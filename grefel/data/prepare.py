@@ -42,7 +42,7 @@ from rich.markup import escape
 from grefel.core.console import make_console
 from grefel.core.errors import DatasetError, GrefelError
 from grefel.core.images import ImageError
-from grefel.core.io import LockHeld, atomic_path, exclusive_lock, read_json, sha256_file, write_json
+from grefel.core.io import LockHeld, atomic_path, check_apart, exclusive_lock, read_json, sha256_file, write_json
 from grefel.core.paths import MANIFEST, PROVENANCE, SYNTH_MARKER
 from grefel.core.paths import data_root as resolve_data_root
 from grefel.core.version import __version__
@@ -234,6 +234,7 @@ def prepare(
     # 1. the reader (layout, protocol, classes), the aligner, what identifies the input
     reader = _open_checked_reader(dataset, raw, protocol, align)
     out = Path(out).expanduser() if out else resolve_data_root(data_root) / reader.name
+    check_apart(out, "output folder", [raw])  # --force clears the output: never the raw folder, nor one holding it
     lanes = _lanes(reader.align, workers, threads)
     work = ItemWork(
         reader,

@@ -35,6 +35,7 @@ from grefel.core.errors import DatasetError
 from grefel.core.io import atomic_path
 from grefel.core.paths import resolve_dataset
 from grefel.core.recipe import N_PG, PER_CLASS  # section 4.1
+from grefel.core.settings import check_seed
 from grefel.data.shards import SPLITS_DIR, PreparedDataset
 
 
@@ -328,6 +329,7 @@ def refine(
 
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatasetError("val_fraction and test_fraction must be in (0, 1) and sum below 1")
+    seed = check_seed(seed)
     if per_class < 1 or (n_pg is not None and n_pg < 1) or epoch < 0:
         raise DatasetError(
             f"per_class (got {per_class}) and n_pg (got {n_pg}) must be at least 1, epoch (got {epoch}) at least 0"

@@ -8,6 +8,7 @@ A prepared dataset is a folder (usually ``<data root>/<name>``)::
     skipped.csv         source,reason   for every raw item that was not written
     shards/shard-00000.h5, shard-00001.h5, ...
     labels/<set>.h5     label sets written by ``grefel corrupt`` (clean labels are never modified)
+    labels/<set>.sha256 the label set's sha256, checked on every read
     splits/<set>.h5     split assignments written by ``grefel refine``
     verified.json       shards whose sha256 was checked, by size and mtime (a cache; safe to delete)
 
@@ -64,7 +65,7 @@ import numpy as np
 
 from grefel.core.errors import DatasetError
 from grefel.core.io import atomic_path, read_json, sha256_file, write_json
-from grefel.core.paths import MANIFEST, PROVENANCE
+from grefel.core.paths import MANIFEST, PROVENANCE, plain_name
 
 SCHEMA_VERSION = 2
 SHARD_DIR = "shards"
@@ -495,20 +496,24 @@ class PreparedDataset:
         """Labels of every sample: the clean ones, or those of a named label set (``grefel corrupt``).
 
         A label set must have been made from this very preparation: same length, same classes and
-        the sha256 of this manifest (when it records them), else a DatasetError.
+        the sha256 of this manifest (when it records them), and its file must match the sha256 beside
+        it (``labels/<set>.sha256``, written with it by :func:`write_label_set`), else a DatasetError.
+        Every label is range-checked: -1 (unlabelled) or a class index.
         """
         if label_set in (None, "", "clean"):
-            return self.meta["label"].to_numpy()
+            return self._in_range(self.meta["label"].to_numpy(), "the clean labels", self.rebuild_hint())
+        plain_name(label_set, "label set name")
         p = self.root / LABELS_DIR / f"{label_set}.h5"
         if not p.is_file():
             have = ", ".join(self.label_sets()) or "none"
             raise DatasetError(
                 f"label set '{label_set}' not found for {self.name} (have: {have}); create it with `grefel corrupt`"
             )
+        redo = f"recreate it with `grefel corrupt --dataset {self.name} --name {label_set} --force`"
+        _check_sidecar(p, f"label set '{label_set}' of {self.name}", redo)
         with self._reading(p), h5py.File(p, "r") as f:
             lab = f["label"][:].astype(np.int64)
             classes, made_from = _attr(f, "classes"), _attr(f, "manifest_sha256")
-        redo = f"recreate it with `grefel corrupt --dataset {self.name} --name {label_set} --force`"
         if len(lab) != len(self):
             raise DatasetError(
                 f"label set '{label_set}' has {len(lab)} labels but {self.name} has {len(self)} samples: {redo}"
@@ -518,7 +523,18 @@ class PreparedDataset:
                 f"label set '{label_set}' was made for another preparation of {self.name} (classes or manifest "
                 f"differ): {redo}"
             )
-        return lab
+        return self._in_range(lab, f"label set '{label_set}'", redo)
+
+    def _in_range(self, labels: np.ndarray, what: str, redo: str) -> np.ndarray:
+        """``labels`` when every one is -1 (unlabelled) or a class index, else a one-line DatasetError."""
+        bad = np.flatnonzero((labels < -1) | (labels >= self.num_classes))
+        if len(bad):
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise DatasetError(
+                f"{what} of {self.name}: label {labels[bad[0]]} (sample {bad[0]}{more}) is outside "
+                f"-1..{self.num_classes - 1} for its {self.num_classes} classes: {redo}"
+            )
+        return labels
 
     def split_sets(self) -> list[str]:
         d = self.root / SPLITS_DIR
@@ -530,7 +546,7 @@ class PreparedDataset:
         With ``split_set=None`` the refined ``default`` split is used when it exists. A split set
         made for another preparation (length or manifest sha256 differ) is a DatasetError.
         """
-        name = split_set or "default"
+        name = plain_name(split_set, "split set name") if split_set else "default"
         p = self.root / SPLITS_DIR / f"{name}.h5"
         if p.is_file():
             with self._reading(p), h5py.File(p, "r") as f:
@@ -594,6 +610,40 @@ class PreparedDataset:
         state = self.__dict__.copy()
         state["_handles"] = {}
         return state
+
+
+def checksum_path(path: Path) -> Path:
+    """The sha256 file beside ``path`` (``labels/<set>.h5`` -> ``labels/<set>.sha256``)."""
+    return path.with_suffix(".sha256")
+
+
+def write_label_set(root: str | os.PathLike, name: str, labels, flipped=None, attrs: dict | None = None) -> Path:
+    """Write ``labels/<name>.h5`` (dataset ``label`` int16, ``flipped`` bool when given, file ``attrs``)
+    atomically, then its sha256 beside it (``<name>.sha256``), which every read checks. The one writer
+    of label sets (`grefel corrupt`, tests)."""
+    path = Path(root) / LABELS_DIR / f"{plain_name(name, 'label set name')}.h5"
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("label", data=np.asarray(labels).astype(np.int16))
+        if flipped is not None:
+            f.create_dataset("flipped", data=np.asarray(flipped, bool))
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+    with atomic_path(checksum_path(path)) as tmp:
+        tmp.write_text(f"{sha256_file(path)}  {path.name}\n")
+    return path
+
+
+def _check_sidecar(path: Path, what: str, redo: str) -> None:
+    """``path`` matches the sha256 recorded beside it (:func:`checksum_path`), else a one-line DatasetError."""
+    side = checksum_path(path)
+    try:
+        recorded = side.read_text().split()[0]
+    except (OSError, IndexError):
+        raise DatasetError(
+            f"{what} has no readable checksum ({side.name} beside it): it was not written by this grefel; {redo}"
+        ) from None
+    if sha256_file(path) != recorded:
+        raise DatasetError(f"{what} does not match the sha256 in {side.name} (changed since it was written): {redo}")
 
 
 # what a manifest must hold: key -> (type, what it is)

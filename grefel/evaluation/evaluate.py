@@ -86,13 +86,17 @@ def checkpoint_dataset(
 ) -> PreparedDataset:
     """The prepared dataset a checkpoint was trained on (or ``dataset``), checked against it.
 
-    Order: ``dataset`` when given, else the recorded path if it still exists, else the recorded
-    name under the data root. Refuses a dataset whose classes or protocol differ from the checkpoint's.
+    Order: ``dataset`` when given; else, with an explicit ``data_root``, the recorded name under it
+    (what is given beats what the checkpoint remembers); else the recorded path if it still exists,
+    else the recorded name under the data root. Refuses a dataset whose classes or protocol differ
+    from the checkpoint's.
     """
     info = payload.get("dataset") or {}
     if dataset is None:
         recorded = info.get("path")
-        if recorded and (Path(recorded) / "manifest.json").is_file():
+        if data_root is not None and info.get("name"):
+            dataset = info["name"]
+        elif recorded and (Path(recorded) / "manifest.json").is_file():
             dataset = recorded
         else:
             dataset = info.get("name")
@@ -225,6 +229,7 @@ def evaluate(
     path = Path(out) if out is not None else default_predictions_path(ckpt, split, labels)
     if not force and predictions_are_current(path, ckpt_sha, split, labels, wanted):
         return path
+    writable_file(path, "predictions file", inputs=[ckpt])  # before any work (the dataset's sha256 check too)
 
     ds = checkpoint_dataset(payload, dataset, data_root, ckpt)
     if labels and label_set is None and labels not in ds.label_sets():
@@ -241,7 +246,7 @@ def evaluate(
     dev = torch_device(device)
     model = model_from_checkpoint(payload, dev, ckpt)
     crop = eval_crop(payload)
-    facts = {"checkpoint_sha256": ckpt_sha, "split": split, "split_set": split_set, "crop": crop}
+    facts = {"checkpoint_sha256": ckpt_sha, "split": split, "split_set": split_set, "crop": crop, "out": path}
     outputs = _run_chunks(model, ds, indices, dev, batch_size, amp, path, facts, show_progress)
 
     attributes = _attribute_names(ds)
@@ -323,7 +328,8 @@ def _predictions_meta(ds: PreparedDataset, payload: dict, model: torch.nn.Module
     """The file's metadata: classes, dataset, what was evaluated how, and the run's configuration.
 
     ``facts`` of this evaluation: checkpoint_sha256, split, split_set, label_set, device,
-    precision, crop and attributes.
+    precision, crop, attributes and out (the predictions file: the checkpoint is stored relative
+    to its folder, so a moved or copied run or study folder holds no absolute path of itself).
     """
     label_set, attributes = facts["label_set"], facts["attributes"]
     return {
@@ -339,7 +345,7 @@ def _predictions_meta(ds: PreparedDataset, payload: dict, model: torch.nn.Module
         "split_set": facts["split_set"],
         "label_set": label_set or "clean",
         "label_set_info": label_set_info(ds, label_set),
-        "checkpoint": str(ckpt.resolve()),
+        "checkpoint": os.path.relpath(ckpt.resolve(), Path(facts["out"]).resolve().parent),  # moves with the run
         "checkpoint_sha256": facts["checkpoint_sha256"],
         "epoch": payload.get("epoch"),
         "device": facts["device"],

@@ -28,7 +28,8 @@ column              type             meaning
 ==================  ===============  ===========================================================
 
 The file's key-value metadata ``grefel`` holds JSON: classes, dataset, split, label set,
-checkpoint path and sha256, model and training configuration, attribute code names.
+checkpoint path (relative to the file's folder) and sha256, model and training configuration,
+attribute code names.
 
 Reading it without grefel (pandas): ``df = pd.read_parquet(p)``; ``np.stack(df["corrected"])``
 gives the (N, C) matrix.

@@ -27,18 +27,27 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import DatasetError, GrefelError
+from grefel.core.io import regular_file, same_file
 
 PREDICTION_COLUMNS = {"corrected": "top_class", "primary": "primary_class", "smoothed": "smoothed_class"}
+MAX_FRAMES = 10_000_000  # label lines of one annotation file (over four days of video at 25 frames/s)
 FACE_CHOICES = ("auto", "largest", "left", "right")
 
 
 def read_annotation(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """(class names of the header, lower case; one integer label per frame, -1 = unlabelled)."""
-    path = Path(path)
+    """(class names of the header, lower case; one integer label per frame, -1 = unlabelled).
+
+    A UTF-8 byte-order mark is dropped; a file without a labelled frame (a header alone, or every
+    label -1), or with more than :data:`MAX_FRAMES` lines, is a one-line DatasetError."""
+    path = regular_file(path, "annotation file")
+    if path.stat().st_size > MAX_FRAMES * 4:
+        raise DatasetError(f"{path} is larger than an annotation of {MAX_FRAMES:,} frames: is it an annotation file?")
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     except OSError as e:
         raise DatasetError(f"cannot read annotation file {path} ({e.strerror})") from None
+    if len(lines) > MAX_FRAMES + 1:
+        raise DatasetError(f"{path} has {len(lines) - 1:,} label lines: at most {MAX_FRAMES:,} frames are scored")
     names = [c.strip().lower() for c in (lines[0] if lines else "").split(",") if c.strip()]
     if len(names) < 2:
         raise DatasetError(f"{path} does not start with a header naming the classes (e.g. Neutral,Anger,...)")
@@ -53,21 +62,32 @@ def read_annotation(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         if not -1 <= v < len(names):
             raise DatasetError(f"{path} line {k}: label {v} is outside -1..{len(names) - 1} for {len(names)} classes")
         labels.append(v)
-    return names, np.asarray(labels, np.int64)
+    labels = np.asarray(labels, np.int64)
+    if not (labels >= 0).any():
+        what = "a header alone" if not len(labels) else f"{len(labels)} frames, every one -1 (unlabelled)"
+        raise DatasetError(f"{path} holds no labelled frame ({what}): give the annotation of a labelled video")
+    return names, labels
 
 
 def annotation_files(paths: list[str | os.PathLike]) -> list[Path]:
-    """Files given directly plus the ``*.txt`` files in given folders."""
-    out = []
+    """Files given directly plus the ``*.txt`` files in given folders, each file once (a file given
+    twice, or also found in a given folder, counts once); two files for one video are refused."""
+    out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.glob("*.txt") if not q.name.startswith(".")))
-        elif p.is_file():
-            out.append(p)
+            found = sorted(q for q in p.glob("*.txt") if not q.name.startswith("."))
+        elif p.exists():
+            found = [regular_file(p, "annotation file")]
         else:
             raise DatasetError(f"annotation file or folder {p} not found")
+        out.extend(q for q in found if not any(same_file(q, o) for o in out))
     if not out:
         raise DatasetError(f"no annotation files (*.txt) in {', '.join(map(str, paths))}")
+    by_video: dict[str, Path] = {}
+    for q in out:
+        if q.stem in by_video:
+            raise DatasetError(f"two annotation files for video {q.stem}: {by_video[q.stem]} and {q}; give one of them")
+        by_video[q.stem] = q
     return out
 
 
@@ -92,7 +112,29 @@ def read_table(predictions):
         raise GrefelError(
             f"the predictions table lacks {sorted(missing)}: write it with `grefel predict` on the videos"
         )
-    return df[df["frame"].notna() & df["top_class"].notna()]
+    return df
+
+
+def video_frames(df) -> dict[str, int]:
+    """Per video (file name without suffix): about how many frames it has, from the sampled frames
+    `grefel predict` lists (every sampled frame has a row, with a face or without): the last one plus
+    the sampling step."""
+    out = {}
+    for f, g in df[df["frame"].notna()].groupby("file"):
+        frames = np.unique(g["frame"].to_numpy(np.int64))
+        step = int(np.median(np.diff(frames))) if len(frames) > 1 else 1
+        out[Path(f).stem] = int(frames[-1]) + max(step, 1)
+    return out
+
+
+def _check_length(ann: Path, labels: np.ndarray, frames: int | None) -> None:
+    """An annotation with more lines than its video has frames (beyond a small slack) is another video's."""
+    slack = max(2, round(0.02 * (frames or 0)))
+    if frames is not None and len(labels) > frames + slack:
+        raise DatasetError(
+            f"{ann} labels {len(labels):,} frames, but the predictions of video {ann.stem} cover about {frames:,}: "
+            "it is the annotation of another video, or the video was not read to its end"
+        )
 
 
 def _face_rows(rows, face: str):
@@ -166,9 +208,19 @@ def evaluate_video(
 
     if face not in FACE_CHOICES:
         raise GrefelError(f"unknown face choice '{face}': choose one of {', '.join(FACE_CHOICES)}")
-    df = read_table(predictions)
+    table = read_table(predictions)
+    lengths = video_frames(table)
+    df = table[table["frame"].notna() & table["top_class"].notna()]
     col = _column(df, prediction)
-    by_video = {Path(f).stem: g for f, g in df.groupby("file")}
+    by_video, files = {}, {}
+    for f, g in df.groupby("file"):
+        stem = Path(f).stem
+        if stem in by_video:  # matched by name: two videos of one name cannot both be scored
+            raise GrefelError(
+                f"two videos named {stem} in the predictions ({files[stem]}, {f}): annotation files are matched by "
+                "the video's name, so score them in separate runs"
+            )
+        by_video[stem], files[stem] = g, f
     classes, ys, ps, videos, unmatched = None, [], [], [], []
     for ann in annotation_files(annotations):
         names, labels = read_annotation(ann)
@@ -179,6 +231,7 @@ def evaluate_video(
         if rows is None:
             unmatched.append(str(ann))
             continue
+        _check_length(ann, labels, lengths.get(ann.stem))
         side = face if face != "auto" else next((s for s in ("left", "right") if ann.stem.endswith(f"_{s}")), "largest")
         y, p, filled = _score_video(rows, labels, col, {c: i for i, c in enumerate(names)}, side)
         ys.append(y), ps.append(p)

@@ -13,6 +13,7 @@ becomes one error record; the other files go on.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from grefel.core.errors import GrefelError
 from grefel.core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageError, is_video, read_image
-from grefel.core.io import writable_dir
+from grefel.core.io import regular_file, same_file, writable_dir, writable_file
 from grefel.data import align as A
 from grefel.data.align import DETECTORS, FACEXLIB_NETWORKS, FaceAligner, resize_square
 from grefel.inference.classifier import open_classifier
@@ -33,16 +34,91 @@ from grefel.weights.store import detector_weights
 PREDICT_ALIGNERS = (*DETECTORS, "none")
 
 
+def input_paths(inputs) -> list[str | os.PathLike]:
+    """``inputs`` as a list of paths: one path, or a list of them. Anything else (an array of faces, a
+    number, None) is a one-line GrefelError saying what to pass."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if isinstance(inputs, np.ndarray) or hasattr(inputs, "detach"):
+        raise GrefelError(
+            "predict takes image and video files (paths); for faces already in memory (an array), "
+            "use predict_faces(faces)"
+        )
+    if isinstance(inputs, (list, tuple)) and all(isinstance(i, (str, os.PathLike)) for i in inputs):
+        return list(inputs)
+    got = type(inputs).__name__ if not isinstance(inputs, (list, tuple)) else "a list holding other things"
+    raise GrefelError(f"predict takes a path or a list of paths (files and folders), got {got}")
+
+
+def check_run_options(fps=None, smooth: int = 1, max_faces: int | None = None, batch_size: int = 32) -> None:
+    """The options of :meth:`Predictor.run` in the ranges `grefel predict` allows: a one-line GrefelError."""
+
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
+        raise GrefelError(f"fps must be a number of frames per second above 0, or None for every frame (got {fps!r})")
+    for name, v, optional in (
+        ("smooth", smooth, False),
+        ("max_faces", max_faces, True),
+        ("batch_size", batch_size, False),
+    ):
+        if not (optional and v is None) and not (whole(v) and v >= 1):
+            raise GrefelError(
+                f"{name} must be a whole number of at least 1{' or None' if optional else ''} (got {v!r})"
+            )
+
+
 def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files named directly (whatever their suffix) plus images and videos found under named folders, sorted."""
     wanted = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     out: list[Path] = []
-    for item in inputs:
+    for item in input_paths(inputs):
         p = Path(item).expanduser()
         if p.is_dir():
             out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in wanted))
         else:
             out.append(p)  # missing files become error records, not a crash
+    return out
+
+
+def check_outputs(
+    model: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    outputs: dict[str, str | os.PathLike | None],
+    save_annotated: str | os.PathLike | None = None,
+) -> None:
+    """Before any work: every output file of a prediction (``outputs``: what it is -> path; None and
+    ``-``, standard output, are skipped) checked by :func:`grefel.core.io.writable_file` against the model
+    and every input file, and against each other; the folder of annotated copies checked to be
+    writable, and none of its copies to be an input. A one-line GrefelError otherwise."""
+    files = find_inputs(inputs)
+    given = [model, *files]
+    seen: dict[Path, str] = {}
+    for what, path in outputs.items():
+        if path is None or str(path) == "-":
+            continue
+        out = writable_file(path, what, inputs=given)
+        twin = next((w for p, w in seen.items() if same_file(p, out)), None)
+        if twin:
+            raise GrefelError(f"the {what} and the {twin} are one file ({out}): give each its own path")
+        seen[out] = what
+    if save_annotated is not None:
+        out_dir = writable_dir(save_annotated, "folder for annotated copies")
+        _annotated_paths(files, out_dir)
+
+
+def _annotated_paths(files: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """Where each input's annotated copy goes; a one-line GrefelError when one of them is an input."""
+    names = _unique_names(files)
+    out = {f: out_dir / f"{names[f]}.annotated.{'mp4' if is_video(f) else 'png'}" for f in files}
+    for f, a in out.items():
+        hit = next((g for g in files if same_file(a, g)), None)
+        if hit is not None:
+            raise GrefelError(
+                f"the annotated copy of {f} would be written over the input {hit}: choose another folder for "
+                "annotated copies"
+            )
     return out
 
 
@@ -122,23 +198,24 @@ class Predictor:
         """
         from rich.progress import Progress
 
+        check_run_options(fps, smooth, max_faces, batch_size)
         files = find_inputs(inputs)
         if not files:
             raise GrefelError(f"no images or videos found in {', '.join(str(i) for i in inputs)}")
         out_dir = writable_dir(save_annotated, "folder for annotated copies") if save_annotated is not None else None
-        names = _unique_names(files)
+        annotated = _annotated_paths(files, out_dir) if out_dir is not None else {}
         results: list[FacePrediction] = []
         batch = Batch(self.classify, batch_size)
         with Progress(transient=True, disable=not show_progress) as progress:
             task = progress.add_task("predict", total=len(files))
             for f in files:
                 if is_video(f):
-                    annotated = out_dir / f"{names[f]}.annotated.mp4" if out_dir else None
-                    kw = dict(fps=fps, smooth=smooth, max_faces=max_faces, annotated=annotated, progress=progress)
+                    kw = dict(
+                        fps=fps, smooth=smooth, max_faces=max_faces, annotated=annotated.get(f), progress=progress
+                    )
                     results += predict_video(self, f, batch_size=batch_size, **kw)
                 else:
-                    annotated = out_dir / f"{names[f]}.annotated.png" if out_dir else None
-                    results += self._image(f, batch, max_faces, annotated)
+                    results += self._image(f, batch, max_faces, annotated.get(f))
                 if len(batch.faces) >= batch.size:
                     batch.flush()
                 progress.advance(task)
@@ -148,7 +225,7 @@ class Predictor:
     def _image(self, f: Path, batch: Batch, max_faces: int | None, annotated: Path | None) -> list[FacePrediction]:
         """Records of one image file (faces queued on ``batch``), or one error record."""
         try:
-            rgb = read_image(f, exif=True)
+            rgb = read_image(regular_file(f, "input"), exif=True)  # a FIFO would block the read forever
             faces = self.faces(rgb, max_faces)
             if not faces:
                 raise GrefelError(

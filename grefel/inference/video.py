@@ -31,6 +31,7 @@ import numpy as np
 
 from grefel.core.errors import GrefelError
 from grefel.core.images import is_video
+from grefel.core.io import regular_file
 from grefel.inference.draw import annotate
 from grefel.inference.records import Batch, FacePrediction, face_record
 
@@ -58,8 +59,9 @@ class VideoReader:
         import cv2
 
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise GrefelError("file not found")
+        regular_file(path, "video")  # a folder, a FIFO (which would block the read): one line saying which
         with _quiet_opencv():
             self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():

@@ -20,6 +20,8 @@ even after a preset changes. Checkpoints store both.
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 import math
 from typing import Any
 
@@ -153,6 +155,30 @@ def create_model(preset: str = "full", num_classes: int = 7, **overrides: Any) -
         else:
             kwargs[k] = v
     return _build({"num_classes": num_classes, **kwargs}, {"preset": preset, "num_classes": num_classes, **overrides})
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """Keyword overrides of :func:`create_model` (a run's ``model_args``) checked against the constructors
+    of GReFEL and, for ``encoder``, PosterEncoder, without building anything: a one-line GrefelError
+    naming an unknown argument (and the nearest known one)."""
+    own = [k for k in inspect.signature(GReFEL.__init__).parameters if k not in ("self", "num_classes")]
+    enc = [k for k in inspect.signature(PosterEncoder.__init__).parameters if k not in ("self", "drop_path")]
+    for key, value in overrides.items():
+        if key not in own:
+            raise GrefelError(_unknown_argument(key, own, "model argument"))
+        if key == "encoder":
+            if not isinstance(value, dict):
+                raise GrefelError(f"encoder must be a table of encoder arguments (got {value!r})")
+            for k in value:
+                if k not in enc:
+                    raise GrefelError(_unknown_argument(k, enc, "encoder argument"))
+
+
+def _unknown_argument(key: str, known: list[str], what: str) -> str:
+    near = difflib.get_close_matches(key, known, n=1)
+    return (
+        f"unknown {what} {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "") + f": one of {', '.join(known)}"
+    )
 
 
 def model_from_kwargs(model_kwargs: dict[str, Any], model_config: dict[str, Any] | None = None) -> GReFEL:

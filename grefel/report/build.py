@@ -26,7 +26,8 @@ import numpy as np
 
 from grefel.core.devices import usable_cores
 from grefel.core.errors import GrefelError
-from grefel.core.io import writable_dir
+from grefel.core.io import writable_dir, writable_file
+from grefel.core.settings import check_seed
 from grefel.core.version import __version__
 from grefel.data.shards import PreparedDataset
 from grefel.evaluation import metrics as M
@@ -69,8 +70,11 @@ def as_report_run(run: ReportRun | Predictions | str | os.PathLike) -> ReportRun
     return ReportRun(read_predictions(path), path.stem, str(path))
 
 
-def check_report_options(*, samples: Sequence[int] = (), n_changed: int = 6, tsne_points: int = 2000, **_) -> None:
+def check_report_options(
+    *, samples: Sequence[int] = (), n_changed: int = 6, tsne_points: int = 2000, seed: int = 0, **_
+) -> None:
     """One-line errors for analysis settings out of range (before any work is done)."""
+    check_seed(seed)
     for name, v in (("n_changed", n_changed), ("tsne_points", tsne_points)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise GrefelError(f"{name} must be a whole number of at least 0 (got {v!r})")
@@ -302,12 +306,12 @@ def build_report(
     file>/report``. ``sections`` come first on the page (:mod:`grefel.report.page`);
     ``problems``: one line per run the caller could not produce, listed at the top.
     """
-    check_report_options(samples=samples, n_changed=n_changed, tsne_points=tsne_points)
+    check_report_options(samples=samples, n_changed=n_changed, tsne_points=tsne_points, seed=seed)
     runs = [as_report_run(r) for r in runs]
     if not runs and not sections:
         why = f"every run failed ({'; '.join(problems)[:400]})" if problems else "no predictions given"
         raise GrefelError(f"no report written: {why}")
-    out = writable_dir(_report_folder(runs, out), "report folder")
+    out = check_report_folder(_report_folder(runs, out), [r.predictions.path for r in runs])
     log = log or (lambda s: None)
     fig_root = out / "figures"
     options = {"samples": samples, "n_changed": n_changed, "tsne_points": tsne_points, "seed": seed}
@@ -325,6 +329,15 @@ def build_report(
         "gap_min_count": GAP_MIN_COUNT,
     }
     return write_page(out, context)
+
+
+def check_report_folder(out: str | os.PathLike, inputs) -> Path:
+    """The report folder, created and checked before any work: writable, and neither report.html nor
+    report.json there is one of ``inputs`` (a checkpoint, a predictions file) or a file grefel keeps."""
+    out = writable_dir(out, "report folder")
+    for name in ("report.html", "report.json"):
+        writable_file(out / name, "report file", inputs=inputs)
+    return out
 
 
 def _report_folder(runs: list[ReportRun], out) -> Path:

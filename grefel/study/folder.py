@@ -8,7 +8,8 @@
     <study>/.lock                 held by the `grefel study run` working on this folder
     <study>/runs/<run>/           a `grefel train` run folder (config.json, metrics.jsonl, last.pt, best.pt)
     <study>/runs/<run>/run.log    everything the run printed (train, then evaluate)
-    <study>/runs/<run>/status.json  queued | running | stopped | done | failed, with the error line
+    <study>/runs/<run>/status.json  queued | running | requeued | stopped | done | failed, with the error line
+    <study>/runs/<run>/settings.json  the settings the run trains with: a rerun reuses the run only if they match
     <study>/runs/<run>/predictions/best-test.parquet   `grefel evaluate` on the clean test split
     <study>/runs/<run>/.lock      held while the run trains or evaluates
 
@@ -20,6 +21,7 @@ a Slurm job); a run whose status says running but whose lock is free was stopped
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -29,8 +31,11 @@ from pathlib import Path
 
 from grefel.core.errors import GrefelError
 from grefel.core.io import LockHeld, atomic_path, exclusive_lock, is_locked, read_json, write_json
+from grefel.core.paths import plain_name
 from grefel.core.recipe import DEFAULT_EPOCHS
+from grefel.core.settings import default_of
 from grefel.study.spec import Study
+from grefel.training.config import TrainConfig, resumable_settings
 
 STUDY_JSON = "study.json"
 STUDY_TOML = "study.toml"
@@ -40,11 +45,13 @@ RUNS = "runs"
 STATUS = "status.json"
 LOG = "run.log"
 PREDICTIONS = "predictions/best-test.parquet"
-STATES = ("done", "running", "failed", "queued", "stopped", "pending")
+RUN_SETTINGS = "settings.json"  # in a run folder: the fingerprint of the settings it trains with
+STATES = ("done", "running", "failed", "queued", "requeued", "stopped", "pending")
 
 
 def run_folder(study_dir: Path, name: str) -> Path:
-    return Path(study_dir) / RUNS / name
+    """``<study>/runs/<name>``; ``name`` must be a plain name (never a path out of the study folder)."""
+    return Path(study_dir) / RUNS / plain_name(name, "run name")
 
 
 def rel_run(name: str, *parts: str) -> str:
@@ -54,6 +61,53 @@ def rel_run(name: str, *parts: str) -> str:
 
 def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def study_files(study_dir: str | os.PathLike) -> list[Path]:
+    """Every file a study folder holds that a command reads (its plan, the runs' files): what an
+    output such as `grefel study summary --json` must never be."""
+    study_dir = Path(study_dir)
+    runs = study_dir / RUNS
+    return [study_dir / STUDY_JSON, study_dir / STUDY_TOML, study_dir / LOCK_FILE] + (
+        [p for p in runs.rglob("*") if p.is_file()] if runs.is_dir() else []
+    )
+
+
+def fingerprint(settings: dict) -> dict:
+    """The settings that decide a run's result: all but those a resumed run may change (devices,
+    workers, epochs, data root ... :func:`grefel.training.config.resumable_settings`), sorted."""
+    skip = set(resumable_settings())
+    return {k: settings[k] for k in sorted(settings) if k not in skip}
+
+
+def recorded_settings(folder: Path) -> dict | None:
+    """The fingerprint a run folder was trained with (``settings.json``), None when it records none."""
+    try:
+        d = read_json(folder / RUN_SETTINGS)
+        return d["settings"] if isinstance(d, dict) and isinstance(d.get("settings"), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def trained_any(folder: Path) -> bool:
+    """The run folder holds a checkpoint: what a rerun would reuse."""
+    return (folder / "last.pt").is_file() or (folder / "best.pt").is_file()
+
+
+def record_settings(folder: Path, settings: dict) -> None:
+    write_json(folder / RUN_SETTINGS, {"settings": fingerprint(settings)})
+
+
+def setting_changes(before: dict, after: dict) -> str:
+    """The settings that differ, as ``lr 0.0003 -> 0.001`` (at most three)."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+    def shown(d: dict, k: str) -> str:
+        return str(d[k]) if k in d or k not in fields else f"{default_of(fields[k])} (default)"
+
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    show = ", ".join(f"{k} {shown(before, k)} -> {shown(after, k)}" for k in changed[:3])
+    return show + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -68,6 +122,8 @@ def load_plan(study_dir: str | os.PathLike):
         )
     try:
         return Study.from_json(read_json(p))
+    except GrefelError as e:  # a name or setting a study file could not hold
+        raise GrefelError(f"{p}: {e}; fix it, or run the study file again into a new folder") from None
     except (ValueError, KeyError, TypeError) as e:
         raise GrefelError(
             f"{p} is damaged ({type(e).__name__}: {e}): run the study file again into this folder"
@@ -169,7 +225,7 @@ def run_status(study_dir: Path, run) -> RunStatus:
         state = "running"
     elif stored == "done" and (Path(study_dir) / status.get("predictions", rel_run(run.name, PREDICTIONS))).is_file():
         state = "done"
-    elif stored in ("failed", "queued"):
+    elif stored in ("failed", "queued", "requeued"):
         state = stored
     elif done_epochs or stored in ("running", "stopped"):
         state = "stopped"

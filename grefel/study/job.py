@@ -39,18 +39,24 @@ import submitit
 
 from grefel.core.errors import GrefelError, error_line
 from grefel.core.io import LockHeld
+from grefel.core.stop import EXIT_STOPPED, STOP_SIGNALS, StopRequested
 from grefel.evaluation.evaluate import evaluate
 from grefel.study.folder import (
     LOG,
     PREDICTIONS,
     epochs_done,
+    fingerprint,
     load_plan,
     now,
     planned_epochs,
     read_status,
+    record_settings,
+    recorded_settings,
     rel_run,
     run_folder,
     run_lock,
+    setting_changes,
+    trained_any,
     write_status,
 )
 from grefel.study.spec import run_argv
@@ -58,11 +64,7 @@ from grefel.study.stats import run_metrics
 from grefel.training.config import TrainConfig, resumable_settings
 from grefel.training.loop import train
 
-EXIT_FAILED, EXIT_STOPPED = 1, 143
-
-
-class Stopped(BaseException):
-    """SIGTERM or SIGINT arrived: the run stops where it is and resumes on the next study run."""
+EXIT_FAILED = 1  # EXIT_STOPPED (143, grefel.core.stop): stopped, to be continued
 
 
 # -- the commands ------------------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def _train(run, folder: Path, nproc: int) -> None:
     proc = subprocess.Popen([*launcher, "-m", "grefel.study.job", ".", run.name, "--train-only"])
     try:
         rc = proc.wait()
-    except BaseException:  # stopped: torchrun passes SIGTERM on to its workers, which keep last.pt whole
+    except BaseException:  # stopped: torchrun passes SIGTERM on to its workers, which save and stop
         proc.send_signal(signal.SIGTERM)
         proc.wait()
         raise
@@ -130,6 +132,7 @@ def _evaluate(run) -> None:
     device = run.settings.get("device", "auto")
     evaluate(
         rel_run(run.name, "best.pt"),
+        dataset=run.settings.get("dataset"),  # the study's own, whatever the checkpoint recorded
         split="test",
         out=rel_run(run.name, PREDICTIONS),
         device=None if device == "auto" else device,
@@ -187,6 +190,11 @@ def run_job(
 def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: str | None) -> dict:
 
     log = rel_run(run.name, LOG)
+    recorded = recorded_settings(folder)
+    if recorded is None or not trained_any(folder):
+        record_settings(folder, run.settings)
+    elif recorded != fingerprint(run.settings):  # `study run` refuses this first; a job started by hand does not
+        return _failed(folder, f"trained with other settings ({setting_changes(recorded, fingerprint(run.settings))})")
     write_status(
         folder,
         state="running",
@@ -217,8 +225,10 @@ def _locked_job(run, folder: Path, epochs: int, nproc: int, status: dict, job: s
             evaluate_s=round(t2 - t1, 2),
             finished=now(),
         )
-    except Stopped:
-        write_status(folder, state="stopped", stopped=now())
+    except StopRequested as e:  # SIGTERM / SIGUSR2 (training saves first), SIGINT: continued next time
+        write_status(folder, state="requeued" if job else "stopped", stopped=now(), signal=e.signal_name)
+        then = "Slurm runs it again" if job else "the next study run continues it"
+        print(f"{e.message}; {then} from its last checkpoint", file=sys.stderr, flush=True)
         raise
     except GrefelError as e:  # bad input or environment: its one line says what to do
         return _failed(folder, error_line(e))
@@ -235,7 +245,7 @@ def _failed(folder: Path, error: str) -> dict:
 
 # -- local pool entry ------------------------------------------------------------------------------
 def _stop(signum, frame):
-    raise Stopped()
+    raise StopRequested(signum)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -247,7 +257,7 @@ def _die_with_parent(parent: int) -> None:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     if parent and os.getppid() != parent:
-        raise Stopped()
+        raise StopRequested(signal.SIGTERM)
 
 
 def job_main(argv: list[str] | None = None) -> int:
@@ -266,8 +276,7 @@ def job_main(argv: list[str] | None = None) -> int:
     try:
         _die_with_parent(a.parent)
         status = run_job(a.study_dir, a.name, a.threads, a.nproc)
-    except Stopped:
-        print("stopped: the run continues from its last checkpoint next time", file=sys.stderr, flush=True)
+    except StopRequested:  # _locked_job said so in the log
         return EXIT_STOPPED
     return EXIT_FAILED if status.get("state") == "failed" else 0
 
@@ -291,6 +300,11 @@ class StudyJob(submitit.helpers.Checkpointable):
     Checkpointable: on preemption or timeout submitit requeues the same call, and :func:`run_job`
     continues the run from its last.pt. With several tasks (a run on several GPUs) each task gets
     torch.distributed's environment from submitit and trains as one rank.
+
+    SIGTERM (Slurm preempting or requeueing the job) and SIGUSR2 (its time limit is near) stop the run
+    to be continued (:mod:`grefel.core.stop`: training saves, the status says requeued); the process
+    then exits with status 143 and no result, so the job is not over: Slurm requeues it after a
+    SIGTERM, and after SIGUSR2 submitit's own handler requeues it.
     """
 
     def __init__(self, study_dir: str, threads: int | None = None):
@@ -303,8 +317,18 @@ class StudyJob(submitit.helpers.Checkpointable):
         folder = run_folder(Path(self.study_dir), name)
         folder.mkdir(parents=True, exist_ok=True)
         log = folder / (LOG if env.global_rank == 0 else f"run.rank{env.global_rank}.log")
-        with _output_to(log):
-            return run_job(self.study_dir, name, self.threads, job=str(env.job_id))
+        usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint, `scontrol requeue`, exit
+        for s in STOP_SIGNALS:
+            signal.signal(s, _stop)
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)  # Slurm's SIGCONT before a SIGTERM: nothing to log
+        try:
+            with _output_to(log):
+                return run_job(self.study_dir, name, self.threads, job=str(env.job_id))
+        except StopRequested as e:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the requeue's own SIGTERM, on the way out
+            if e.signum == signal.SIGUSR2 and callable(usr2):
+                usr2(e.signum, None)  # the time limit is near: submitit requeues the job, then exits
+            raise SystemExit(EXIT_STOPPED) from None  # no result: the job is not over, Slurm runs it again
 
 
 @contextlib.contextmanager

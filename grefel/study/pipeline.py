@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from grefel.core.errors import GrefelError
-from grefel.core.io import writable_dir
 from grefel.evaluation.evaluate import check_batch_size, evaluate
 from grefel.evaluation.predictions import read_predictions
-from grefel.report.build import ReportRun, build_report, check_report_options
+from grefel.report.build import ReportRun, build_report, check_report_folder, check_report_options
 from grefel.study.adhoc import summarize_runs
 from grefel.study.report import study_sections
 
@@ -74,7 +73,7 @@ def evaluate_and_report(
     check_report_options(**report_options)
     out = Path(out) if out is not None else Path(sources[0]).parent / "report"
     fresh = not out.exists()
-    writable_dir(out, "report folder")  # before any evaluation: an unusable folder fails now, in one line
+    check_report_folder(out, sources)  # before any evaluation: an unusable folder fails now, in one line
     log = log or (lambda s: None)
     options = {"split": split, "label_set": label_set, "dataset": dataset, "data_root": data_root}
     options.update(batch_size=batch_size, device=device, amp=amp, show_progress=show_progress)

@@ -24,9 +24,9 @@ import math
 import numpy as np
 
 from grefel.core.errors import GrefelError
+from grefel.study.spec import MAX_SEEDS  # the search for a half-width stops at a study's largest
 
 POWER = 0.8
-MAX_SEEDS = 1000  # the search for a half-width stops here
 
 
 def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float | None:

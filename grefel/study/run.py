@@ -18,6 +18,7 @@ failed with its log and the others go on. The statistics are written at the end 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import threading
 import time
+import types
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +36,27 @@ from pathlib import Path
 from grefel.core.console import make_console
 from grefel.core.devices import usable_cores
 from grefel.core.errors import DatasetError, GrefelError
-from grefel.core.paths import resolve_dataset
+from grefel.core.paths import plain_name, resolve_dataset
 from grefel.data.corrupt import corrupt, read_label_set_attrs
 from grefel.data.shards import PreparedDataset
 from grefel.study.folder import (
     LOCK_FILE,
     LOG,
+    STATUS,
     STUDY_JSON,
+    fingerprint,
+    is_run_locked,
     load_plan,
     planned_epochs,
     read_status,
+    recorded_settings,
     rel_run,
     run_folder,
     save_plan,
+    setting_changes,
     study_lock,
     study_states,
+    trained_any,
     write_status,
 )
 from grefel.study.job import StudyJob
@@ -73,22 +82,47 @@ def open_study(source: str | os.PathLike, out: str | os.PathLike | None = None):
     return study, folder, source.read_text(encoding="utf-8")
 
 
-def check_folder(study_dir: Path, study) -> None:
-    """Refuse a folder whose existing runs were planned with other settings than the study's."""
+def check_folder(study_dir: Path, study, rerun: Sequence[str] = (), source: str | os.PathLike = "FOLDER") -> None:
+    """Refuse a folder whose existing runs were trained with other settings than the study's.
+
+    Each run folder records the fingerprint of its settings (``settings.json``, :func:`fingerprint`);
+    runs from before it are compared with the plan they were run under. ``rerun``: runs about to be
+    trained again, not compared. ``source`` names the study in the hint.
+    """
     if not (study_dir / STUDY_JSON).is_file():
         if study_dir.is_dir() and any(p.name != LOCK_FILE for p in study_dir.iterdir()):
             raise GrefelError(f"{study_dir} holds other files and no study: give an empty or new output folder")
         return
     old = {r.name: r.settings for r in load_plan(study_dir).runs}
     for r in study.runs:
-        before = old.get(r.name)
-        if before is not None and before != r.settings and run_folder(study_dir, r.name).is_dir():
-            changed = sorted(k for k in set(before) | set(r.settings) if before.get(k) != r.settings.get(k))
-            show = ", ".join(f"{k} {before.get(k)} -> {r.settings.get(k)}" for k in changed[:3])
+        folder = run_folder(study_dir, r.name)
+        if r.name in rerun or not trained_any(folder):  # nothing trained yet: it takes the new settings
+            continue
+        before = recorded_settings(folder)
+        if before is None and r.name in old and (folder / STATUS).is_file():  # a run from before settings.json
+            before = fingerprint(old[r.name])
+        now = fingerprint(r.settings)
+        if before is not None and before != now:
             raise GrefelError(
-                f"run {r.name} in {study_dir} was trained with other settings ({show}): "
-                "give the study another output folder, or delete that run's folder to train it again"
+                f"run {r.name} in {study_dir} was trained with other settings ({setting_changes(before, now)}): "
+                f"`grefel study run {source} --rerun {r.name}` trains it again with the new ones (its results are "
+                "replaced), or give the study another output folder"
             )
+
+
+def clear_reruns(study_dir: Path, study, rerun: Sequence[str]) -> list[str]:
+    """Delete the folders of the runs in ``rerun`` (each a run of ``study``), so that they train again;
+    a run some process is running is refused. Returns the names whose folders were deleted."""
+    cleared = []
+    for name in dict.fromkeys(rerun):
+        study.run(plain_name(name, "run name"))  # a one-line error for a name the study lacks
+        folder = run_folder(study_dir, name)
+        if is_run_locked(folder):
+            raise GrefelError(f"run {name} is running: wait for it, or stop it, before training it again")
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            cleared.append(name)
+    return cleared
 
 
 def ensure_label_sets(study) -> list[str]:
@@ -274,7 +308,7 @@ def slurm_parameters(study, n_runs: int, parallel: int | None, cluster: str) -> 
 
 
 def _run_slurm(study_dir: Path, study, names: list[str], parallel: int | None, cluster: str | None, view) -> None:
-    import submitit
+    import submitit  # lazy: only the Slurm executor
 
     cluster = cluster or "slurm"
     if cluster == "slurm" and shutil.which("sbatch") is None:
@@ -287,35 +321,154 @@ def _run_slurm(study_dir: Path, study, names: list[str], parallel: int | None, c
         folder=study_dir / "slurm" / "%j", cluster=cluster, slurm_max_num_timeout=requeue, local_max_num_timeout=requeue
     )
     ex.update_parameters(**params)
-    jobs = ex.map_array(StudyJob(str(study_dir.resolve()), params["cpus_per_task"]), names)
-    for name, job in zip(names, jobs):
-        folder = run_folder(study_dir, name)
-        if read_status(folder).get("state") not in ("running", "done"):
-            write_status(folder, state="queued", job=str(job.job_id), log=rel_run(name, LOG), error=None)
-    ids = f"{jobs[0].job_id}" + (f" .. {jobs[-1].job_id}" if len(jobs) > 1 else "")
-    view.console.print(f"submitted {len(jobs)} run(s) to {cluster}: job(s) {ids}")
+    with _scheduler_notes(view.console) as notes:
+        try:
+            jobs = ex.map_array(StudyJob(str(study_dir.resolve()), params["cpus_per_task"]), names)
+        except Exception as e:  # submitit raises what sbatch printed, inside its own error and traceback
+            raise GrefelError(sbatch_refusal(e, study)) from None
+        for name, job in zip(names, jobs):
+            folder = run_folder(study_dir, name)
+            if read_status(folder).get("state") not in ("running", "done"):
+                write_status(folder, state="queued", job=str(job.job_id), log=rel_run(name, LOG), error=None)
+        ids = f"{jobs[0].job_id}" + (f" .. {jobs[-1].job_id}" if len(jobs) > 1 else "")
+        view.console.print(f"submitted {len(jobs)} run(s) to {cluster}: job(s) {ids}")
+        follow = SlurmTasks(jobs, cluster == "slurm", study_dir, names)
+        try:
+            while not follow.all_done():
+                view.update(requeued=follow.requeued())
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            view.console.print("the jobs keep running on the cluster: `grefel study status` follows them")
+            raise
+        for name, job in zip(names, jobs):
+            _settle(study_dir, name, job, follow.final.get(str(job.job_id)))
+        notes.notes += follow.notes
+
+
+def sbatch_refusal(e: BaseException, study) -> str:
+    """One line for sbatch refusing the job array: its own ``sbatch: error:`` line and the likely fix."""
+    text = str(e)
+    said = [line.strip() for line in text.splitlines() if "sbatch: error" in line]
+    quote = said[-1] if said else (text.strip().splitlines() or [type(e).__name__])[-1].strip()[:200]
+    low = quote.lower()
+    if "gres" in low or "gpu" in low:
+        fix = (
+            f"the partition has no GPUs for gpus_per_run = {study.gpus_per_run}: set gpus_per_run = 0 in [study] "
+            "for a CPU partition, or name a GPU partition in [slurm]"
+        )
+    elif "partition" in low:
+        fix = "name a partition that exists in [slurm] (`sinfo` lists them)"
+    elif "time limit" in low:
+        fix = "lower time in [slurm] to the partition's limit (`sinfo -o '%P %l'`)"
+    elif "memory" in low or "mem" in low:
+        fix = "lower mem_gb in [slurm]"
+    else:
+        fix = "check the [slurm] table of the study file (docs/study.md)"
+    return f"sbatch refused the study's job array ({quote}): {fix}"
+
+
+class SlurmTasks:
+    """The state of each task of a study's job array, from ``squeue`` (which works where accounting,
+    and with it submitit's ``sacct``, is off); without Slurm (submitit's local executor) from the
+    task's result file. A task is done once it left the queue or wrote its result; a task that
+    ran and is waiting in the queue again was requeued (preempted, or its time limit came)."""
+
+    TERMINAL = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+    def __init__(self, jobs: list, squeue: bool, study_dir: Path, names: list[str]):
+        self.jobs, self.squeue = jobs, squeue and shutil.which("squeue") is not None
+        self.folders = [run_folder(study_dir, n) for n in names]
+        self.names = names
+        self.stops = {n: read_status(f).get("stopped") for n, f in zip(names, self.folders)}  # before this session
+        self.seen: set[str] = set()
+        self.states: dict[str, str] = {}
+        self.fresh = False  # the last squeue answered: only then is a task missing from it done
+        self.final: dict[str, str] = {}  # job id -> the state it ended in, where squeue still showed it
+        self.notes: list[str] = []
+
+    def _poll(self) -> None:
+        self.fresh = False
+        arrays = sorted({str(j.job_id).split("_")[0] for j in self.jobs})
+        cmd = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", "--jobs", ",".join(arrays)]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.notes.append(f"squeue: {e}")
+            return
+        if out.returncode != 0:
+            self.notes.append(f"squeue: {(out.stderr.strip().splitlines() or ['failed'])[-1]}")
+            return
+        self.states = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
+        self.fresh = True
+
+    def done(self, job) -> bool:
+        jid = str(job.job_id)
+        if Path(job.paths.result_pickle).exists():
+            return True
+        if not self.squeue:
+            return job.done()
+        state = self.states.get(jid)
+        if state in self.TERMINAL:
+            self.final[jid] = state
+        return (state is None and self.fresh) or state in self.TERMINAL
+
+    def all_done(self) -> bool:
+        if self.squeue:
+            self._poll()
+        return all(self.done(j) for j in self.jobs)
+
+    def requeued(self) -> set[str]:
+        """Runs requeued during this session: stopped by the scheduler's signal (their status records it)
+        and then waiting in the queue again, or already running again."""
+        for name, job, folder in zip(self.names, self.jobs, self.folders):
+            status = read_status(folder)
+            stopped = status.get("stopped") if status.get("signal") else None
+            if stopped and stopped != self.stops[name] and not self.done(job):
+                self.seen.add(name)
+        return set(self.seen)
+
+
+@contextlib.contextmanager
+def _scheduler_notes(console):
+    """While the block runs, submitit's warnings (sacct unavailable where accounting is off, one per
+    status poll) are counted instead of printed; one line sums them up at the end."""
+    import logging
+
+    box = types.SimpleNamespace(notes=[])
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            box.notes.append(record.getMessage())
+
+    logger = logging.getLogger("submitit")
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [Count(logging.WARNING)], False
     try:
-        while not all(j.done() for j in jobs):
-            view.update()
-            time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        view.console.print("the jobs keep running on the cluster: `grefel study status` follows them")
-        raise
-    for name, job in zip(names, jobs):
-        _settle(study_dir, name, job)
+        yield box
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        if box.notes:
+            first = " ".join(box.notes[0].split())[:160]
+            sacct = " (sacct: accounting is off here; squeue followed the jobs)" if "sacct" in first else ""
+            console.print(f"scheduler: {len(box.notes)} warning(s){sacct}, e.g. {first}", highlight=False)
 
 
-def _settle(study_dir: Path, name: str, job) -> None:
+def _settle(study_dir: Path, name: str, job, final: str | None = None) -> None:
     """Mark a Slurm run failed when its job ended without the run finishing (killed, cancelled ...)."""
     folder = run_folder(study_dir, name)
-    try:
-        job.result()
-    except Exception as e:  # submitit's UncompletedJobError / FailedJobError: the job itself died
-        if read_status(folder).get("state") not in ("done", "failed"):
+    if read_status(folder).get("state") in ("done", "failed"):
+        return
+    if Path(job.paths.result_pickle).exists():
+        try:
+            job.result()
+            return
+        except Exception as e:  # submitit's FailedJobError: the job itself died
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            err = Path(job.paths.stderr)
-            log = os.path.relpath(err, study_dir) if err.is_file() else rel_run(name, LOG)
-            write_status(folder, state="failed", error=f"Slurm job {job.job_id}: {first}", log=log)
+    else:
+        first = f"ended {final or 'without a result'} before the run finished"
+    err = Path(job.paths.stderr)
+    log = os.path.relpath(err, study_dir) if err.is_file() else rel_run(name, LOG)
+    write_status(folder, state="failed", error=f"Slurm job {job.job_id}: {first}", log=log)
 
 
 # -- progress ---------------------------------------------------------------------------------------------
@@ -337,12 +490,24 @@ class _View:
         total = sum(planned_epochs(r.settings) for r in study.runs)
         self.all = self.progress.add_task(f"study {study.name} (epochs)", total=total, info="")
         self.rows: dict[str, int] = {}
+        self.requeued: set[str] = set()
 
-    def update(self) -> list:
+    def update(self, requeued: set[str] = frozenset()) -> list:
+        """Redraw from the study folder; ``requeued``: runs the scheduler holds in its queue again."""
         states = study_states(self.study_dir, self.study)
-        counts = {k: sum(s.state == k for s in states) for k in ("done", "running", "failed")}
+        for s in states:
+            if s.name in requeued and s.state in ("stopped", "queued", "pending"):
+                s.state = "requeued"
+        if requeued - self.requeued:
+            self.console.print(
+                f"requeued by the scheduler, continuing from last.pt: {', '.join(sorted(requeued - self.requeued))}"
+            )
+        self.requeued |= requeued
+        counts = {k: sum(s.state == k for s in states) for k in ("done", "running", "requeued", "failed")}
         pending = len(states) - sum(counts.values())
         info = f"{counts['done']} done, {counts['running']} running, {counts['failed']} failed, {pending} to go"
+        if counts["requeued"]:
+            info = info.replace(" failed,", f" failed, {counts['requeued']} requeued,")
         self.progress.update(self.all, completed=sum(min(s.epochs_done, s.epochs) for s in states), info=info)
         for s in states:
             if s.state == "running" and s.name not in self.rows:
@@ -370,13 +535,15 @@ def run_study(
     parallel: int | None = None,
     *,
     cluster: str | None = None,
+    rerun: Sequence[str] = (),
     console=None,
 ) -> dict:
     """Run a study file (or continue a study folder); return ``{"folder", "summary", "summary_path", "failed"}``.
 
     ``out``: the study folder (default: beside the file, named after the study). ``parallel``: runs
     at a time (default: one per GPU, else as many as cores). ``cluster``: submitit's cluster for the
-    Slurm executor ("local" runs it on this machine).
+    Slurm executor ("local" runs it on this machine). ``rerun``: runs to train again from scratch
+    (their folders are deleted first), e.g. after a setting of theirs changed.
     """
 
     if executor not in EXECUTORS:
@@ -385,7 +552,9 @@ def run_study(
         raise GrefelError(f"parallel must be at least 1, got {parallel}")
     console = console or make_console()
     study, study_dir, text = open_study(source, out)
-    check_folder(study_dir, study)
+    for name in rerun:
+        study.run(plain_name(name, "run name"))
+    check_folder(study_dir, study, rerun, source)
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -393,6 +562,9 @@ def run_study(
             f"cannot create the study folder {study_dir} ({e.strerror}): give a writable folder"
         ) from None
     with study_lock(study_dir):
+        cleared = clear_reruns(study_dir, study, rerun)
+        if cleared:
+            console.print(f"removed the folders of {', '.join(cleared)} to train them again")
         save_plan(study_dir, study, text)
         made = ensure_label_sets(study)
         if made:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from grefel.study.folder import STATES
 from grefel.study.job import evaluate_command, train_command
-from grefel.study.power import MAX_SEEDS
+from grefel.study.spec import MAX_SEEDS
 from grefel.study.stats import ANECDOTE
 from grefel.study.tables import PLUS_MINUS, context_text, fmt_p
 
@@ -55,7 +55,11 @@ def print_status(states: list, console, title: str = "runs") -> None:
         table.add_column(col, justify=just, overflow="fold")
     style = {"done": "green", "failed": "red", "running": "cyan"}
     for s in states:
-        note = f"{s.error} (log: {s.log})" if s.state == "failed" else (f"job {s.job}" if s.state == "queued" else "")
+        note = f"{s.error} (log: {s.log})" if s.state == "failed" else ""
+        if s.state in ("queued", "requeued"):
+            note = f"job {s.job}" + (
+                ", requeued by the scheduler: it continues from last.pt" if s.state == "requeued" else ""
+            )
         table.add_row(
             s.name,
             f"[{style.get(s.state, '')}]{s.state}" if s.state in style else s.state,

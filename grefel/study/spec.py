@@ -41,6 +41,7 @@ import dataclasses
 import difflib
 import itertools
 import json
+import math
 import os
 import re
 import tomllib
@@ -50,9 +51,11 @@ from typing import Any
 
 from grefel.core import settings
 from grefel.core.errors import GrefelError
+from grefel.core.paths import plain_name
+from grefel.core.settings import MAX_SEED
 from grefel.data.corrupt import MODES
 from grefel.models.presets import list_presets
-from grefel.training.config import TrainConfig
+from grefel.training.config import TrainConfig, validate_settings
 from grefel.training.config import train_argv as argv
 
 STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run", "noise_per_seed", "primary")
@@ -152,8 +155,10 @@ class Study:
 
     @classmethod
     def from_json(cls, d: dict) -> Study:
+        """The study a study folder's study.json holds, its names and settings checked as a study file's
+        are (the folder may come from another machine): a one-line GrefelError otherwise."""
         axes = [Axis(a["name"], a["field"], [AxisValue(**v) for v in a["values"]]) for a in d["axes"]]
-        return cls(
+        study = cls(
             name=d["name"],
             dataset=d["dataset"],
             data_root=d["data_root"],
@@ -168,6 +173,20 @@ class Study:
             noise_per_seed=bool(d.get("noise_per_seed", False)),
             primary=list(d.get("primary") or []),
         )
+        check_names(study)
+        for r in study.runs:
+            validate_settings(r.settings)
+        return study
+
+
+def check_names(study: Study) -> None:
+    """Every name that becomes a file or folder name is a plain name (:func:`grefel.core.paths.plain_name`):
+    the study's, its runs' (``runs/<run>``) and its label sets' (``labels/<set>.h5``)."""
+    plain_name(study.name, "study name")
+    for r in study.runs:
+        plain_name(r.name, "run name")
+    for name in study.label_sets:
+        plain_name(name, "label set name")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +197,13 @@ def run_argv(settings: dict) -> list[str]:
     unset (None) settings and the clean label set are left out."""
 
     return argv({k: v for k, v in settings.items() if v is not None and not (k == "labels" and v == "clean")})
+
+
+def check_model_args(model_args: dict) -> None:
+    """``model_args`` (create_model overrides) checked against the model's constructor without building it."""
+    from grefel.models.grefel import check_overrides  # lazy: torch, only for a study that sets model_args
+
+    check_overrides(model_args)
 
 
 def check_setting(key: str, value: Any) -> str | None:
@@ -329,17 +355,24 @@ def parse_study(text: str, path: Path | None = None) -> Study:
         primary=primary,
     )
     study.runs = expand(study, err)
+    check_names(study)
     return study
+
+
+MAX_SEEDS = 1000  # seeds of one study
+MAX_RUNS = 10_000  # runs of one study (grid values x seeds)
 
 
 def _seeds(value, err) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise err(f"seeds = {value}: give a count of at least 1, or a list of seeds", "study", "seeds")
+        if not 1 <= value <= MAX_SEEDS:
+            raise err(f"seeds = {value}: give a count from 1 to {MAX_SEEDS}, or a list of seeds", "study", "seeds")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        if len(set(value)) != len(value) or min(value) < 0:
-            raise err("seeds must be distinct non-negative integers", "study", "seeds")
+        if len(set(value)) != len(value) or min(value) < 0 or max(value) > MAX_SEED:
+            raise err(f"seeds must be distinct whole numbers from 0 to {MAX_SEED:,}", "study", "seeds")
+        if len(value) > MAX_SEEDS:
+            raise err(f"seeds lists {len(value)} seeds: at most {MAX_SEEDS}", "study", "seeds")
         return list(value)
     raise err(f"seeds = {_show(value)}: give a count (3) or a list of integers ([0, 1, 2])", "study", "seeds")
 
@@ -374,6 +407,11 @@ def _settings(table: dict, err, where: str, here: Path, *keys: str) -> dict:
         reason = check_setting(key, value)
         if reason:
             raise err(f"bad value for {key}: {reason}", where, *keys, key)
+        if key == "model_args":
+            try:
+                check_model_args(value)
+            except GrefelError as e:
+                raise err(f"bad value for model_args: {e}", where, *keys, key) from None
         if key in PATH_FIELDS:
             value = str((here / Path(value).expanduser()).resolve())
         out[key] = value
@@ -462,6 +500,10 @@ def _label_sets(table: dict, base: dict, axes: list[Axis], err) -> dict[str, Lab
 
     out = {}
     for name, spec in table.items():
+        try:
+            plain_name(name, "label set name")
+        except GrefelError as e:
+            raise err(str(e), "label_sets", name) from None
         if not isinstance(spec, dict):
             raise err(
                 f"label set '{name}' must be a table: {{ noise = 0.2, mode = \"symmetric\", seed = 0 }}",
@@ -480,8 +522,10 @@ def _label_sets(table: dict, base: dict, axes: list[Axis], err) -> dict[str, Lab
             )
         if mode not in MODES:
             raise err(f"label set '{name}': mode must be one of {', '.join(MODES)}", "label_sets", name, "mode")
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise err(f"label set '{name}': seed must be a non-negative integer", "label_sets", name, "seed")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise err(
+                f"label set '{name}': seed must be a whole number from 0 to {MAX_SEED:,}", "label_sets", name, "seed"
+            )
         out[name] = LabelSetSpec(name, float(noise), mode, seed)
     for name in _label_set_names(base, axes):
         if name in out:
@@ -610,6 +654,9 @@ def slurm_minutes(value: str | int) -> int:
 def expand(study: Study, err=None) -> list[RunSpec]:
     """Every combination of the grid values x every seed, named from the values."""
     err = err or _Errors(None, "")
+    n = len(study.seeds) * math.prod(len(a.values) for a in study.axes)
+    if n > MAX_RUNS:
+        raise err(f"the grid makes {n:,} runs (values x seeds): a study holds at most {MAX_RUNS:,}", "grid")
     runs, seen = [], {}
     for combo in itertools.product(*(a.values for a in study.axes)):
         for seed in study.seeds:

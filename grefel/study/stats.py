@@ -56,10 +56,10 @@ from pathlib import Path
 import numpy as np
 
 from grefel.core.errors import GrefelError
-from grefel.core.io import write_json
+from grefel.core.io import writable_file, write_json
 from grefel.evaluation.metrics import classification_metrics
 from grefel.evaluation.predictions import read_predictions_meta
-from grefel.study.folder import SUMMARY_JSON, load_plan, study_states
+from grefel.study.folder import SUMMARY_JSON, load_plan, study_files, study_states
 from grefel.study.power import POWER, ci_half_width, minimum_detectable_effect, seeds_for_half_width
 from grefel.study.spec import per_seed_label_set
 
@@ -480,8 +480,9 @@ def _compare(study, metric, i, value, base, ctx, by_cell, done, outcomes) -> dic
 def write_summary(study_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[dict, Path]:
     """:func:`summarize_study` and write it as JSON (default ``<study>/summary.json``)."""
 
-    summary = summarize_study(study_dir)
     path = Path(out) if out is not None else Path(study_dir) / SUMMARY_JSON
+    writable_file(path, "summary file", inputs=study_files(study_dir))  # never one of the study's own files
+    summary = summarize_study(study_dir)
     try:
         write_json(path, summary)
     except OSError as e:

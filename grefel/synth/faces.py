@@ -53,8 +53,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from grefel.core.console import make_console
 from grefel.core.errors import GrefelError
-from grefel.core.io import atomic_path, read_json, write_json
+from grefel.core.io import atomic_path, read_json, writable_dir, write_json
 from grefel.core.paths import SYNTH_MARKER
+from grefel.core.settings import check_seed
 from grefel.core.version import __version__
 
 # FERG-DB's expressions in its README order (the folder suffixes).
@@ -749,6 +750,7 @@ def generate(
         raise GrefelError(f"imbalance is the most / least frequent class ratio, 1 (balanced) to 1000, got {imbalance}")
     if workers < 1:
         raise GrefelError(f"workers must be at least 1, got {workers}")
+    seed = check_seed(seed)
     out = Path(out).expanduser()
     settings = {
         "characters": characters,
@@ -758,6 +760,7 @@ def generate(
         "imbalance": float(imbalance),
     }
     resuming = _check_out(out, settings)
+    writable_dir(out, "folder for the synthetic dataset")  # before any drawing
     counts = class_counts(per_class, imbalance)
     marker = {
         "generator": "grefel synth",

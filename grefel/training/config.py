@@ -42,12 +42,13 @@ class TrainConfig:
         None, help="Prepared dataset name or folder [default: the only one].", panel=PANEL_DATA, short="-d"
     )
     labels: str | None = setting(
-        None, help="Label set from `grefel corrupt` (Table 7) [default: clean].", panel=PANEL_DATA
+        None, help="Label set from `grefel corrupt` (Table 7) [default: clean].", panel=PANEL_DATA, plain_name=True
     )
     split_set: str | None = setting(
         None,
         help="Split set from `grefel refine` (fold0..fold9 for JAFFE) [default: default, else official].",
         panel=PANEL_DATA,
+        plain_name=True,
     )
     refine: bool = setting(
         True, help="Per-epoch data refinement (section 4.1); off: an epoch is a pass over train.", panel=PANEL_DATA
@@ -177,7 +178,11 @@ class TrainConfig:
     )
     weight_decay: float = setting(0.0, help="Adam weight decay.", panel=PANEL_OPTIMISATION, min=0)
     seed: int = setting(
-        0, help="Seed of initialisation, refinement, augmentation and dropout.", panel=PANEL_OPTIMISATION, min=0
+        0,
+        help="Seed of initialisation, refinement, augmentation and dropout.",
+        panel=PANEL_OPTIMISATION,
+        min=0,
+        max=settings.MAX_SEED,
     )
     # -- machinery ---------------------------------------------------------------------------------
     device: str = setting(
@@ -260,6 +265,7 @@ class TrainConfig:
         None,
         help="Run folder name [default: the dataset, preset, label set and start time joined by dashes].",
         panel=PANEL_RUN,
+        plain_name=True,
     )
     resume: str | None = setting(
         None,

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,7 @@ from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.core.io import atomic_path, write_json
 from grefel.core.paths import resolve_dataset
 from grefel.core.recipe import DEFAULT_EPOCHS, PRECISIONS
+from grefel.core.stop import StopRequested, deferred_stop, stop_requested
 from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
 from grefel.data.resident import ResidentBatches, ResidentFaces, faces_nbytes, use_data_on_device
 from grefel.data.shards import PreparedDataset
@@ -593,6 +595,7 @@ def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: 
         # NaN / inf propagate into the sums: checked at the next sync
         meters.update(len(y), **{k: losses[k] for k in LOSS_PARTS}, acc=(out.corrected.argmax(1) == y).double().mean())
         seen += len(y) * run.info.world_size
+        check_stop(run, state, sync=(step + 1) % cfg.log_every == 0 or step + 1 == steps)
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             window = meters.sync()
             if not np.isfinite([window[k] for k in LOSS_PARTS]).all():
@@ -679,6 +682,30 @@ def save_epoch(run: Run, state: RunState, is_best: bool, last_epoch: int) -> Non
         run.last_saved = state.epoch
 
 
+def check_stop(run: Run, state: RunState, sync: bool, epoch_end: bool = False) -> None:
+    """Raise StopRequested when SIGTERM or SIGUSR2 arrived (:mod:`grefel.core.stop`). One process
+    looks at every step; several agree at their sync points (every rank stops at the same step). At
+    an epoch's end last.pt is first brought up to date (it lags with save_every > 1); within an epoch
+    the unfinished epoch is dropped and last.pt keeps the last finished one it holds."""
+    signum = stop_requested()
+    if run.info.enabled:
+        if not sync or gdist.all_ok(signum is None, run.device):
+            return
+        signum = signum or signal.SIGTERM
+    elif signum is None:
+        return
+    if epoch_end and state.epoch > run.last_saved:
+        on_main(run.info, lambda: state.save([run.folder / "last.pt"], run.meta, run.folder))
+        run.last_saved = state.epoch
+    name = signal.Signals(signum).name
+    kept = (
+        f"last.pt holds epoch {run.last_saved} of {run.epochs}; continue with `grefel train --resume {run.folder}`"
+        if run.last_saved
+        else "no epoch had finished, so there is no checkpoint; start the run again"
+    )
+    raise StopRequested(signum, f"stopped by {name} in {run.folder}: {kept}")
+
+
 def log_epoch(run: Run, m: dict, is_best: bool) -> None:
     run.console.print(
         f"epoch {m['epoch']}/{run.epochs}  loss {m['train_loss']:.4f} (cls {m['train_cls']:.4f} "
@@ -763,6 +790,7 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
             }
             is_best = state.end_epoch(metrics)
             save_epoch(run, state, is_best, last_epoch)
+            check_stop(run, state, sync=True, epoch_end=True)
             best = f"best {100 * state.best['val_acc']:.2f}% @ {state.best['epoch']}"
             progress.update(
                 run_task, completed=epoch + 1, info=f"val acc {100 * metrics.get('val_acc', 0):.2f}% ({best})"
@@ -900,12 +928,16 @@ def train(config: TrainConfig) -> Path:
 
     The settings are checked first (a one-line GrefelError naming the setting). With ``resume``
     the run's own settings are used; only the resumable ones (``resumable_settings()``) may differ.
+    SIGTERM or SIGUSR2 (a scheduler preempting, requeueing or nearing the time limit) stops the run
+    between two steps with last.pt whole and up to date with the finished epochs:
+    :class:`grefel.core.stop.StopRequested`, whose message says how to continue.
     """
     config.validate()
     info = gdist.setup(config.device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        return main(config, info)
+        with deferred_stop():  # SIGTERM / SIGUSR2: save and stop between steps (StopRequested), not a crash
+            return main(config, info)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         gdist.teardown()

@@ -47,6 +47,7 @@ class WeightEntry:
     total: int  # ... out of this many
     unused: int  # file keys known never to run
     added: str  # local time, ISO 8601
+    mtime_ns: int | None = None  # the stored file's when its sha256 was last checked (None: registered before)
     store: Path | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -58,12 +59,17 @@ class WeightEntry:
         return f"{self.matched}/{self.total}"
 
     def state(self) -> str:
-        """``ok``, ``missing`` or ``size changed``: a stat, no hashing (:func:`verify_weights` hashes)."""
+        """``ok``, ``missing``, ``size changed`` or ``changed`` (another sha256). A stat, and the file's
+        sha256 when its modification time is not the one recorded (a same-size edit changes it)."""
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
         except OSError:
             return "missing"
-        return "ok" if size == self.size else "size changed"
+        if st.st_size != self.size:
+            return "size changed"
+        if st.st_mtime_ns != self.mtime_ns and sha256_file(self.path) != self.sha256:
+            return "changed"
+        return "ok"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -231,7 +237,9 @@ def registered_entry(kind: str, data_root: str | os.PathLike | None = None) -> W
     state = e.state()
     if state != "ok":
         what = f"a link to {e.source}" if e.mode == "link" else "a copy"
-        how = "is missing" if state == "missing" else "has changed (another size)"
+        how = {"missing": "is missing", "size changed": "has changed (another size)"}.get(
+            state, "has changed since it was registered (another sha256)"
+        )
         raise CheckpointError(
             f"the registered {kind} file {e.path} ({what}) {how}: add it again with `grefel weights add FILE`"
         )

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from grefel.core.errors import CheckpointError, GrefelError, torch_load_failure
-from grefel.core.io import sha256_file
+from grefel.core.io import regular_file, sha256_file
 from grefel.models.grefel import create_model
 from grefel.weights.catalog import (
     DETECTOR_KINDS,
@@ -480,17 +480,17 @@ def _full_encoder():
 
 
 def _add_one(src: Path, store: Path, entries: dict[str, WeightEntry], link: bool, force: bool, encoder) -> AddResult:
-    if not src.is_file():
-        raise GrefelError(f"{src}: no such file")
+    regular_file(src, "weight file")  # a folder, a FIFO ...: say what it is
     if src.stat().st_size == 0:
         raise CheckpointError(f"{src} is empty (0 bytes): download or copy it again")
     sha = sha256_file(src)
     for e in entries.values():
-        if e.sha256 == sha and e.state() == "ok" and not force:  # force re-installs (a damaged copy)
+        # unchanged only when the stored file still hashes to it (a same-size edit is caught); force re-installs
+        if e.sha256 == sha and e.state() != "missing" and sha256_file(e.path) == sha and not force:
             return AddResult(str(src), "unchanged", f"{src.name}: already registered as {e.kind} ({e.file})", e)
     rep = check_weight_file(src, encoder)
     old = entries.get(rep.kind)
-    if old is not None and old.sha256 != sha and not force and old.state() == "ok":
+    if old is not None and old.sha256 != sha and not force and old.state() == "ok":  # a damaged copy is replaced
         msg = f"{src.name}: the store already holds another {rep.kind} file ({old.file}, sha256 {old.sha256[:12]})"
         return AddResult(str(src), "exists", msg, old)
     # detectors under facexlib's own file name (the folder then also works as a weights folder)
@@ -508,6 +508,7 @@ def _add_one(src: Path, store: Path, entries: dict[str, WeightEntry], link: bool
         total=rep.total,
         unused=len(rep.unused),
         added=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        mtime_ns=dest.stat().st_mtime_ns,
         store=store,
     )
     entries[rep.kind] = entry
