@@ -330,11 +330,11 @@ def test_unwritable_predictions_output(tmp_path, read_only_dir):
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "a-folder").mkdir()
     cases = (
-        (tmp_path / "a-file" / "p.parquet", "a-file as the predictions folder: it is a file"),
+        (tmp_path / "a-file" / "p.parquet", "a-file as the folder of the predictions file: it is a file"),
         (tmp_path / "a-file" / "sub" / "p.parquet", "a-file is a file, not a folder"),
         (tmp_path / "a-folder", "is a folder: give a file path"),
-        (read_only_dir / "p.parquet", "cannot write to the predictions folder"),
-        (read_only_dir / "sub" / "p.parquet", "cannot write to the predictions folder"),
+        (read_only_dir / "p.parquet", "cannot write to the folder of the predictions file"),
+        (read_only_dir / "sub" / "p.parquet", "cannot write to the folder of the predictions file"),
     )
     for out, words in cases:
         with pytest.raises(GrefelError, match=words):

@@ -26,3 +26,27 @@ def test_paper_results_shipped():
 
     text = files("grefel.report_assets").joinpath("paper-results.csv").read_text()
     assert "T1,POSTER++" in text or "POSTER" in text
+
+
+def test_the_data_folders_shadow_no_installed_package(tmp_path):
+    """datasets/ and reports/ at the repository root are plain folders, not Python packages: run
+    from the root, `import datasets` still finds an installed package of that name."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    for name in ("datasets", "reports"):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text("INSTALLED = True\n")
+    assert not (ROOT / "datasets" / "__init__.py").exists() and not (ROOT / "reports" / "__init__.py").exists()
+    code = "import datasets, reports; print(datasets.INSTALLED and reports.INSTALLED)"
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_dataset_definitions_are_found_as_package_data():
+    from importlib.resources import files
+
+    names = sorted(p.name for p in files("grefel.definitions").iterdir() if p.name.endswith(".toml"))
+    assert names == [f"{d}.toml" for d in ("affectnet", "affwild2", "ferg", "ferplus", "jaffe", "rafdb")]

@@ -83,7 +83,7 @@ def test_bad_files_do_not_stop_the_batch(photos, ckpt, tmp_path):
     rows = list(csv.DictReader(out.open()))
     errors = {row["file"].rsplit("/", 1)[-1]: row["error"] for row in rows if row["error"]}
     assert "no face found" in errors["coffee.png"]
-    assert "not a readable image" in errors["broken.jpg"]
+    assert "truncated or corrupt image" in errors["broken.jpg"]
     assert "not found" in errors["missing.png"]
     assert sorted(row["file"].rsplit("/", 1)[-1] for row in rows if not row["error"]) == [
         "astronaut.png",
@@ -133,9 +133,7 @@ def test_unwritable_annotation_folder_is_one_line(photos, ckpt, tmp_path):
         r = CliRunner().invoke(
             app, ["predict", "--ckpt", str(ckpt), str(photos / "astronaut.png"), "--save-annotated", str(target)]
         )
-        assert r.exit_code == 1 and error_line(r).startswith(
-            "Error: cannot write to the folder for annotated copies"
-        ), r.output
+        assert r.exit_code == 1 and "the folder for annotated copies" in error_line(r), r.output
 
 
 def test_an_rgba_face_and_the_same_face_on_white_predict_alike(ckpt, tmp_path):

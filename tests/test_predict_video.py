@@ -156,7 +156,7 @@ def test_unwritable_annotation_folder_is_one_line(clips, ckpt, tmp_path):
     for target in (blocker, blocker / "sub"):
         r = run(["--ckpt", ckpt, clips / "two.avi", "--save-annotated", target])
         assert r.exit_code == 1
-        assert error_line(r).startswith("Error: cannot write to the folder for annotated copies"), r.output
+        assert "the folder for annotated copies" in error_line(r), r.output
 
 
 def test_tracker_keeps_ids_through_short_gaps():

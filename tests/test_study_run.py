@@ -167,7 +167,7 @@ def test_slurm_path_on_submitits_local_executor(tmp_path, dataset):
 def test_local_slots_one_run_per_gpu_or_cores_split(monkeypatch):
     from grefel.study import run as R
 
-    monkeypatch.setattr("grefel.core.devices.usable_cores", lambda: 8)
+    monkeypatch.setattr("grefel.study.run.usable_cores", lambda: 8)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
     assert [s.cuda for s in R.local_slots(10, None)] == ["0", "1", "2"]
     assert R.local_slots(10, None, gpus_per_run=2) == [R.Slot("0,1", 8, 2)]

@@ -201,7 +201,7 @@ def test_bad_files_get_one_line_each_and_the_rest_go_in(small, tmp_path, encoder
 
 
 def test_a_failed_install_keeps_the_registry_whole(small, monkeypatch):
-    import grefel.weights.store as ws
+    import grefel.weights.verify as wv
 
     add_weights([small / "detection_mobilenet0.25_Final.pth"])
     reg = (store_dir() / REGISTRY).read_bytes()
@@ -209,7 +209,7 @@ def test_a_failed_install_keeps_the_registry_whole(small, monkeypatch):
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ws, "_install", full_disk)
+    monkeypatch.setattr(wv, "install_file", full_disk)
     r = add_weights([small / "mobilefacenet_model_best.pth.tar"])[0]
     assert r.status == "failed" and "No space left on device" in r.message
     assert (store_dir() / REGISTRY).read_bytes() == reg
@@ -390,7 +390,8 @@ def test_a_registered_detector_that_changed_is_refused(small, tmp_path):
     data[len(data) // 2] ^= 0xFF  # a flipped bit in the weights: same size, so only the hash tells
     det.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="changed since it was registered.*grefel weights add"):
-        FaceAligner("facexlib-mobile0.25", *detector_weights("facexlib-mobile0.25"))
+        path, sha = detector_weights("facexlib-mobile0.25")
+        FaceAligner("facexlib-mobile0.25", path, weights_sha256=sha)
 
 
 def test_predict_finds_the_detector_in_the_store(small, tmp_path, monkeypatch):
