@@ -198,7 +198,7 @@ class RelabelStore:
     """
 
     def __init__(self, labels, relabel_epoch: int = 10, margin: float = 0.2):
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).clone()
+        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))
         self.relabel_epoch, self.margin = relabel_epoch, margin
 
     def __getitem__(self, indexes: torch.Tensor) -> torch.Tensor:
