@@ -75,15 +75,7 @@ def corrupt(
         res = import_noise_list(
             dataset, from_file, name, fmt=list_format, noise=noise, force=force, data_root=data_root
         )
-        console.print(f"label set [bold]{res.name}[/bold]: {res.path}")
-        console.print(
-            f"{from_file.name} ({res.fmt} format): {res.matched} training images labelled, {res.ignored_test} test "
-            f"rows ignored (the test split stays clean); flipped {res.flipped}: realised rate {res.realised:.4f} "
-            f"(recorded as {res.noise:g})"
-        )
-        rates = ", ".join(f"{c} {100 * r:.1f} %" for c, r in zip(res.classes, res.per_class))
-        console.print(f"flip rate per class: {rates}")
-        _print_transitions(console, res.classes, res.transition)
+        _print_import(console, res, from_file)
         return
     if noise is None:
         raise GrefelError("give --noise (a fraction to flip) or --from-file (a published noisy label list)")
@@ -94,6 +86,18 @@ def corrupt(
     console.print(
         f"flipped {res.flipped} of {res.eligible} labels: realised rate {res.realised:.4f} (asked {res.requested:.4f})"
     )
+    _print_transitions(console, res.classes, res.transition)
+
+
+def _print_import(console, res, from_file: Path) -> None:
+    console.print(f"label set [bold]{res.name}[/bold]: {res.path}")
+    console.print(
+        f"{from_file.name} ({res.fmt} format): {res.matched} training images labelled, {res.ignored_test} test "
+        f"rows ignored (the test split stays clean); flipped {res.flipped}: realised rate {res.realised:.4f} "
+        f"(recorded as {res.noise:g})"
+    )
+    rates = ", ".join(f"{c} {100 * r:.1f} %" for c, r in zip(res.classes, res.per_class))
+    console.print(f"flip rate per class: {rates}")
     _print_transitions(console, res.classes, res.transition)
 
 

@@ -146,10 +146,6 @@ def import_noise_list(
     per_class = [float(1 - T[c, c]) if (clean[eligible] == c).any() else 0.0 for c in range(ds.num_classes)]
     nominal = float(noise) if noise is not None else round(realised, 2)
     attrs = {
-        "dataset": ds.name,
-        "protocol": ds.protocol,
-        "classes": json.dumps(ds.classes),
-        "manifest_sha256": ds.manifest_sha256,
         "noise": nominal,
         "mode": "imported",
         "seed": -1,
@@ -159,7 +155,6 @@ def import_noise_list(
         "realised_rate": realised,
         "flipped": int(flipped.sum()),
         "eligible": int(len(eligible)),
-        "scope": "labelled samples outside the official test split, from the list",
         "per_class_flip_rate": json.dumps([round(r, 6) for r in per_class]),
         "transition_matrix": json.dumps(np.round(T, 6).tolist()),
     }
@@ -211,7 +206,16 @@ def _labels_of_rows(path: Path, rows, fmt: str, ds: PreparedDataset, index_of: d
 
 
 def _write(ds: PreparedDataset, name: str, noisy, flipped, attrs: dict, force: bool) -> Path:
+    """labels/<name>.h5 (the schema of ``grefel corrupt``), refusing to replace another set of that name."""
     path = ds.root / LABELS_DIR / f"{name}.h5"
+    attrs = {
+        "dataset": ds.name,
+        "protocol": ds.protocol,
+        "classes": json.dumps(ds.classes),
+        "manifest_sha256": ds.manifest_sha256,
+        "scope": "labelled samples outside the official test split, from the list",
+        **attrs,
+    }
     if path.is_file() and not force:
         old = read_label_set_attrs(ds, name)
         same = old.get("source_sha256") == attrs["source_sha256"] and old.get("manifest_sha256") == ds.manifest_sha256

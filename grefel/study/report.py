@@ -33,6 +33,7 @@ from grefel.report.build import ReportRun, build_report
 from grefel.report.figures import ci_curves_figure, forest_figure
 from grefel.report.page import Section, SectionFigure, Table
 from grefel.report.paper import reference_curves
+from grefel.study.noisy_bench import noisy_bench_section
 from grefel.study.stats import summarize_study
 from grefel.study.tables import PCT, context_text, contexts, dims, fmt_diff, fmt_p, study_tables
 
@@ -75,7 +76,7 @@ def study_report(
     return build_report(
         report_runs,
         out,
-        sections=study_sections(summary),
+        sections=[*study_sections(summary), *filter(None, [noisy_bench_section(summary, study_dir)])],
         problems=problems(summary),
         title=f"GReFEL study: {summary['study']}",
         samples=samples,

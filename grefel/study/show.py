@@ -27,6 +27,8 @@ def print_plan(study, study_dir: Path, console) -> None:
         console.print("baselines: " + ", ".join(f"{a} = {v}" for a, v in study.baselines.items()))
     for spec in study.label_sets.values():
         how = f"{spec.noise:.0%} {spec.mode}, seed {spec.seed}" if spec.noise is not None else "must exist"
+        if spec.from_file:
+            how = f"{spec.noise:.0%} noise, the list {spec.from_file}"
         console.print(f"label set {spec.name}: {how} (made with grefel corrupt when the dataset lacks it)")
     if study.runs:
         ev = shlex.join(evaluate_command(study.runs[0])).replace(study.runs[0].name, "<run>")
