@@ -10,6 +10,7 @@ import torch
 import torchvision
 from helpers import make_prepared
 
+import grefel
 from grefel.core.errors import CheckpointError, DatasetError, GrefelError
 from grefel.data.transforms import augment_uniforms, train_batch
 from grefel.evaluation.evaluate import evaluate
@@ -57,6 +58,11 @@ def test_a_baseline_trains_with_its_recipe_and_evaluates(tmp_path, method):
     np.testing.assert_array_equal(pred.arrays["primary"], pred.arrays["corrected"])  # one distribution
     np.testing.assert_allclose(pred.arrays["corrected"].sum(1), 1, atol=1e-5)
     assert (pred.table["pred_primary"] == pred.table["pred_corrected"]).all()
+    faces = np.stack([np.full((128, 128, 3), 60 * i, np.uint8) for i in range(3)])
+    frame = grefel.load(run / "best.pt", align="none").predict_faces(faces)  # what `grefel predict` runs
+    assert (
+        len(frame) == 3 and frame["p_" + frame.columns[frame.columns.str.startswith("p_")][0][2:]].between(0, 1).all()
+    )
 
 
 def test_rul_classifier_learns_at_ten_times_the_rate(tmp_path):
