@@ -98,3 +98,18 @@ def test_bench_section_numbers_come_from_the_study(finished, tmp_path):
     data = json.loads((out / "report.json").read_text())
     assert "section-noisy-bench" in [s["id"] for s in data["sections"]]
     assert (out / "figures" / "section-noisy-bench" / "error-shares-by-method.png").is_file()
+
+
+def test_the_shipped_noisy_rafdb_study_parses():
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "noisy-rafdb.toml"
+    study = parse_study(path.read_text(), path)
+    assert len(study.runs) == 3 * 5 * 3 and study.baselines["method"] == "grefel"
+    assert {s.name: (s.noise, s.mode) for s in study.label_sets.values()} == {
+        "eac-noise10": (0.1, "imported"),
+        "eac-noise20": (0.2, "imported"),
+        "eac-noise30": (0.3, "imported"),
+    }
+    assert study.label_sets["eac-noise20"].from_file == str(path.parent / "noise02.txt")
+    assert {r.settings.get("method") for r in study.runs} == {"grefel", "eac", "scn", "rul", "ce"}
