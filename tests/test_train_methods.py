@@ -178,3 +178,34 @@ def test_eac_second_view_mirrors_the_first_with_its_own_erasing():
     x, x2 = run(erase=1.0)
     same = (x2 == x.flip(-1)).all(1)  # pixels outside both erased rectangles agree
     assert 0.3 < same.float().mean() < 1.0
+
+
+@pytest.mark.slow
+def test_scn_relabelling_under_torchrun_matches_one_process(tmp_path):
+    """Two gloo processes (torchrun) relabel exactly as one process: every rank applies every rank's
+    changes. lr 1e-9 keeps the weights at their start (see test_train_ddp.py), BatchNorm frozen, so both
+    runs see the same logits; margin 0 relabels every image the model disagrees with, from epoch 1."""
+    import os
+    import subprocess
+    import sys
+
+    make_prepared(n_per_class=8, num_classes=2, split={"train": 0.5, "val": 0.25, "test": 0.25})
+    kw = dict(method="scn", preset="tiny", epochs=2, batch_size=8, freeze_bn=True, lr=1e-9, workers=0)
+    kw.update(scn_relabel_epoch=1, scn_relabel_margin=0.0, device="cpu", quiet=True, dataset="toy")
+    argv = ["train", "--run-dir", str(tmp_path), "--name", "ddp"]
+    argv += [a for k, v in kw.items() for a in _flag(k, v)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([*cmd, "-m", "grefel_cli.main", *argv], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ddp = load_checkpoint(tmp_path / "ddp" / "last.pt")["method_state"]["scn_labels"]
+    one = load_checkpoint(train(TrainConfig(run_dir=str(tmp_path), name="one", **kw)) / "last.pt")
+    assert (ddp != torch.tensor(_clean_labels())).any()  # relabelling happened
+    assert torch.equal(ddp, one["method_state"]["scn_labels"])
+
+
+def _flag(key, value):
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag] if value else ["--no-" + flag[2:]]
+    return [flag, str(value)]
