@@ -11,8 +11,11 @@ Backbones map images (N, 3, H, W) to a feature map (N, C, h, w), by name:
   ceil_mode=True)`` (torchvision: ``padding=1``). Key names and shapes are torchvision's, so
   torchvision's ResNet-50 is built and its strides moved (:func:`caffe_style`); with the same weights
   plain torchvision ResNet-50 computes other features.
-* ``tiny``: four 3x3 conv-BN-ReLU layers (16, 32, 48, 64 channels, strides 2-2-2-1): the CPU-sized
-  variant for tests and studies on synthetic faces (64 px -> 64 x 8 x 8).
+* ``tiny``: a small ResNet (a 3x3 stride-2 stem and one basic block per stage, 16-32-64-128
+  channels, 0.3 M parameters): the CPU-sized variant for tests and studies on synthetic faces
+  (64 px -> 128 x 4 x 4). A plain four-layer CNN of this size stayed near chance on the demo's
+  synthetic faces for 10 epochs; this one learns them about as fast as GReFEL's tiny preset
+  (bench/RESULTS.md).
 
 Presets (``preset`` of ``grefel train`` for a baseline method): ``full`` = ResNet-18 at 224 px (the
 backbone of the published noisy-RAF-DB comparisons; MS-Celeb-1M weights), ``resnet50`` = the
@@ -77,24 +80,30 @@ def caffe_style(net: torchvision.models.ResNet) -> torchvision.models.ResNet:
     return net
 
 
-class TinyCNN(nn.Module):
-    """Four conv-BN-ReLU layers, widths 16-32-48-64, strides 2-2-2-1 (He init, as torchvision's ResNets)."""
+class TinyResNet(nn.Module):
+    """A 3x3 stride-2 stem, then one torchvision ``BasicBlock`` per stage (widths 16-32-64-128, stride 2
+    from the second stage on), He init as torchvision's ResNets: 64 px -> (128, 4, 4)."""
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64)):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
-        layers, c_in = [], 3
-        for i, c in enumerate(widths):
-            stride = 2 if i < len(widths) - 1 else 1
-            layers += [nn.Conv2d(c_in, c, 3, stride, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-            c_in = c
-        self.body = nn.Sequential(*layers)
-        self.out_channels = c_in
+        c = widths[0]
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        blocks = []
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            down = None
+            if stride != 1 or c != w:
+                down = nn.Sequential(nn.Conv2d(c, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+            blocks.append(torchvision.models.resnet.BasicBlock(c, w, stride, down))
+            c = w
+        self.body = nn.Sequential(*blocks)
+        self.out_channels = c
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.body(self.stem(x))
 
 
 def create_backbone(name: str) -> nn.Module:
@@ -104,7 +113,7 @@ def create_backbone(name: str) -> nn.Module:
     if name == "resnet50_caffe":
         return ResNetTrunk(caffe_style(torchvision.models.resnet50(weights=None)))
     if name == "tiny":
-        return TinyCNN()
+        return TinyResNet()
     raise GrefelError(f"unknown baseline backbone {name!r}: use one of {', '.join(BACKBONES)}")
 
 
