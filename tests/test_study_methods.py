@@ -113,3 +113,30 @@ def test_the_shipped_noisy_rafdb_study_parses():
     }
     assert study.label_sets["eac-noise20"].from_file == str(path.parent / "noise02.txt")
     assert {r.settings.get("method") for r in study.runs} == {"grefel", "eac", "scn", "rul", "ce"}
+
+
+def test_paper_tables_see_grefel_settings_only():
+    """A baseline's unused GReFEL settings (here its default label smoothing against GReFEL's 0) must not
+    make a Table 8 out of a method comparison."""
+    from grefel.study.noisy_bench import grefel_only
+    from grefel.study.tables import study_tables
+
+    acc = {"n": 3, "mean": 0.5, "std": 0.1, "ci": [0.4, 0.6], "seeds": [0, 1, 2], "values": [0.4, 0.5, 0.6]}
+    metrics = {"accuracy": acc, "accuracy_primary": acc, "macro_f1": acc}
+    settings = [
+        {
+            "cell": {"model": m},
+            "name": m,
+            "settings": {"method": m, **extra},
+            "label_set": {"name": "sym20"},
+            "metrics": metrics,
+        }
+        for m, extra in (("grefel", {"label_smoothing": 0.0}), ("eac", {}))
+    ]
+    summary = {
+        "axes": [{"name": "model", "field": None, "values": ["grefel", "eac"]}],
+        "settings": settings,
+        "comparisons": [],
+    }
+    assert [t["layout"] for t in study_tables(summary)] == ["Table 8"]  # what the filter prevents
+    assert study_tables(grefel_only(summary)) == []

@@ -54,6 +54,12 @@ def method_of(setting: dict) -> str:
     return setting["settings"].get("method") or "grefel"
 
 
+def grefel_only(summary: dict) -> dict:
+    """The summary with GReFEL's settings only: the paper's ablation tables are GReFEL's, and a
+    baseline's unused GReFEL settings (its label smoothing, say) must not read as an ablation."""
+    return {**summary, "settings": [s for s in summary["settings"] if method_of(s) == "grefel"]}
+
+
 def noise_of(setting: dict) -> float | None:
     noise = (setting.get("label_set") or {}).get("noise")
     return None if noise is None else round(_PCT * float(noise), 4)
