@@ -39,6 +39,10 @@ def train(**params):
     requeueing the job) stops it between two steps with last.pt kept, exit status 143. Multi-GPU /
     multi-node: start the same command under torchrun (see docs/training.md).
 
+    --method ce|eac|scn|rul trains a published noisy-label method (plain cross-entropy, EAC, SCN,
+    RUL) in the same harness instead, on its paper's backbone (ResNet-18; --preset resnet50 or tiny)
+    from its registered weight file, with its own recipe for every setting left unset.
+
     [bold]Examples:[/bold]
 
       grefel weights add ir50.pth mobilefacenet_model_best.pth.tar
@@ -56,6 +60,8 @@ def train(**params):
         --label-smoothing 0.05
 
       grefel train --dataset jaffe --split-set fold3 --no-augment
+
+      grefel train --dataset rafdb --labels eac-noise20 --method eac
 
       grefel train --resume runs/rafdb-full-clean-20250101-120000
 

@@ -11,7 +11,8 @@ from grefel_cli.app import _fail, _Group, app
 weights_app = typer.Typer(
     cls=_Group,
     name="weights",
-    help="Register pretrained weight files (IR-50, MobileFaceNet, POSTER++, facexlib detectors) once.",
+    help="Register pretrained weight files (IR-50, MobileFaceNet, POSTER++, facexlib detectors, the baselines' "
+    "ResNets) once.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -31,10 +32,12 @@ def add(
 
     Recognised: face.evoLVe's backbone_ir50_ms1m_epoch120.pth and POSTER++'s ir50.pth (IR-50),
     mobilefacenet_model_best.pth.tar (MobileFaceNet), a trained POSTER++ checkpoint, and facexlib's
-    detection_Resnet50_Final.pth / detection_mobilenet0.25_Final.pth. Each file's keys and shapes
-    are checked against the model, its sha256 recorded, and it is copied to <data root>/weights.
-    A file that cannot be used gets one error line and the others still go in. `train` finds the
-    IR-50 and MobileFaceNet (or POSTER++) files there, `prepare` and `predict` the detectors.
+    detection_Resnet50_Final.pth / detection_mobilenet0.25_Final.pth, and the noisy-label baselines'
+    backbones resnet18_msceleb.pth, ijba_res18_naive.pth.tar and resnet50_ft_weight.pkl. Each file's
+    keys and shapes are checked against the model, its sha256 recorded, and it is copied to <data
+    root>/weights. A file that cannot be used gets one error line and the others still go in. `train`
+    finds the IR-50 and MobileFaceNet (or POSTER++) files there, and a baseline's backbone; `prepare`
+    and `predict` the detectors.
     Sources and key layouts: docs/model.md.
 
     [bold]Examples:[/bold]

@@ -78,8 +78,14 @@ def test_defaults_and_choices_have_one_source():
 
 
 def test_paper_defaults():
-    """Section 4.1 and the supplement (docs/training.md lists each default's source)."""
-    cfg = TrainConfig()
+    """Section 4.1 and the supplement (docs/training.md lists each default's source); the settings each
+    method's recipe sets are unset (None) until the run resolves them (grefel's row: the paper)."""
+    from grefel.training.config import with_recipe
+
+    assert TrainConfig().lr is None and TrainConfig().refine is None
+    cfg = with_recipe(TrainConfig())
+    assert (cfg.method, cfg.batch_size, cfg.epochs, cfg.refine) == ("grefel", 128, 1000, True)
+    assert (cfg.flip, cfg.rotation, cfg.color) == (0.5, 10.0, 0.2)
     assert (cfg.lr, cfg.gamma, cfg.weight_decay, cfg.dropout, cfg.num_anchors) == (3e-4, 0.995, 0.0, 0.5, 10)
     assert (cfg.lambda_cls, cfg.lambda_anchor, cfg.lambda_center) == (1.0, 1.0, 1.0)
     assert cfg.label_smoothing == 0.11  # Table 8: T = 11, the row of Table 1's Aff-Wild2 figure

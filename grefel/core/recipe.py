@@ -11,3 +11,5 @@ DEFAULT_EPOCHS = 1000  # section 4.1
 RELIABILITY = ("both", "anchors", "mhsa", "none")  # reliability balancing setups (Table 2)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # training precision (not in the paper)
 DATA_ON_DEVICE = ("auto", "on", "off")  # faces held on the training device (grefel.data.resident)
+TRAIN_METHODS = ("grefel", "ce", "eac", "scn", "rul")  # training methods: GReFEL and the noisy-label baselines
+BASELINE_PRESETS = ("full", "resnet50", "tiny")  # backbones of the baselines (grefel.models.resnets)

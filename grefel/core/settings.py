@@ -151,6 +151,8 @@ def to_argv(cls, settings: Mapping[str, Any]) -> list[str]:
         if name not in settings:
             continue
         value, flag = settings[name], flag_of(name, spec)
+        if value is None and default_of(f) is None:  # unset: the declared default (e.g. the method's recipe)
+            continue
         if base is bool:
             argv.append(flag if value else "--no-" + flag[2:])
         elif base is dict:

@@ -2,7 +2,8 @@
 
 :func:`dataset_summary` computes the numbers (counts per split x class, groups per split, attributes,
 skipped items by reason, provenance); :func:`contact_sheet` draws a few faces per class;
-:func:`inspect` does both and prints them.
+:func:`transition_figure` draws a label set's transition matrix against the clean labels;
+:func:`inspect` does all three and prints them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, read_json
 from grefel.core.paths import PROVENANCE, resolve_dataset
 from grefel.data.align import template
+from grefel.data.corrupt import transition_matrix
 from grefel.data.prepare import SKIPPED, print_skipped, reason_kind
 from grefel.data.shards import PreparedDataset
 
 SHEET = "contact-sheet.png"
+TRANSITIONS = "transitions-{}.png"  # a label set's transition matrix, beside the contact sheet by default
 
 
 def dataset_summary(ds: PreparedDataset, label_set: str | None = None, split_set: str | None = None) -> dict:
@@ -159,6 +162,10 @@ def inspect(
         summary["verified"] = verified
     sheet = Path(sheet) if sheet else ds.root / SHEET
     summary["sheet"] = str(contact_sheet(ds, sheet, per_class, seed, labels=ds.labels(label_set)))
+    if label_set not in (None, "", "clean"):
+        noise = label_noise(ds, label_set)
+        path = transition_figure(ds, label_set, sheet.parent / TRANSITIONS.format(label_set), noise)
+        summary.update(noise=noise, transitions=str(path))
     if show:
         _print(summary)
     return summary
@@ -224,3 +231,63 @@ def _print(s: dict) -> None:
     if "verified" in s:
         con.print(f"sha256 of every shard checked against the manifest: all {s['shards']} match")
     con.print(escape(f"contact sheet: {s['sheet']}"))
+    if "noise" in s:
+        n = s["noise"]
+        rates = ", ".join(f"{c} {100 * r:.1f} %" for c, r in zip(s["classes"], n["per_class"]))
+        con.print(
+            f"label set {s['label_set']} against the clean labels: {n['flipped']:,} of {n['eligible']:,} "
+            f"non-test labels differ ({100 * n['rate']:.2f} %); per class: {rates}"
+        )
+        con.print(escape(f"transition matrix: {s['transitions']}"))
+
+
+def label_noise(ds: PreparedDataset, label_set: str) -> dict:
+    """A label set against the clean labels over the labelled non-test images: flip rate overall and per
+    clean class, and the transition matrix ``T[i][j] = P(label set j | clean i)``."""
+    clean, noisy = ds.labels(), ds.labels(label_set)
+    official = ds.meta["split"].to_numpy().astype(str)
+    keep = (clean >= 0) & (noisy >= 0) & (official != "test")
+    T = transition_matrix(clean[keep], noisy[keep], ds.num_classes)
+    present = [bool((clean[keep] == c).any()) for c in range(ds.num_classes)]
+    return {
+        "eligible": int(keep.sum()),
+        "flipped": int((clean[keep] != noisy[keep]).sum()),
+        "rate": float((clean[keep] != noisy[keep]).mean()) if keep.any() else 0.0,
+        "per_class": [float(1 - T[c, c]) if present[c] else 0.0 for c in range(ds.num_classes)],
+        "transition": T.tolist(),
+    }
+
+
+def transition_figure(ds: PreparedDataset, label_set: str, path: str | os.PathLike, noise: dict | None = None) -> Path:
+    """A PNG heat map of the label set's transition matrix (rows: clean class, columns: its label in the set)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    noise = noise or label_noise(ds, label_set)
+    T = np.asarray(noise["transition"])
+    k = ds.num_classes
+    fig, ax = plt.subplots(figsize=(1.6 + 0.62 * k, 1.0 + 0.55 * k))
+    ax.imshow(T, vmin=0, vmax=1, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            dark = T[i, j] > 0.5
+            ax.text(j, i, f"{T[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    names = [f"{c} ({100 * r:.1f} %)" for c, r in zip(ds.classes, noise["per_class"])]
+    ax.set_xticks(range(k), ds.classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel(f"label in {label_set}")
+    ax.set_ylabel("clean label (its flip rate)")
+    rate = f"{100 * noise['rate']:.2f} % of {noise['eligible']:,} labels flipped"
+    ax.set_title(f"{ds.name}, {label_set}: {rate}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    except OSError as e:
+        raise GrefelError(f"cannot write {path} ({e.strerror or e}): give a sheet path in a writable folder") from None
+    finally:
+        plt.close(fig)
+    return path

@@ -31,7 +31,7 @@ from grefel.core.paths import resolve_dataset
 from grefel.data.shards import LABELS_DIR, PreparedDataset
 from grefel.data.transforms import MODEL_INPUT, eval_batch
 from grefel.evaluation.predictions import CONFIDENCES, DISTRIBUTIONS, read_predictions_meta, write_predictions
-from grefel.models.grefel import model_from_kwargs
+from grefel.models.factory import model_from_record
 from grefel.training.checkpoint import load_checkpoint
 
 CHUNK = 2048  # samples per resumable part file
@@ -50,7 +50,7 @@ def model_from_checkpoint(
             "pass a run's best.pt or last.pt"
         )
     try:
-        model = model_from_kwargs(kwargs, cfg)
+        model = model_from_record(kwargs, cfg)
     except (TypeError, ValueError, KeyError, GrefelError) as e:
         raise CheckpointError(
             f"{path}: its model_config cannot build a model with this grefel ({e}): "

@@ -7,9 +7,11 @@ model. Distributions are probabilities over the dataset's classes (rows sum to 1
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -51,3 +53,38 @@ class GReFELOutput:
 
 def _apply(t: torch.Tensor | None, method: str, *args, **kwargs) -> torch.Tensor | None:
     return None if t is None else getattr(t, method)(*args, **kwargs)
+
+
+def single_distribution_output(logits: torch.Tensor, embedding: torch.Tensor) -> GReFELOutput:
+    """The output of a model with one class distribution (the noisy-label baselines EAC, SCN, RUL, CE).
+
+    ``primary`` and ``corrected`` both hold ``softmax(logits)`` (so their argmaxes agree and nothing is
+    "fixed" or "broken" by a correction); the corrections are uniform with confidence 0, as an absent
+    correction is in GReFEL (eq. 18-19 then leave the primary distribution as it is); ``conf_primary``
+    is C_f of that distribution; ``tokens`` is the embedding as a single token; no anchors.
+    """
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    logits = logits.to(dtype)
+    log_p = F.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    b, c = logits.shape
+    uniform = torch.full((b, c), 1.0 / c, device=logits.device, dtype=dtype)
+    zero = logits.new_zeros(b)
+    conf = 1 + (p * log_p).sum(-1) / math.log(c)  # C_f of eq. 10-11: 1 - H(p) / log C
+    return GReFELOutput(
+        logits=logits,
+        primary=p,
+        geometric=uniform,
+        attentive=uniform,
+        correction=uniform,
+        corrected=p,
+        conf_primary=conf.clamp(0, 1),
+        conf_geometric=zero,
+        conf_attentive=zero,
+        conf_correction=zero,
+        similarity=logits.new_zeros(b, c, 0),
+        embedding=embedding,
+        tokens=embedding.unsqueeze(1),
+        log_corrected=log_p,
+        anchors=None,
+    )

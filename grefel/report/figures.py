@@ -373,3 +373,25 @@ def save_figure(fig: Figure, stem: str | os.PathLike) -> dict:
         "data_uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
         "panels": panels,
     }
+
+
+@_styled
+def method_error_shares_figure(panels: Sequence[dict], classes: Sequence[str]) -> Figure:
+    """Fig. 8 per method: each true class's share of all wrong predictions, one bar per method and class.
+
+    ``panels``: ``[{"title", "methods": {method: shares (one per class, summing to 1)}}]``, one panel each.
+    """
+    fig = Figure(figsize=(max(7.0, 0.75 * len(classes) * 2), 3.2 * len(panels)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, squeeze=False)[:, 0])
+    for ax, panel in zip(axes, panels):
+        methods = list(panel["methods"])
+        width = 0.8 / max(len(methods), 1)
+        x = np.arange(len(classes))
+        for k, m in enumerate(methods):
+            pct = 100 * np.asarray(panel["methods"][m], dtype=float)
+            ax.bar(x + (k - (len(methods) - 1) / 2) * width, pct, width, label=m)
+        ax.set_xticks(x, list(classes), rotation=30)
+        ax.set_ylabel("% of wrong predictions")
+        ax.set_title(panel["title"], fontsize=9)
+        ax.legend(fontsize=7, ncol=len(methods))
+    return fig

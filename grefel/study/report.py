@@ -38,6 +38,7 @@ from grefel.report.build import ReportRun, build_report
 from grefel.report.figures import ci_curves_figure, forest_figure
 from grefel.report.page import Section, SectionFigure, Table
 from grefel.report.paper import reference_curves
+from grefel.study.noisy_bench import grefel_only, noisy_bench_section
 from grefel.study.stats import summarize_study
 from grefel.study.tables import (
     PCT,
@@ -91,7 +92,7 @@ def study_report(
     return build_report(
         report_runs,
         out,
-        sections=study_sections(summary),
+        sections=[*study_sections(summary), *filter(None, [noisy_bench_section(summary, study_dir)])],
         problems=problems(summary),
         title=f"GReFEL study: {summary['study']}",
         samples=samples,
@@ -131,7 +132,7 @@ def problems(summary: dict) -> list[str]:
 def study_sections(summary: dict) -> list[Section]:
     """The study's sections of the page, in order (see the module docstring)."""
     sections = [_overview(summary)]
-    tables = study_tables(summary)
+    tables = study_tables(grefel_only(summary))  # GReFEL's ablations; the baselines have their own section
     if tables:
         sections.append(_paper_section(tables))
     if summary["comparisons"]:

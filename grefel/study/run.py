@@ -38,6 +38,7 @@ from grefel.core.devices import usable_cores
 from grefel.core.errors import DatasetError, GrefelError
 from grefel.core.paths import plain_name, resolve_dataset
 from grefel.data.corrupt import corrupt, read_label_set_attrs
+from grefel.data.noise_lists import import_noise_list
 from grefel.data.shards import PreparedDataset
 from grefel.study.folder import (
     LOCK_FILE,
@@ -144,6 +145,14 @@ def ensure_label_sets(study) -> list[str]:
                     f"the study asks for {spec.noise} {spec.mode} seed {spec.seed}: "
                     "name the study's label set differently"
                 )
+        elif spec.from_file:  # a published list (grefel corrupt --from-file)
+            if not Path(spec.from_file).is_file():
+                raise DatasetError(
+                    f"label set '{spec.name}' is not in {ds.name} and its list {spec.from_file} is missing: put the "
+                    f"file there, or import it first with `grefel corrupt --dataset {ds.name} --from-file FILE "
+                    f"--name {spec.name}`"
+                )
+            made.append(import_noise_list(ds.root, spec.from_file, spec.name, noise=spec.noise).name)
         elif spec.noise is None:
             raise DatasetError(
                 f"label set '{spec.name}' is not in {ds.name} and the study does not say how to make it: "

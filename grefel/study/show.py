@@ -34,7 +34,9 @@ def print_plan(study, study_dir: Path, console) -> None:
     for spec in specs:
         how = f"{spec.noise:.0%} {spec.mode}, seed {spec.seed}" if spec.noise is not None else "must exist"
         name = spec.name
-        if study.noise_per_seed:
+        if spec.from_file:
+            how = f"{spec.noise:.0%} noise, the list {spec.from_file}"
+        elif study.noise_per_seed:
             name = spec.name.removesuffix(f"-s{spec.seed}")
             how = f"{spec.noise:.0%} {spec.mode}, drawn per training seed: {name}-s<seed>, seeds {study.seeds}"
         console.print(f"label set {name}: {how} (made with grefel corrupt when the dataset lacks it)")

@@ -18,6 +18,7 @@
 
     [label_sets]                  # only for names that are not sym<P> / asym<P>[-s<seed>]
     noisy = { noise = 0.3, mode = "asymmetric", seed = 1 }
+    eac-noise20 = { from_file = "noise02.txt", noise = 0.2 }    # a published list (grefel corrupt --from-file)
 
     [baseline]                    # what each grid axis is compared against (defaults below)
     reliability = "none"
@@ -52,11 +53,14 @@ from typing import Any
 from grefel.core import settings
 from grefel.core.errors import GrefelError
 from grefel.core.paths import plain_name
+from grefel.core.recipe import BASELINE_PRESETS
 from grefel.core.settings import MAX_SEED
 from grefel.data.corrupt import MODES
+from grefel.models.factory import method_presets
 from grefel.models.presets import list_presets
-from grefel.training.config import TrainConfig, validate_settings
+from grefel.training.config import TrainConfig, defaults, validate_settings
 from grefel.training.config import train_argv as argv
+from grefel.training.recipes import method_conflict
 
 STUDY_KEYS = ("name", "dataset", "data_root", "seeds", "gpus_per_run", "noise_per_seed", "primary")
 TABLES = ("study", "train", "grid", "label_sets", "baseline", "slurm")
@@ -71,7 +75,7 @@ STUDY_OWNED = {
     "stop_after": "the study runs every run to its last epoch",
     "quiet": "the study keeps each run's output in its log",
 }
-PATH_FIELDS = ("data_root", "ir50", "mobilefacenet", "poster")
+PATH_FIELDS = ("data_root", "ir50", "mobilefacenet", "poster", "backbone_weights")
 LABEL_SET_NAME = re.compile(r"^(a?sym)(\d+(?:\.\d+)?)(?:-s(\d+))?$")
 NAME_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 SHORT = {  # name part of a grid value: K10, rb_none, ls0.11 ...
@@ -104,6 +108,7 @@ class LabelSetSpec:
     noise: float | None = None
     mode: str | None = None
     seed: int = 0
+    from_file: str | None = None  # a published list to import (mode "imported")
 
 
 @dataclass
@@ -212,8 +217,9 @@ def check_setting(key: str, value: Any) -> str | None:
 
     _, spec, base, optional = settings.specs(TrainConfig)[key]
     why = settings.problem(value, spec, base, optional)
-    if why is None and key == "preset" and value not in list_presets():
-        why = f"must be one of {', '.join(list_presets())} (got {value!r})"
+    presets = list_presets() + [p for p in BASELINE_PRESETS if p not in list_presets()]
+    if why is None and key == "preset" and value not in presets:
+        why = f"must be one of {', '.join(presets)} (got {value!r})"
     return why
 
 
@@ -331,7 +337,7 @@ def parse_study(text: str, path: Path | None = None) -> Study:
         raise err(f"gpus_per_run = {_show(gpus)}: give a number of GPUs (0: the CPU)", "study", "gpus_per_run")
     base = _settings(doc.get("train", {}), err, "train", here)
     axes = _axes(doc.get("grid", {}), err, here)
-    label_sets = _label_sets(doc.get("label_sets", {}), base, axes, err)
+    label_sets = _label_sets(doc.get("label_sets", {}), base, axes, err, here)
     noise_per_seed = head.get("noise_per_seed", False)
     if not isinstance(noise_per_seed, bool):
         raise err("noise_per_seed must be true or false", "study", "noise_per_seed")
@@ -461,7 +467,7 @@ def _scalar_value(key: str, value, err, here: Path) -> AxisValue:
     label = _fmt(value)
     if isinstance(value, bool):
         part = key if value else f"no_{key}"
-    elif key == "labels":
+    elif key in ("labels", "method"):
         part = value
     elif key in SHORT:
         part = f"{SHORT[key]}{label}"
@@ -495,10 +501,11 @@ def _label_set_names(base: dict, axes: list[Axis]) -> list[str]:
     return list(dict.fromkeys(n for n in names if n != "clean"))
 
 
-def _label_sets(table: dict, base: dict, axes: list[Axis], err) -> dict[str, LabelSetSpec]:
+def _label_sets(table: dict, base: dict, axes: list[Axis], err, here: Path) -> dict[str, LabelSetSpec]:
     """Label sets the runs use, with how to make each: [label_sets], else the name, else must exist."""
 
     out = {}
+    keys = ("noise", "mode", "seed", "from_file")
     for name, spec in table.items():
         try:
             plain_name(name, "label set name")
@@ -511,10 +518,11 @@ def _label_sets(table: dict, base: dict, axes: list[Axis], err) -> dict[str, Lab
                 name,
             )
         for k in spec:
-            if k not in ("noise", "mode", "seed"):
-                raise err(
-                    _unknown(k, ("noise", "mode", "seed"), "key") + f" in label set '{name}'", "label_sets", name, k
-                )
+            if k not in keys:
+                raise err(_unknown(k, keys, "key") + f" in label set '{name}'", "label_sets", name, k)
+        if "from_file" in spec:
+            out[name] = _imported_label_set(name, spec, err, here)
+            continue
         noise, mode, seed = spec.get("noise"), spec.get("mode", "symmetric"), spec.get("seed", 0)
         if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < 1:
             raise err(
@@ -548,7 +556,7 @@ def _per_seed_label_sets(label_sets: dict, table: dict, seeds: list[int], err) -
     """noise_per_seed: every generated label set becomes one per training seed, drawn with that seed."""
     out = {}
     for name, spec in label_sets.items():
-        if spec.noise is None:
+        if spec.noise is None or spec.mode == "imported":
             raise err(
                 f"noise_per_seed needs label sets the study generates, but '{name}' must already exist in the "
                 "dataset: define it under [label_sets] with noise and mode, or set noise_per_seed = false",
@@ -586,7 +594,7 @@ def _primary(value, axes: list[Axis], err) -> list[str]:
 
 def default_baseline(axis: Axis) -> str:
     """What an axis is compared against without [baseline]: reliability 'none', the smallest K, clean
-    labels, or the first value listed."""
+    labels, the method GReFEL, or the first value listed."""
     labels = [v.label for v in axis.values]
     if axis.field == "reliability" and "none" in labels:
         return "none"
@@ -594,7 +602,21 @@ def default_baseline(axis: Axis) -> str:
         return min(axis.values, key=lambda v: v.settings["num_anchors"]).label
     if axis.field == "labels" and "clean" in labels:
         return "clean"
+    if axis.field == "method" and "grefel" in labels:  # every method against GReFEL
+        return "grefel"
     return labels[0]
+
+
+def _imported_label_set(name: str, spec: dict, err, here: Path) -> LabelSetSpec:
+    """``{ from_file = "noise02.txt", noise = 0.2 }``: a published list, imported when the dataset lacks it."""
+    file, noise = spec["from_file"], spec.get("noise")
+    if not isinstance(file, str) or not file:
+        raise err(f"label set '{name}': from_file must be the path of a list file", "label_sets", name, "from_file")
+    if set(spec) - {"from_file", "noise"}:
+        raise err(f"label set '{name}': a list from a file takes only from_file and noise", "label_sets", name)
+    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < 1:
+        raise err(f"label set '{name}': give noise, the level the list stands for (0.2 for 20 %)", "label_sets", name)
+    return LabelSetSpec(name, float(noise), "imported", -1, str((here / Path(file).expanduser()).resolve()))
 
 
 def _baselines(table: dict, axes: list[Axis], err) -> dict[str, str]:
@@ -670,6 +692,18 @@ def expand(study: Study, err=None) -> list[RunSpec]:
             if study.noise_per_seed and settings.get("labels", "clean") != "clean":
                 settings["labels"] = per_seed_label_set(settings["labels"], seed)
             settings = {k: v for k, v in settings.items() if v is not None}
+            why = _method_problem(settings)
+            if why:
+                raise err(f"run {name}: {why}", "grid")
             seen[name] = True
             runs.append(RunSpec(name, seed, {a.name: v.label for a, v in zip(study.axes, combo)}, settings))
     return runs
+
+
+def _method_problem(settings: dict) -> str | None:
+    """Why a run's settings do not fit its method (a preset it lacks, another method's setting), or None."""
+    method = settings.get("method", "grefel")
+    preset = settings.get("preset", defaults()["preset"])
+    if preset not in method_presets(method):
+        return f"method {method} has no preset {preset!r} (use one of {', '.join(method_presets(method))})"
+    return method_conflict(settings, defaults())

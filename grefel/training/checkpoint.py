@@ -7,7 +7,8 @@ Keys (format version 1)::
     format_version    1
     grefel_version    version that wrote it
     model             model state_dict
-    model_config      keyword arguments of grefel.models.create_model (preset, num_classes, ...)
+    model_config      keyword arguments of grefel.models.create_model (preset, num_classes, ...); a
+                      baseline's also names its method (grefel.models.factory.create_method_model)
     model_kwargs      the resolved GReFEL constructor arguments (preset applied); rebuilds the model
                       even after a preset changes
     dataset           {"name", "protocol", "classes", "manifest_sha256", "path"}
@@ -16,6 +17,7 @@ Keys (format version 1)::
     epoch             epochs completed
     metrics           the last validation metrics (dict)
     optimizer, scheduler, scaler, rng    training state for --resume (absent in exported files)
+    method_state      the training method's own state for --resume (SCN: its relabelled labels)
 
 Writes are atomic (temporary name, fsync, rename): a crash or a full disk never leaves a broken
 file in place of a good one.

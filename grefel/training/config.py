@@ -13,14 +13,16 @@ of each. The module stays light (no torch): the CLI imports it at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from grefel.core import settings
 from grefel.core.errors import GrefelError
-from grefel.core.recipe import DATA_ON_DEVICE, DEFAULT_EPOCHS, N_PG, PER_CLASS, PRECISIONS, RELIABILITY
+from grefel.core.recipe import DATA_ON_DEVICE, N_PG, PER_CLASS, PRECISIONS, RELIABILITY, TRAIN_METHODS
 from grefel.core.settings import setting
+from grefel.training.recipes import RECIPE_FIELDS, method_conflict, recipe_values
 
 PANEL_DATA = "Data and refinement"
 PANEL_AUGMENT = "Augmentation (Table 5)"
@@ -28,6 +30,8 @@ PANEL_MODEL = "Model and ablations (Tables 2, 6)"
 PANEL_LOSS = "Loss (eq. 23; Tables 3, 4, 8)"
 PANEL_OPTIMISATION = "Optimisation"
 PANEL_RUN = "Run, devices and precision"
+PANEL_METHOD = "Method: GReFEL or a noisy-label baseline (EAC, SCN, RUL, CE)"
+RECIPE = "[default: the method's recipe"  # help of the settings each method's recipe sets (training.recipes)
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile modes
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
@@ -50,8 +54,11 @@ class TrainConfig:
         panel=PANEL_DATA,
         plain_name=True,
     )
-    refine: bool = setting(
-        True, help="Per-epoch data refinement (section 4.1); off: an epoch is a pass over train.", panel=PANEL_DATA
+    refine: bool | None = setting(
+        None,
+        help=f"Per-epoch data refinement (section 4.1); off: an epoch is a pass over train {RECIPE}: on for "
+        "grefel, off for the baselines].",
+        panel=PANEL_DATA,
     )
     n_pg: int | None = setting(
         N_PG,
@@ -78,14 +85,72 @@ class TrainConfig:
         panel=PANEL_AUGMENT,
         min=1,
     )
-    flip: float = setting(0.5, help="Probability of a horizontal flip.", panel=PANEL_AUGMENT, min=0, max=1)
-    rotation: float = setting(10.0, help="Rotation range in degrees (+-).", panel=PANEL_AUGMENT, min=0, max=180)
-    color: float = setting(
-        0.2, help="Brightness / contrast / saturation jitter strength.", panel=PANEL_AUGMENT, min=0, max=1
+    flip: float | None = setting(
+        None, help=f"Probability of a horizontal flip {RECIPE}; grefel 0.5].", panel=PANEL_AUGMENT, min=0, max=1
+    )
+    rotation: float | None = setting(
+        None, help=f"Rotation range in degrees (+-) {RECIPE}; grefel 10].", panel=PANEL_AUGMENT, min=0, max=180
+    )
+    color: float | None = setting(
+        None,
+        help=f"Brightness / contrast / saturation jitter strength {RECIPE}; grefel 0.2].",
+        panel=PANEL_AUGMENT,
+        min=0,
+        max=1,
     )
     erase: float = setting(0.5, help="Probability of random erasing.", panel=PANEL_AUGMENT, min=0, max=1)
+    # -- method ------------------------------------------------------------------------------------
+    method: str | None = setting(
+        None,
+        help="What to train: grefel (the paper), or a published noisy-label method in the same harness: ce "
+        "(plain cross-entropy), eac (Zhang et al., ECCV 2022), scn (Wang et al., CVPR 2020), rul (Zhang et al., "
+        "NeurIPS 2021) [default: grefel].",
+        panel=PANEL_METHOD,
+        choices=TRAIN_METHODS,
+    )
+    backbone_weights: str | None = setting(
+        None,
+        help="A baseline's pretrained backbone file (MS-Celeb-1M ResNet-18 resnet18_msceleb.pth or "
+        "ijba_res18_naive.pth.tar; VGGFace2 ResNet-50 resnet50_ft_weight.pkl) [default: the weights store's].",
+        panel=PANEL_METHOD,
+        path=True,
+    )
+    eac_lambda: float = setting(
+        5.0, help="EAC: weight lambda of the flip attention-consistency loss.", panel=PANEL_METHOD, min=0
+    )
+    scn_beta: float = setting(
+        0.7,
+        help="SCN: share of each batch in the high-importance group (beta).",
+        panel=PANEL_METHOD,
+        min=0,
+        max=1,
+        min_open=True,
+        max_open=True,
+    )
+    scn_margin: float = setting(
+        0.07,
+        help="SCN: rank-regularisation margin delta_1 (the README's 0.07 at batch 64; the paper's 0.15 at 1024).",
+        panel=PANEL_METHOD,
+        min=0,
+    )
+    scn_relabel_margin: float = setting(0.2, help="SCN: relabelling margin delta_2.", panel=PANEL_METHOD, min=0, max=1)
+    scn_relabel_epoch: int = setting(
+        10, help="SCN: first epoch (counted from 1) that relabels.", panel=PANEL_METHOD, min=1
+    )
+    rul_fc_lr: float = setting(
+        10.0,
+        help="RUL: learning rate of the classifier, as a multiple of lr.",
+        panel=PANEL_METHOD,
+        min=0,
+        min_open=True,
+    )
     # -- model -------------------------------------------------------------------------------------
-    preset: str = setting("full", help="Model preset: full (the paper) or tiny (CPU-sized).", panel=PANEL_MODEL)
+    preset: str = setting(
+        "full",
+        help="Model preset: full (the paper's: GReFEL's POSTER++ encoder, a baseline's ResNet-18) or tiny "
+        "(CPU-sized); the baselines also take resnet50 (the VGGFace2 ResNet-50).",
+        panel=PANEL_MODEL,
+    )
     reliability: str = setting(
         "both",
         help="Table 2: both, anchors, mhsa or none (no reliability balancing).",
@@ -160,23 +225,32 @@ class TrainConfig:
     # -- optimisation ------------------------------------------------------------------------------
     epochs: int | None = setting(
         None,
-        help=f"Epochs [default: {DEFAULT_EPOCHS}; with --resume: the run's own].",
+        help=f"Epochs {RECIPE}, grefel 1000; with --resume: the run's own].",
         panel=PANEL_OPTIMISATION,
         min=1,
         resumable=True,
     )
-    batch_size: int = setting(
-        128,
-        help="Global batch size (split over torchrun processes; 2 or more each).",
+    batch_size: int | None = setting(
+        None,
+        help=f"Global batch size, split over torchrun processes, 2 or more each {RECIPE}; grefel 128].",
         panel=PANEL_OPTIMISATION,
         short="-b",
         min=2,
     )
-    lr: float = setting(3e-4, help="Adam learning rate.", panel=PANEL_OPTIMISATION, min=0, min_open=True)
-    gamma: float = setting(
-        0.995, help="Exponential learning-rate decay per epoch.", panel=PANEL_OPTIMISATION, min=0, max=1, min_open=True
+    lr: float | None = setting(
+        None, help=f"Adam learning rate {RECIPE}; grefel 3e-4].", panel=PANEL_OPTIMISATION, min=0, min_open=True
     )
-    weight_decay: float = setting(0.0, help="Adam weight decay.", panel=PANEL_OPTIMISATION, min=0)
+    gamma: float | None = setting(
+        None,
+        help=f"Exponential learning-rate decay per epoch {RECIPE}; grefel 0.995].",
+        panel=PANEL_OPTIMISATION,
+        min=0,
+        max=1,
+        min_open=True,
+    )
+    weight_decay: float | None = setting(
+        None, help=f"Adam weight decay (L2) {RECIPE}; grefel 0].", panel=PANEL_OPTIMISATION, min=0
+    )
     seed: int = setting(
         0,
         help="Seed of initialisation, refinement, augmentation and dropout.",
@@ -284,8 +358,27 @@ class TrainConfig:
     quiet: bool = setting(False, help="No live view.", panel=PANEL_RUN, short="-q", resumable=True)
 
     def validate(self) -> None:
-        """Raise a one-line GrefelError naming the first setting outside its declared type or range."""
-        validate_settings(asdict(self))
+        """Raise a one-line GrefelError naming the first setting outside its declared type or range, or
+        set for a method that does not use it."""
+        values = asdict(self)
+        validate_settings(values)
+        why = method_conflict(values, defaults())
+        if why:
+            raise GrefelError(why)
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting's declared default (None: the method's recipe, :func:`with_recipe`)."""
+    return {name: settings.default_of(f) for name, (f, _, _, _) in settings.specs(TrainConfig).items()}
+
+
+def with_recipe(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its method named (grefel when unset) and every recipe setting left unset (None)
+    taken from that method's recipe on its preset (:mod:`grefel.training.recipes`)."""
+    method = cfg.method or "grefel"
+    recipe = recipe_values(method, cfg.preset)
+    unset = {k: recipe[k] for k in RECIPE_FIELDS if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, method=method, **unset)
 
 
 def resumable_settings() -> tuple[str, ...]:

@@ -54,12 +54,21 @@ from grefel.data.loader import EvalBatches, RankBatches, epoch_plan, make_loader
 from grefel.data.resident import ResidentBatches, ResidentFaces, faces_nbytes, use_data_on_device
 from grefel.data.shards import PreparedDataset
 from grefel.data.transforms import TrainAugment, augment_uniforms, eval_batch, train_batch
-from grefel.models.grefel import create_model, model_from_kwargs
+from grefel.models.factory import create_method_model, model_from_record
+from grefel.models.grefel import create_model
 from grefel.models.losses import GReFELLoss
 from grefel.training import distributed as gdist
 from grefel.training import tblog
 from grefel.training.checkpoint import load_checkpoint, save_checkpoint
-from grefel.training.config import CUDAGRAPH_MODES, TrainConfig, resumable_settings
+from grefel.training.config import CUDAGRAPH_MODES, TrainConfig, resumable_settings, with_recipe
+from grefel.training.methods import (
+    MethodStep,
+    StepBatch,
+    check_method_fits,
+    make_step,
+    warmup_ramp,  # noqa: F401 (its old home: grefel.training.loop.warmup_ramp)
+)
+from grefel.weights.backbones import load_backbone, plan_backbone
 from grefel.weights.store import plan_pretrained
 from grefel.weights.verify import load_pretrained
 
@@ -110,6 +119,14 @@ def build_model(cfg: TrainConfig, num_classes: int, sources: dict | None = None)
     return create_model(cfg.preset, num_classes, **overrides)
 
 
+def build_method_model(cfg: TrainConfig, num_classes: int, sources: dict | None = None) -> torch.nn.Module:
+    """The model of ``cfg.method``: GReFEL (:func:`build_model`) or a baseline on its preset (``model_args``
+    override the baseline's constructor arguments, e.g. ``input_size``)."""
+    if (cfg.method or "grefel") == "grefel":
+        return build_model(cfg, num_classes, sources)
+    return create_method_model(cfg.method, cfg.preset, num_classes, **cfg.model_args)
+
+
 def build_loss(cfg: TrainConfig) -> torch.nn.Module:
 
     return GReFELLoss(
@@ -118,12 +135,6 @@ def build_loss(cfg: TrainConfig) -> torch.nn.Module:
         lambda_center=cfg.lambda_center,
         label_smoothing=cfg.label_smoothing,
     )
-
-
-def warmup_ramp(progress: float, warmup: float) -> float:
-    """Warm-up factor after ``progress`` epochs: a linear ramp from 0 to 1 over ``warmup`` epochs
-    (lambda_a and lambda_c with ``aux_warmup``; the correction with ``correction_warmup``)."""
-    return 1.0 if warmup <= 0 else min(1.0, progress / warmup)
 
 
 def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
@@ -234,14 +245,22 @@ class RunState:
     epoch: int = 0  # epochs completed
     best: dict = field(default_factory=lambda: {"epoch": -1, "val_acc": -1.0})
     history: list[dict] = field(default_factory=list)  # one metrics row per epoch
+    step: MethodStep | None = None  # the method's step (its state goes into checkpoints)
 
     @classmethod
-    def create(cls, cfg: TrainConfig, model: torch.nn.Module, device: torch.device, precision: str) -> RunState:
-        params = [p for p in model.parameters() if p.requires_grad]
+    def create(
+        cls,
+        cfg: TrainConfig,
+        model: torch.nn.Module,
+        device: torch.device,
+        precision: str,
+        step: MethodStep | None = None,
+    ) -> RunState:
+        params = step.param_groups(model) if step else [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        return cls(model, optimizer, scheduler, scaler, device)
+        return cls(model, optimizer, scheduler, scaler, device, step=step)
 
     def end_epoch(self, metrics: dict) -> bool:
         """Record an epoch's metrics row; True when its validation accuracy is the best so far."""
@@ -269,6 +288,7 @@ class RunState:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
+            **({"method_state": self.step.state_dict()} if self.step is not None else {}),
         }
 
     def save(self, paths: list[Path], meta: dict, folder: Path) -> None:
@@ -295,6 +315,8 @@ class RunState:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.step is not None:
+            self.step.load_state_dict(ckpt.get("method_state") or {}, path)
         self.epoch = int(ckpt["epoch"])
         self.history = list(ckpt.get("history", []))
         self.best = dict(ckpt.get("best", self.best))
@@ -332,6 +354,12 @@ def resume_config(given: TrainConfig, ckpt: dict, path: Path) -> TrainConfig:
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     stored = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in fields})
+    trained = stored.method or (ckpt.get("model_config") or {}).get("method") or "grefel"
+    if given.method and given.method != trained:
+        raise CheckpointError(
+            f"{path} is a checkpoint of method {trained}, not {given.method}: resume it as {trained} (leave method "
+            "unset), or start a new run"
+        )
     same_dataset = {stored.dataset, ckpt["dataset"].get("name"), ckpt["dataset"].get("path")}
     changed = [
         name
@@ -368,6 +396,9 @@ def check_checkpoint_fits(ckpt: dict, ds, label_set: str | None, path) -> None:
             f"{path} was trained on another preparation of {ds.name} (manifest hash differs): "
             "resume needs the same prepared dataset; start a new run instead"
         )
+    trained = (ckpt.get("model_config") or {}).get("method") or "grefel"
+    if trained != ((ckpt.get("config") or {}).get("method") or "grefel"):
+        raise CheckpointError(f"{path} is inconsistent (its model is a {trained} model, its settings another method)")
     if (ckpt.get("label_set") or "clean") != (label_set or "clean"):
         raise CheckpointError(
             f"{path} was trained with label set '{ckpt.get('label_set')}', not '{label_set or 'clean'}'"
@@ -422,7 +453,8 @@ def load_data(cfg: TrainConfig) -> TrainData:
 def new_run_folder(cfg: TrainConfig, ds_name: str, info: gdist.DistInfo) -> Path:
     """``<run_dir>/<name>`` (rank 0's name on every rank); refuses a folder that holds a run."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = cfg.name or f"{ds_name}-{cfg.preset}-{cfg.labels or 'clean'}-{stamp}"
+    method = "" if (cfg.method or "grefel") == "grefel" else f"{cfg.method}-"
+    name = cfg.name or f"{ds_name}-{method}{cfg.preset}-{cfg.labels or 'clean'}-{stamp}"
     folder = gdist.broadcast_object(Path(cfg.run_dir or "runs") / name)
     if not gdist.all_ok(not (folder / "last.pt").exists(), info.device):
         raise GrefelError(
@@ -539,9 +571,9 @@ class Run:
         return self.cfg.compile and self.cfg.compile_mode in CUDAGRAPH_MODES and self.device.type == "cuda"
 
 
-def diverged(run: Run, window: dict, epoch: int, step: int, lr: float) -> TrainingDiverged:
+def diverged(run: Run, window: dict, epoch: int, step: int, lr: float, names=LOSS_PARTS) -> TrainingDiverged:
     """The error for a non-finite loss: where, each loss part, and what to try."""
-    parts = ", ".join(f"{k} {window[k]:.4g}" for k in LOSS_PARTS)
+    parts = ", ".join(f"{k} {window[k]:.4g}" for k in names)
     kept = (
         f"kept the last good checkpoint {run.folder / 'last.pt'} (epoch {run.last_saved})"
         if run.last_saved
@@ -566,46 +598,54 @@ def augment_settings(cfg: TrainConfig) -> TrainAugment:
 def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: int, run: Run, progress) -> dict:
     """One epoch of steps; the epoch's average losses and accuracy, images/s and training time."""
 
-    cfg, device, steps = run.cfg, run.device, len(loader)
+    cfg, device, steps, method = run.cfg, run.device, len(loader), state.step
     aug, lr = augment_settings(cfg), state.optimizer.param_groups[0]["lr"]
-    meters = MetricLogger((*LOSS_PARTS, "acc"), device)
+    meters = MetricLogger((*method.parts, "acc"), device)
     task = progress.add_task(f"epoch {epoch + 1}/{run.epochs}", total=steps, info="")
     t0, seen = time.perf_counter(), 0
     for step, batch in enumerate(loader):
         images = batch["images"].to(device, non_blocking=True)
-        y = batch["labels"].to(device, non_blocking=True)
-        if cfg.augment:  # the epoch's uniforms are on the device already: no copy per step
-            x = train_batch(images, uniforms[batch["pos"].to(uniforms.device, non_blocking=True)], aug)
-        else:
-            x = eval_batch(images, crop=cfg.crop)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+
+        def view(u, images=images):  # this batch's model input under augmentation rows u
+            x = train_batch(images, u, aug) if u is not None else eval_batch(images, crop=cfg.crop)
+            return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+        # the epoch's uniforms are on the device already: no copy per step
+        u = uniforms[batch["pos"].to(uniforms.device, non_blocking=True)] if cfg.augment else None
+        b = StepBatch(
+            view(u),
+            batch["labels"].to(device, non_blocking=True),
+            batch["index"].to(device, non_blocking=True),
+            u,
+            view,
+            epoch + step / steps,
+            run.autocast,
+            batch["pos"],
+        )
         if run.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with run.autocast():
-            out = model(x)
-        progress_epochs = epoch + step / steps
-        criterion.aux_scale = warmup_ramp(progress_epochs, cfg.aux_warmup)
-        criterion.correction_scale = warmup_ramp(progress_epochs, cfg.correction_warmup)
-        losses = criterion(out, y)
+        losses, pred = method.losses(model, criterion, b)
+        y = method.labels(b)  # the labels of the loss (SCN's relabelled ones)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(losses["total"]).backward()
         state.scaler.step(state.optimizer)
         state.scaler.update()
+        method.after_step(epoch + 1)
         # NaN / inf propagate into the sums: checked at the next sync
-        meters.update(len(y), **{k: losses[k] for k in LOSS_PARTS}, acc=(out.corrected.argmax(1) == y).double().mean())
+        meters.update(len(y), **{k: losses[k] for k in method.parts}, acc=(pred.argmax(1) == y).double().mean())
         seen += len(y) * run.info.world_size
         check_stop(run, state, sync=(step + 1) % cfg.log_every == 0 or step + 1 == steps)
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             window = meters.sync()
-            if not np.isfinite([window[k] for k in LOSS_PARTS]).all():
-                raise diverged(run, window, epoch, step, lr)
+            if not np.isfinite([window[k] for k in method.parts]).all():
+                raise diverged(run, window, epoch, step, lr, method.parts)
             avg = meters.avg
+            parts = " ".join(f"{k[:4]} {avg[k]:.3f}" for k in method.parts[1:])
             progress.update(
                 task,
                 completed=step + 1,
-                info=f"loss {avg['total']:.3f} (cls {avg['cls']:.3f} anc {avg['anchor']:.3f} "
-                f"cen {avg['center']:.3f}) acc {100 * avg['acc']:.1f}% {seen / (time.perf_counter() - t0):.0f} img/s",
+                info=f"loss {avg['total']:.3f} ({parts}) acc {100 * avg['acc']:.1f}% "
+                f"{seen / (time.perf_counter() - t0):.0f} img/s",
             )
     train_time = time.perf_counter() - t0
     progress.remove_task(task)
@@ -613,9 +653,7 @@ def train_one_epoch(model, criterion, state: RunState, loader, uniforms, epoch: 
     return {
         "lr": float(lr),
         "train_loss": avg["total"],
-        "train_cls": avg["cls"],
-        "train_anchor": avg["anchor"],
-        "train_center": avg["center"],
+        **{f"train_{k}": avg[k] for k in method.parts[1:]},
         "train_acc": avg["acc"],
         "images_per_s": float(seen / train_time),
     }
@@ -706,10 +744,10 @@ def check_stop(run: Run, state: RunState, sync: bool, epoch_end: bool = False) -
     raise StopRequested(signum, f"stopped by {name} in {run.folder}: {kept}")
 
 
-def log_epoch(run: Run, m: dict, is_best: bool) -> None:
+def log_epoch(run: Run, m: dict, is_best: bool, parts: tuple[str, ...] = LOSS_PARTS) -> None:
+    terms = " ".join(f"{k} {m[f'train_{k}']:.4f}" for k in parts[1:])
     run.console.print(
-        f"epoch {m['epoch']}/{run.epochs}  loss {m['train_loss']:.4f} (cls {m['train_cls']:.4f} "
-        f"anchor {m['train_anchor']:.4f} center {m['train_center']:.4f})  train acc "
+        f"epoch {m['epoch']}/{run.epochs}  loss {m['train_loss']:.4f} ({terms})  train acc "
         f"{100 * m['train_acc']:.2f}%  val acc "
         + (f"{100 * m['val_acc']:.2f}%  " if "val_acc" in m else "-  ")
         + f"{m['images_per_s']:.0f} img/s"
@@ -770,6 +808,7 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
                 per_class=cfg.per_class,
             )
             uniforms = augment_uniforms(len(plan.indices), cfg.seed, epoch).to(run.device)
+            state.step.begin_epoch(epoch, len(plan.indices), run.device)
             sampler.set_plan(plan.indices)
             torch.manual_seed(derive_seed(cfg.seed, epoch, info.rank, 7))  # dropout / drop-path of this epoch
             set_train_mode(model, cfg.freeze_bn)
@@ -795,7 +834,7 @@ def run_epochs(run: Run, state: RunState, data: TrainData, model, criterion, las
             progress.update(
                 run_task, completed=epoch + 1, info=f"val acc {100 * metrics.get('val_acc', 0):.2f}% ({best})"
             )
-            log_epoch(run, metrics, is_best)
+            log_epoch(run, metrics, is_best, state.step.parts)
             if writer is not None:
                 show = (epoch + 1) % cfg.confusion_every == 0 or epoch + 1 == last_epoch
                 tblog.write_epoch_events(writer, metrics, extras, ds.classes, confusion=show)
@@ -818,11 +857,15 @@ def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sour
     since), else from the settings, started from the weight files ``sources`` (:func:`pretrained_files`);
     and the weights report. Prints one line per file loaded."""
     if ckpt is not None:
-        return model_from_kwargs(ckpt.get("model_kwargs"), ckpt.get("model_config")), None
-    model = build_model(cfg, num_classes, sources)
+        return model_from_record(ckpt.get("model_kwargs"), ckpt.get("model_config")), None
+    model = build_method_model(cfg, num_classes, sources)
     if not sources:
         return model, None
-
+    if "backbone_weights" in sources:  # a baseline's backbone file
+        report = load_backbone(model, sources["backbone_weights"], allow_partial=cfg.allow_partial)
+        for source in report.sources:
+            run_console.print(f"pretrained {source.line()}", highlight=False)
+        return model, report
     report = load_pretrained(model, **{k: str(p) for k, p in sources.items()}, allow_partial=cfg.allow_partial)
     for source in report.sources:
         run_console.print(f"pretrained {source.line()}", highlight=False)
@@ -833,6 +876,18 @@ def pretrained_files(cfg: TrainConfig) -> dict[str, Path]:
     """The weight files a new run starts from: those given, the rest from the weights store. A preset
     with published weights (``full``) refuses to start without them unless ``from_scratch``."""
 
+    if (cfg.method or "grefel") != "grefel":
+        if cfg.from_scratch and cfg.backbone_weights:
+            raise GrefelError(
+                "from_scratch starts from random weights, yet backbone_weights was given: drop one or the other"
+            )
+        hint = "or set from_scratch to train from random weights on purpose"
+        found = (
+            None
+            if cfg.from_scratch
+            else plan_backbone(cfg.method, cfg.preset, cfg.data_root, cfg.backbone_weights, hint)
+        )
+        return {"backbone_weights": found} if found else {}
     given = {k: getattr(cfg, k) for k in ("ir50", "mobilefacenet", "poster") if getattr(cfg, k)}
     if cfg.from_scratch:
         if given:
@@ -867,8 +922,7 @@ def main(cfg: TrainConfig, info: gdist.DistInfo) -> Path:
     if cfg.resume:
         path, ckpt = load_resume_checkpoint(cfg.resume)
         cfg = resume_config(cfg, ckpt, path)
-    else:
-        cfg = dataclasses.replace(cfg)
+    cfg = with_recipe(cfg)  # the method's recipe where a setting is unset (a copy)
     per_process, rest = divmod(cfg.batch_size, info.world_size)
     if rest or per_process < 2:
         raise GrefelError(
@@ -880,6 +934,7 @@ def main(cfg: TrainConfig, info: gdist.DistInfo) -> Path:
     setup_determinism(cfg, info.device)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg)
+    check_method_fits(cfg, data.ds, data.labels[data.pool], info.world_size)
     folder = path.parent if ckpt else new_run_folder(cfg, data.ds.name, info)
     created = on_main(info, lambda: make_run_folder(folder, resuming=ckpt is not None)) or []
     try:
@@ -887,22 +942,24 @@ def main(cfg: TrainConfig, info: gdist.DistInfo) -> Path:
         if not hasattr(model, "model_config"):
             raise GrefelError("the model has no model_config: grefel.models.create_model must set it")
         model, model_ddp = place_model(model, cfg, info)
-        state = RunState.create(cfg, model, info.device, precision)
+        criterion = build_loss(cfg).to(info.device) if cfg.method == "grefel" else None
+        state = RunState.create(cfg, model, info.device, precision, make_step(cfg, data.labels, info.device, criterion))
         if ckpt is not None:
             check_checkpoint_fits(ckpt, data.ds, cfg.labels, path)
             state.resume(ckpt, path)
-        epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS
+        epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS  # with_recipe sets it; old runs lack it
         record = run_record(cfg, data, model, epochs, precision, info)
         meta = {k: record[k] for k in ("dataset", "label_set", "split_set", "config")}
         run = Run(cfg, info, precision, folder, epochs, meta, console, last_saved=state.epoch)
         on_main(info, lambda: write_start(folder, record, state.history, weights_report))
         last_epoch = epochs if cfg.stop_after is None else min(epochs, state.epoch + cfg.stop_after)
         console.print(
-            f"run {folder}: {data.ds.name} ({len(data.pool)} train / {len(data.val_idx)} val images), preset "
-            f"{cfg.preset}, labels {record['label_set']}, {info.world_size} process(es) on {info.device}, "
+            f"run {folder}: {data.ds.name} ({len(data.pool)} train / {len(data.val_idx)} val images), method "
+            f"{cfg.method}, preset {cfg.preset}, labels {record['label_set']}, {info.world_size} process(es) on "
+            f"{info.device}, "
             f"{precision}, epochs {state.epoch + 1}..{last_epoch} of {epochs}"
         )
-        run_epochs(run, state, data, model_ddp, build_loss(cfg).to(info.device), last_epoch)
+        run_epochs(run, state, data, model_ddp, state.step.criterion.to(info.device), last_epoch)
     except BaseException:
         if ckpt is None and info.is_main:
             discard_unfinished(folder, created)

@@ -32,24 +32,29 @@ replaced by an inert placeholder (nothing of theirs is imported or run) and list
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import pickle
 import re
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from grefel.core.errors import CheckpointError, GrefelError, torch_load_failure
 from grefel.core.io import regular_file, sha256_file
 from grefel.models.grefel import create_model
+from grefel.models.resnets import create_backbone
 from grefel.weights.catalog import (
+    BACKBONE_KINDS,
     DETECTOR_KINDS,
     FACEXLIB_WEIGHTS,
     HOW_TO_GET,
@@ -116,7 +121,9 @@ class SourceReport:
             k, why = next(iter(self.mismatched.items()))
             out.append(f"{len(self.mismatched)} shape mismatches (e.g. {k}: {why})")
         if self.missing:
-            part = "detector" if self.kind in DETECTOR_KINDS else "encoder"
+            part = (
+                "detector" if self.kind in DETECTOR_KINDS else "backbone" if self.kind in BACKBONE_KINDS else "encoder"
+            )
             out.append(f"{len(self.missing)} {part} keys missing (e.g. {self.missing[0]})")
         if self.unexpected:
             out.append(f"{len(self.unexpected)} unexpected keys (e.g. {self.unexpected[0]})")
@@ -186,6 +193,50 @@ class _Inert:
         pass
 
 
+_NUMPY_GLOBALS = {  # what a pickle of numpy arrays refers to (Python 2 and 3, numpy 1 and 2), and nothing else
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays, dicts and plain values only: any other global is refused,
+    so reading an untrusted file runs no code of its choosing (what ``weights_only`` does for torch files)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _NUMPY_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weight file")
+        if module == "_codecs":
+            return codecs.encode
+        if module == "collections":
+            return dict
+        if module == "numpy":
+            return getattr(np, name)
+        core = getattr(np, "_core", None) or np.core
+        return getattr(core.multiarray, name)
+
+
+def read_pickled_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
+    """A plain pickle (Python 2 ``latin1`` or 3) of a dict of numpy arrays, as tensors; None when the file
+    is anything else (a torch zip file, another pickle, garbage)."""
+    if zipfile.is_zipfile(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            obj = _ArraysOnly(f, encoding="latin1").load()
+    except Exception:  # an untrusted file can make the unpickler raise anything
+        return None
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, np.ndarray) for v in obj.values()):
+        return None
+    return {str(k): torch.from_numpy(np.array(v)) for k, v in obj.items()}
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Read a weight file (``weights_only=True``) -> (flat tensor dict, names of ignored pickled objects)."""
     path = Path(path)
@@ -197,6 +248,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], l
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        arrays = read_pickled_arrays(path)
+        if arrays is not None:  # a plain pickle of numpy arrays (EAC's resnet50_ft_weight.pkl)
+            return _flatten(arrays, path), []
         try:
             ignored = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         except Exception:
@@ -342,7 +396,41 @@ def identify(sd: dict[str, torch.Tensor]) -> tuple[str, str] | None:
         return "ir50", "POSTER++ split IR-50"
     if {"conv1.conv.weight", "conv2_dw.conv.weight"} <= keys and has("conv_6_sep."):
         return "mobilefacenet", "MobileFaceNet 68-point landmarks"
+    if {"conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight"} <= keys:
+        if "layer1.0.conv3.weight" in keys:
+            return "resnet50-vggface2", "ResNet-50 (VGGFace2 Caffe conversion layout)"
+        if has("feature."):
+            return "resnet18-dream", "DREAM ResNet-18 (ijba_res18_naive)"
+        return "resnet18", "ResNet-18 (torchvision layout)"
     return None
+
+
+@lru_cache(maxsize=3)
+def _trunk_shapes(backbone: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a baseline backbone (built once, random weights)."""
+    return {k: tuple(v.shape) for k, v in create_backbone(backbone).state_dict().items()}
+
+
+def match_backbone(kind: str, sd: dict[str, torch.Tensor], path: str | os.PathLike) -> tuple[SourceReport, dict]:
+    """Key accounting of a baseline backbone file (``kind`` of :data:`BACKBONE_KINDS`) against its trunk,
+    and the tensors to load. The pretraining task's classifier (``fc``, DREAM's ``feature``) never runs in a
+    baseline (each method has its own head): reported unused."""
+    own = _trunk_shapes(BACKBONE_KINDS[kind])
+    rep = SourceReport(kind=kind, path=str(path), format=(identify(sd) or ("", ""))[1])
+    to_load = {}
+    for key, value in sd.items():
+        if key.split(".")[0] in ("fc", "feature"):
+            rep.unused[key] = "classifier of the pretraining task (the method has its own head)"
+        elif key not in own:
+            rep.unexpected.append(key)
+        elif tuple(value.shape) != own[key]:
+            rep.mismatched[key] = f"file {tuple(value.shape)} vs model {own[key]}"
+        else:
+            to_load[key] = value
+            rep.matched.append(key)
+    # BatchNorm counts are not weights: a converted file without them loads (they start at 0)
+    rep.missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    return rep, to_load
 
 
 @lru_cache(maxsize=2)
@@ -387,11 +475,16 @@ def check_weight_file(
     if found is None:
         if any(k.startswith("encoder.") for k in sd):
             raise CheckpointError(f"{name} is a grefel run checkpoint, not a pretrained weight file")
-        known = "face.evoLVe or POSTER++ IR-50, MobileFaceNet, a POSTER++ checkpoint, facexlib RetinaFace"
+        known = (
+            "face.evoLVe or POSTER++ IR-50, MobileFaceNet, a POSTER++ checkpoint, facexlib RetinaFace, "
+            "a baseline's ResNet-18 / ResNet-50"
+        )
         raise CheckpointError(f"{name} is no known weight file (keys such as {next(iter(sd))}; known: {known})")
     kind, fmt = found
     if kind in DETECTOR_KINDS:
         rep = match_detector(kind, sd, path)
+    elif kind in BACKBONE_KINDS:
+        rep, _ = match_backbone(kind, sd, path)
     else:
         if encoder is None:
             encoder = lambda: create_model("full", 7).encoder  # noqa: E731
