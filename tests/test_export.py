@@ -155,7 +155,7 @@ def test_bad_onnx_files_fail_cleanly(tiny, astronaut, tmp_path):
     bare = tmp_path / "bare.onnx"
     onnx_lib.save(m, str(bare))
     r = CliRunner().invoke(app, ["predict", "--onnx", str(bare), str(astronaut)])
-    assert r.exit_code == 1 and "lacks grefel's metadata" in error_line(r)
+    assert r.exit_code == 1 and "not a model written by grefel export" in error_line(r)
 
     r = CliRunner().invoke(app, ["predict", str(astronaut)])
     assert r.exit_code == 2 and "--ckpt" in r.output  # neither --ckpt nor --onnx
