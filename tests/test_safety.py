@@ -263,7 +263,9 @@ def test_a_changed_setting_is_refused_naming_the_run_and_rerun_trains_it_again(t
     b = tmp_path / "s" / "runs" / "b-s0"
     trained = (b / "best.pt").stat().st_mtime_ns
     r = study('{ name = "a" }, { name = "b", lr = 0.001 }')  # b comes back with another lr
-    err = _one_line_error(r, "run b-s0", "lr 0.0003 (default) -> 0.001", f"grefel study run {path} --rerun b-s0")
+    err = _one_line_error(
+        r, "run b-s0", "lr the method's recipe (default) -> 0.001", f"grefel study run {path} --rerun b-s0"
+    )
     assert "trained with other settings" in err and (b / "best.pt").stat().st_mtime_ns == trained
     r = _cli("study", "run", path, "--rerun", "b-s0", "--parallel", "1")
     assert r.exit_code == 0 and "1 done, 1 to run" in r.output, r.output

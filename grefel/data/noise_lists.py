@@ -29,15 +29,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from grefel.core.errors import DatasetError
-from grefel.core.io import atomic_path, sha256_file
-from grefel.core.paths import resolve_dataset
+from grefel.core.io import sha256_file
+from grefel.core.paths import plain_name, resolve_dataset
 from grefel.data.corrupt import read_label_set_attrs, transition_matrix
 from grefel.data.definitions import load_definition
-from grefel.data.shards import LABELS_DIR, PreparedDataset
+from grefel.data.shards import LABELS_DIR, PreparedDataset, write_label_set
 
 LIST_FORMATS = ("auto", "rafdb", "scn")
 LIST_DATASET = "rafdb"  # the dataset both published formats name images of
@@ -207,7 +206,7 @@ def _labels_of_rows(path: Path, rows, fmt: str, ds: PreparedDataset, index_of: d
 
 def _write(ds: PreparedDataset, name: str, noisy, flipped, attrs: dict, force: bool) -> Path:
     """labels/<name>.h5 (the schema of ``grefel corrupt``), refusing to replace another set of that name."""
-    path = ds.root / LABELS_DIR / f"{name}.h5"
+    path = ds.root / LABELS_DIR / f"{plain_name(name, 'label set name')}.h5"
     attrs = {
         "dataset": ds.name,
         "protocol": ds.protocol,
@@ -225,11 +224,7 @@ def _write(ds: PreparedDataset, name: str, noisy, flipped, attrs: dict, force: b
                 "or set force to replace it"
             )
     try:
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("label", data=noisy.astype(np.int16))
-            f.create_dataset("flipped", data=flipped)
-            for k, v in attrs.items():
-                f.attrs[k] = v
+        write_label_set(ds.root, name, noisy, flipped, attrs)
     except OSError as e:
         raise DatasetError(f"cannot write {path} ({e.strerror or e}): the dataset folder must be writable") from None
     return path

@@ -103,7 +103,10 @@ def setting_changes(before: dict, after: dict) -> str:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
     def shown(d: dict, k: str) -> str:
-        return str(d[k]) if k in d or k not in fields else f"{default_of(fields[k])} (default)"
+        if k in d or k not in fields:
+            return str(d[k])
+        default = default_of(fields[k])
+        return "the method's recipe (default)" if default is None else f"{default} (default)"
 
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     show = ", ".join(f"{k} {shown(before, k)} -> {shown(after, k)}" for k in changed[:3])
