@@ -409,3 +409,85 @@ def train_argv(values: Mapping[str, Any]) -> list[str]:
     """
     validate_settings(values)
     return settings.to_argv(TrainConfig, values)
+
+
+# -- grefel pretrain ---------------------------------------------------------------------------------
+PANEL_FACES = "Pretraining faces"
+PANEL_STAGE1 = "Stage 1: the two streams"
+PANEL_STAGE2 = "Stage 2: the whole encoder"
+PRETRAIN_IR_TASKS = ("identity", "expression", "both")
+PRETRAIN_ENCODER_TASKS = ("none", "expression", "identity")
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of ``grefel pretrain`` (defaults: the recipe of docs/pretrain.md, which made the
+    shipped weights with ``encoder_task="expression"``)."""
+
+    seed: int = setting(
+        1000, help="Synthesis seed of the pretraining faces (the demo's data use seed 0).", panel=PANEL_FACES, min=0
+    )
+    characters: int = setting(  # at most grefel.synth.faces.MAX_CHARACTERS (a light module reads no synth)
+        600, help="Identities to learn (one synthesis seed has 702).", panel=PANEL_FACES, min=2, max=702
+    )
+    per_expression: int = setting(4, help="Images per character and expression.", panel=PANEL_FACES, min=1)
+    draw_size: int = setting(128, help="Side the faces are drawn at (the demo's).", panel=PANEL_FACES, min=16)
+    store: int = setting(
+        56,
+        help="Side the drawn faces are kept at; training sees random input-size windows of them "
+        "(48 of 56 = the recipe's 112 of 128).",
+        panel=PANEL_FACES,
+        min=8,
+    )
+    input_size: int = setting(48, help="Side of the network input (the tiny preset's).", panel=PANEL_FACES, min=8)
+    val_per_character: int = setting(
+        2, help="Images per character held out to validate the pretext tasks.", panel=PANEL_FACES, min=1
+    )
+    cache: str | None = setting(
+        None, help=".npz of the drawn faces, reused when its settings match.", panel=PANEL_FACES, path=True
+    )
+    epochs: int = setting(12, help="Epochs of stage 1.", panel=PANEL_STAGE1, min=1)
+    batch_size: int = setting(128, help="Batch size (both stages).", panel=PANEL_STAGE1, short="-b", min=2)
+    lr: float = setting(
+        2e-3, help="AdamW learning rate of stage 1 (cosine decay, half an epoch of warm-up).", panel=PANEL_STAGE1, min=0
+    )
+    weight_decay: float = setting(5e-4, help="AdamW weight decay (both stages).", panel=PANEL_STAGE1, min=0)
+    ir_task: str = setting(
+        "identity",
+        help="Pretext of the image stream: identity (the analogue of IR-50's face recognition), expression, both.",
+        panel=PANEL_STAGE1,
+        choices=PRETRAIN_IR_TASKS,
+    )
+    embed_dim: int = setting(64, help="Width of the image stream's pretext embedding.", panel=PANEL_STAGE1, min=2)
+    margin: float = setting(0.35, help="CosFace margin m.", panel=PANEL_STAGE1, min=0)
+    scale: float = setting(30.0, help="CosFace scale s.", panel=PANEL_STAGE1, min=0, min_open=True)
+    streams: str | None = setting(
+        None,
+        help="Folder holding stage 1's tiny-ir.pth and tiny-mobilefacenet.pth: start from them and skip stage 1.",
+        panel=PANEL_STAGE1,
+        path=True,
+    )
+    encoder_task: str = setting(
+        "none",
+        help="Stage 2: train the whole tiny encoder on the pretraining faces' expression or identity and write "
+        "tiny-encoder.pth (what the tiny preset starts from); none: skip.",
+        panel=PANEL_STAGE2,
+        choices=PRETRAIN_ENCODER_TASKS,
+    )
+    encoder_epochs: int = setting(8, help="Epochs of stage 2.", panel=PANEL_STAGE2, min=1)
+    encoder_lr: float = setting(1e-3, help="AdamW learning rate of stage 2.", panel=PANEL_STAGE2, min=0)
+    train_seed: int = setting(0, help="Seed of initialisation, batches and augmentation.", panel=PANEL_RUN, min=0)
+    workers: int = setting(1, help="Drawing processes.", panel=PANEL_RUN, min=1)
+    threads: int = setting(1, help="Torch threads while training.", panel=PANEL_RUN, min=1)
+
+    def validate(self) -> None:
+        """Raise a one-line GrefelError naming the first setting outside its declared type or range, or
+        settings that do not fit together."""
+        settings.validate(PretrainConfig, asdict(self), what="pretraining setting")
+        if self.val_per_character >= 7 * self.per_expression:
+            raise GrefelError(
+                f"val_per_character ({self.val_per_character}) must leave training images of every character: "
+                f"at most {7 * self.per_expression - 1} with per_expression {self.per_expression}"
+            )
+        if self.input_size > self.store:
+            raise GrefelError(f"input_size ({self.input_size}) must not exceed store ({self.store})")
