@@ -24,6 +24,7 @@ from grefel.weights.store import (
     plan_pretrained,
     read_registry,
     registered_file,
+    shipped_file,
     store_dir,
 )
 from grefel.weights.verify import add_weights, identify
@@ -332,7 +333,7 @@ def test_full_preset_without_weights_is_one_line_naming_files_and_sources():
 
 
 def test_full_preset_sources_from_the_store_and_arguments(tmp_path):
-    assert plan_pretrained("tiny") == {}
+    assert plan_pretrained("tiny") == {"tiny-encoder": shipped_file("tiny-encoder")}
     ir50 = _register("ir50")
     with pytest.raises(MissingWeightsError) as e:
         plan_pretrained("full")

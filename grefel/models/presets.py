@@ -38,11 +38,13 @@ def tiny() -> dict[str, Any]:
     FER+'s native size, so the cross-attention windows are 12 / 6 / 3 and the fusion ViT gets
     3 x 9 tokens. At 112 the 784 x 784 attention of the first scale and the 112 x 112 IR stem
     dominate; at 48 a training step is 1.9x faster than at 64 and, on the synthetic faces, learns
-    as much per image (measured, docs/model.md). The landmark stream is a small MobileFaceNet that
-    trains with the rest (``freeze_landmarks=False``): no pretrained weights exist at this width,
-    and frozen at its random initialisation it would only supply fixed random queries (a training
-    step costs 1.3x the frozen one; on the synthetic faces the slowest of three seeds then reached
-    87.7 % instead of 69.8 % in the demo's 16 epochs).
+    as much per image (measured, docs/model.md). The landmark stream is a small MobileFaceNet. Training
+    starts it, with the whole encoder, from the tiny encoder grefel ships (``grefel pretrain``, made
+    from synthetic faces) and then freezes it, as the paper freezes MobileFaceNet; from scratch it
+    trains with the rest (the preset's own ``freeze_landmarks=False``): frozen at its random
+    initialisation it would only supply fixed random queries (a training step costs 1.3x the frozen
+    one; on the synthetic faces the slowest of three seeds then reached 87.7 % instead of 69.8 % in
+    the demo's 16 epochs).
 
     Five departures from the full model, all because the tiny preset trains from scratch
     (measured on the synthetic faces; docs/model.md): the embedding is the max over the fused

@@ -106,7 +106,8 @@ def landmarks_of(ch: faces.Character, expression: str, rng: np.random.Generator,
 
 
 def landmarks(seed: int, char: int, expression: str, n: int, size: int = 128) -> np.ndarray:
-    """(22, 2) float64 pixel coordinates of :data:`LANDMARKS` in ``faces.draw_image(seed, char, expression, n, size)``."""
+    """(22, 2) float64 pixel coordinates of :data:`LANDMARKS` in
+    ``faces.draw_image(seed, char, expression, n, size)``."""
     rng = faces._image_rng(seed, char, faces.EXPRESSIONS.index(expression), n)
     return landmarks_of(faces.make_character(seed, char), expression, rng, size)
 

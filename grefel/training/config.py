@@ -193,8 +193,9 @@ class TrainConfig:
     from_scratch: bool = setting(
         False,
         help="Start from random weights on purpose. The full preset otherwise needs pretrained IR-50 + "
-        "MobileFaceNet (or POSTER++) files, given or registered with `grefel weights add`; from scratch its "
-        "landmark stream trains instead of staying frozen at random.",
+        "MobileFaceNet (or POSTER++) files, given or registered with `grefel weights add`; the tiny preset "
+        "starts from the tiny encoder shipped with grefel (or a registered one). From scratch the landmark "
+        "stream trains instead of staying frozen.",
         panel=PANEL_MODEL,
     )
     # -- loss (eq. 23) -----------------------------------------------------------------------------

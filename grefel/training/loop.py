@@ -101,15 +101,15 @@ def derive_seed(*parts: int) -> int:
 
 def build_model(cfg: TrainConfig, num_classes: int, sources: dict | None = None) -> torch.nn.Module:
     """The model the settings describe. The landmark stream is frozen when it starts from pretrained
-    weights (``sources``: a MobileFaceNet or POSTER++ file, as in the paper) and trains when the run
-    starts from scratch (``from_scratch``; the tiny preset's own default); ``model_args`` override."""
+    weights (``sources``: a MobileFaceNet, POSTER++ or tiny encoder file, as in the paper) and trains
+    when the run starts from scratch (``from_scratch``); ``model_args`` override."""
 
     overrides = dict(reliability=cfg.reliability, num_anchors=cfg.num_anchors, dropout=cfg.dropout)
     if cfg.delta is not None:
         overrides["delta"] = cfg.delta
     if cfg.drop_path is not None:
         overrides["drop_path"] = cfg.drop_path
-    if {"mobilefacenet", "poster"} & set(sources or ()):
+    if {"mobilefacenet", "poster", "tiny-encoder"} & set(sources or ()):
         overrides["encoder"] = {"freeze_landmarks": True}
     elif cfg.from_scratch:  # a landmark stream frozen at random weights would stay random
         overrides["encoder"] = {"freeze_landmarks": False}
@@ -866,15 +866,17 @@ def create_run_model(cfg: TrainConfig, num_classes: int, ckpt: dict | None, sour
         for source in report.sources:
             run_console.print(f"pretrained {source.line()}", highlight=False)
         return model, report
-    report = load_pretrained(model, **{k: str(p) for k, p in sources.items()}, allow_partial=cfg.allow_partial)
+    files = {k.replace("-", "_"): str(p) for k, p in sources.items()}  # kind tiny-encoder: keyword tiny_encoder
+    report = load_pretrained(model, **files, allow_partial=cfg.allow_partial)
     for source in report.sources:
         run_console.print(f"pretrained {source.line()}", highlight=False)
     return model, report
 
 
 def pretrained_files(cfg: TrainConfig) -> dict[str, Path]:
-    """The weight files a new run starts from: those given, the rest from the weights store. A preset
-    with published weights (``full``) refuses to start without them unless ``from_scratch``."""
+    """The weight files a new run starts from: those given, the rest from the weights store (the tiny
+    preset: the encoder shipped with grefel unless one is registered). A preset with published
+    weights (``full``) refuses to start without them unless ``from_scratch``."""
 
     if (cfg.method or "grefel") != "grefel":
         if cfg.from_scratch and cfg.backbone_weights:

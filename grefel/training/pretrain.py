@@ -275,9 +275,38 @@ def pretrain(out: str | Path, cfg: PretrainConfig | None = None, progress: bool 
     return PretrainResult(folder, ir_path, mfn_path, enc_path, metrics)
 
 
-def read_pretrain_record(folder: str | Path) -> dict:
-    """The ``pretrain.json`` a :func:`pretrain` run wrote into ``folder``."""
-    return read_json(Path(folder) / PRETRAIN_RECORD)
+def shipping_record(folder: str | Path, command: str, demo_seed: int = 0, demo_characters: int = 6) -> dict:
+    """The record that ships beside a pretrained encoder (``grefel/weights/shipped/tiny-encoder.json``),
+    from the ``pretrain.json`` of the run in ``folder``: the command that made it, the synthesis seed,
+    the file's sha256 and size, the pretext metrics of both stages, the smallest parameter distance
+    between a pretraining character and one of the demo's (:func:`check_disjoint`), the times and torch."""
+    rec = read_json(Path(folder) / PRETRAIN_RECORD)
+    cfg = rec["config"]
+    if cfg["encoder_task"] == "none" or ENCODER_FILE not in rec["files"]:
+        raise GrefelError(f"{folder} holds no {ENCODER_FILE}: ship the output of a run with an encoder task")
+    stage1 = rec["final"] or {}
+    stage2 = rec["encoder_history"][-1]
+    return {
+        "kind": "tiny-encoder",
+        "file": ENCODER_FILE,
+        "sha256": rec["files"][ENCODER_FILE]["sha256"],
+        "bytes": rec["files"][ENCODER_FILE]["bytes"],
+        "command": command,
+        "synthesis_seed": cfg["seed"],
+        "characters": cfg["characters"],
+        "images": rec["images"],
+        "closest_demo_character": {
+            "demo_seed": demo_seed,
+            "distance": check_disjoint(cfg["seed"], cfg["characters"], demo_seed, demo_characters),
+        },
+        "pretext": {
+            "stage1": {k: v for k, v in stage1.items() if k.startswith("val_")},
+            "stage2": {k: v for k, v in stage2.items() if k.startswith("val_")},
+        },
+        "settings": {k: v for k, v in cfg.items() if k not in ("out", "streams", "cache")},  # no paths of this machine
+        "seconds": rec["seconds"],
+        "torch": rec["torch"],
+    }
 
 
 def _stream_files(cfg: PretrainConfig) -> tuple[Path, Path] | None:
@@ -393,7 +422,10 @@ def _train_streams(cfg, nets: tuple, t: dict, split: tuple, rng, epochs: int, pr
 
 def _print_row(prefix: str, row: dict, progress: bool) -> None:
     if progress:
-        print(prefix + " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        print(
+            prefix + " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+            flush=True,
+        )
 
 
 # -- stage 2: the whole encoder ----------------------------------------------------------------------

@@ -9,8 +9,9 @@ it is written atomically under a lock, so concurrent adds never lose an entry.
 
 One file per kind. Re-adding a registered file (same sha256) changes nothing; another file of a
 kind already held replaces it only with ``force``. Commands look files up here: ``train`` for the
-full preset's sources (:func:`plan_pretrained`), ``prepare`` and ``predict`` for facexlib's
-detectors (:func:`registered_file`).
+presets' sources (:func:`plan_pretrained`; the tiny preset falls back to the encoder shipped inside
+the package, :func:`shipped_file`), ``prepare`` and ``predict`` for facexlib's detectors
+(:func:`registered_file`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from pathlib import Path
 from grefel.core.errors import CheckpointError, GrefelError
 from grefel.core.io import atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from grefel.core.paths import data_root as resolve_data_root
-from grefel.weights.catalog import FACEXLIB_RELEASE, FACEXLIB_WEIGHTS, PRETRAINED_SOURCES, PUBLISHED, WEIGHT_KINDS
+from grefel.weights.catalog import (
+    FACEXLIB_RELEASE,
+    FACEXLIB_WEIGHTS,
+    PRETRAINED_SOURCES,
+    PUBLISHED,
+    SHIPPED,
+    SHIPPED_FOLDER,
+    WEIGHT_KINDS,
+)
 
 STORE_FOLDER = "weights"
 REGISTRY = "registry.json"
@@ -252,12 +261,43 @@ def registered_file(kind: str, data_root: str | os.PathLike | None = None) -> Pa
     return None if e is None else e.path
 
 
+# -- the files shipped inside the package ------------------------------------------------------------
+def shipped_record(kind: str) -> dict:
+    """The record of the file of ``kind`` shipped with grefel (the command that made it, its synthesis
+    seed, sha256 and pretext metrics: ``grefel/weights/shipped/<file>.json``)."""
+    return read_json(_record_path(kind))
+
+
+def _record_path(kind: str) -> Path:
+    return (SHIPPED_FOLDER / SHIPPED[kind]).with_suffix(".json")
+
+
+def shipped_file(kind: str) -> Path | None:
+    """The file of ``kind`` shipped inside the package (None for kinds grefel ships none of), checked
+    against the sha256 of its record: a one-line error when it is missing or damaged."""
+    if kind not in SHIPPED:
+        return None
+    path = SHIPPED_FOLDER / SHIPPED[kind]
+    try:
+        expected = read_json(_record_path(kind))["sha256"]
+        ok = sha256_file(path) == expected
+    except (OSError, ValueError, KeyError):
+        ok = False
+    if not ok:
+        raise CheckpointError(
+            f"the {kind} file shipped with grefel ({path}) is missing or damaged (sha256 differs from its record): "
+            "reinstall grefel, or register a file of that kind with `grefel weights add FILE`"
+        )
+    return path
+
+
 # -- what a preset needs ---------------------------------------------------------------------------
 def pretrained_sources(preset: str) -> tuple[tuple[str, ...], ...]:
     """Alternative sets of kinds that initialise the preset's whole encoder, the paper's first.
 
     ``full``: IR-50 + MobileFaceNet (the paper, sections 3 and 4.1), or a trained POSTER++
-    checkpoint. ``()`` for presets no published weights fit (``tiny``).
+    checkpoint. ``tiny``: a whole tiny encoder (``tiny-encoder``, shipped with grefel). ``()`` for
+    presets no weights fit.
     """
     return PRETRAINED_SOURCES.get(preset, ())
 
@@ -275,9 +315,11 @@ def plan_pretrained(
     :func:`grefel.weights.verify.load_pretrained`).
 
     Files given as arguments come first; the store fills in the rest of the first set of
-    :func:`pretrained_sources` that holds every given kind. Presets that take no pretrained weights
-    get the given files only. Raises :class:`MissingWeightsError` (one line: the missing files,
-    where they are published, how to register them, then ``scratch_hint``) when no set is complete.
+    :func:`pretrained_sources` that holds every given kind, and a kind grefel ships (the tiny
+    encoder) falls back to the shipped file. Presets that take no pretrained weights get the given
+    files only, and so does a preset given files of another set (``poster`` for ``tiny``). Raises
+    :class:`MissingWeightsError` (one line: the missing files, where they are published, how to
+    register them, then ``scratch_hint``) when no set is complete.
     """
     given = {
         k: Path(v).expanduser() for k, v in (("ir50", ir50), ("mobilefacenet", mobilefacenet), ("poster", poster)) if v
@@ -286,7 +328,7 @@ def plan_pretrained(
     if not pretrained_sources(preset) or (given and not options):
         return given
     for option in options:
-        found = {k: given.get(k) or registered_file(k, data_root) for k in option}
+        found = {k: given.get(k) or registered_file(k, data_root) or shipped_file(k) for k in option}
         if all(found.values()):
             return found
     first = options[0]

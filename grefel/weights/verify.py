@@ -12,6 +12,8 @@ Four formats are recognised (key lists: docs/model.md):
   prefix, bare or under ``state_dict``). Every encoder key maps 1:1; the modules POSTER++ builds
   but never runs, and its classifier ``VIT.head`` (GReFEL has its own MLP head, so POSTER++'s class
   order does not matter), are reported unused.
+- ``tiny-encoder``: the same layout at the tiny preset's widths (``grefel pretrain``'s
+  ``tiny-encoder.pth``; grefel ships one, :data:`grefel.weights.catalog.SHIPPED`).
 
 Every key ends up in exactly one bucket: matched, missing (the encoder part the file should fill
 has no value for it), unused (known never to run), unexpected (not recognised), or shape mismatch.
@@ -52,12 +54,14 @@ from torch import nn
 from grefel.core.errors import CheckpointError, GrefelError, torch_load_failure
 from grefel.core.io import regular_file, sha256_file
 from grefel.models.grefel import create_model
+from grefel.models.presets import preset_kwargs
 from grefel.models.resnets import create_backbone
 from grefel.weights.catalog import (
     BACKBONE_KINDS,
     DETECTOR_KINDS,
     FACEXLIB_WEIGHTS,
     HOW_TO_GET,
+    SHIPPED_FOLDER,
 )
 from grefel.weights.store import (
     AddResult,
@@ -82,7 +86,10 @@ _UNUSED = {
         (r"^VIT\.head\.", "POSTER++ classifier (GReFEL uses its own MLP head)"),
     ],
 }
-_TARGET_PREFIX = {"ir50": "ir_back.", "mobilefacenet": "face_landback.", "poster": ""}
+_UNUSED["tiny-encoder"] = _UNUSED["poster"]
+_TARGET_PREFIX = {"ir50": "ir_back.", "mobilefacenet": "face_landback.", "poster": "", "tiny-encoder": ""}
+_WHOLE_ENCODER = ("poster", "tiny-encoder")  # kinds that fill every encoder key
+_PRESET_OF = {"tiny-encoder": "tiny"}  # kinds that fit one preset only (the others: the full preset)
 
 
 @dataclass
@@ -333,8 +340,10 @@ def match_weights(
     rep = SourceReport(
         kind=kind, path=str(path), ignored_objects=ignored, format=found[1] if found and found[0] == kind else ""
     )
+    if rep.format and Path(path).resolve().parent == SHIPPED_FOLDER:
+        rep.format += ", shipped with grefel"
     evolve = kind == "ir50" and any(k.startswith("body.") for k in sd)
-    if kind == "poster" and not any(k.startswith(("VIT.", "attn1.", "face_landback.")) for k in sd):
+    if kind in _WHOLE_ENCODER and not any(k.startswith(("VIT.", "attn1.", "face_landback.")) for k in sd):
         raise CheckpointError(
             f"{path} is not a POSTER++ checkpoint (no VIT./attn1./face_landback. keys): "
             "pass IR-50 files to --ir50 and MobileFaceNet to --mobilefacenet"
@@ -362,6 +371,7 @@ def match_weights(
             "ir50": "is it a MobileFaceNet or POSTER++ file?",
             "mobilefacenet": "is it an IR-50 or POSTER++ file?",
             "poster": "is it for another model?",
+            "tiny-encoder": "is it for another model?",
         }[kind]
         raise CheckpointError(
             f"{path}: none of its {len(sd)} keys fit the encoder's {kind} part ({hint}); "
@@ -389,6 +399,9 @@ def identify(sd: dict[str, torch.Tensor]) -> tuple[str, str] | None:
             return "facexlib-mobile0.25", "facexlib RetinaFace mobile0.25"
         return None
     if has("VIT.") and has("ir_back.", "face_landback."):
+        stem = sd.get("ir_back.input_layer.0.weight")
+        if stem is not None and stem.shape[0] == preset_kwargs("tiny")["encoder"]["ir_stem"]:
+            return "tiny-encoder", "grefel tiny encoder"
         return "poster", "POSTER++ checkpoint"
     if "input_layer.0.weight" in keys and any(re.match(r"body\.\d+\.", k) for k in keys):
         return "ir50", "face.evoLVe IR-50"
@@ -465,7 +478,8 @@ def check_weight_file(
     """Identify a weight file by its content and verify every key against the model it is for.
 
     ``encoder``: the full preset's encoder, or a function building it (called only for IR-50,
-    MobileFaceNet and POSTER++ files; default: ``create_model("full").encoder``). Returns the
+    MobileFaceNet and POSTER++ files; default: ``create_model("full").encoder``; a tiny encoder
+    file is checked against the tiny preset's encoder). Returns the
     complete :class:`SourceReport`; raises :class:`CheckpointError` (one line) when the file is
     unreadable, of no known kind, or does not fit (missing, unexpected or mismatched keys).
     """
@@ -486,7 +500,9 @@ def check_weight_file(
     elif kind in BACKBONE_KINDS:
         rep, _ = match_backbone(kind, sd, path)
     else:
-        if encoder is None:
+        if kind in _PRESET_OF:
+            encoder = create_model(_PRESET_OF[kind], 7).encoder
+        elif encoder is None:
             encoder = lambda: create_model("full", 7).encoder  # noqa: E731
         enc = encoder() if callable(encoder) and not isinstance(encoder, nn.Module) else encoder
         try:
@@ -504,14 +520,17 @@ def load_pretrained(
     mobilefacenet: str | os.PathLike | None = None,
     poster: str | os.PathLike | None = None,
     allow_partial: bool = False,
+    tiny_encoder: str | os.PathLike | None = None,
 ) -> LoadReport | None:
-    """Load pretrained files into the encoder of ``model`` (in the order ir50, mobilefacenet, poster).
+    """Load pretrained files into the encoder of ``model`` (in the order ir50, mobilefacenet, poster,
+    tiny_encoder; the keyword of kind ``tiny-encoder`` is ``tiny_encoder``).
 
     Returns a :class:`LoadReport` (``None`` when no file is given). Raises :class:`CheckpointError`
     on a missing / unreadable file, and on any missing, unexpected or shape-mismatched key unless
     ``allow_partial`` (then whatever matches is loaded and the rest is in the report).
     """
-    sources = [(k, p) for k, p in (("ir50", ir50), ("mobilefacenet", mobilefacenet), ("poster", poster)) if p]
+    given = (("ir50", ir50), ("mobilefacenet", mobilefacenet), ("poster", poster), ("tiny-encoder", tiny_encoder))
+    sources = [(k, p) for k, p in given if p]
     if not sources:
         return None
     encoder = _encoder_of(model)
@@ -521,9 +540,10 @@ def load_pretrained(
         rep, tensors = match_weights(encoder, kind, path)
         report.sources.append(rep)
         if not rep.complete and not allow_partial:
+            preset = _PRESET_OF.get(kind, "full")
             raise CheckpointError(
                 f"{Path(path).name} does not fit the {kind} part of this model: {rep.problems()}. "
-                f"Use the full preset with {HOW_TO_GET[kind]}, or set allow_partial to load what matches"
+                f"The {preset} preset takes {HOW_TO_GET[kind]}; or set allow_partial to load what matches"
             )
         staged.append((rep, tensors))
     for rep, tensors in staged:

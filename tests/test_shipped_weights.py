@@ -1,0 +1,70 @@
+"""The tiny encoder shipped inside the package: its record, its checks, and the tiny preset starting from it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from grefel.core.errors import CheckpointError
+from grefel.core.io import sha256_file, write_json
+from grefel.models.grefel import create_model
+from grefel.weights import catalog, store
+from grefel.weights.store import plan_pretrained, shipped_file, shipped_record
+from grefel.weights.verify import check_weight_file, identify, load_pretrained
+
+
+def test_the_shipped_file_matches_its_record():
+    rec = shipped_record("tiny-encoder")
+    path = shipped_file("tiny-encoder")
+    assert sha256_file(path) == rec["sha256"] and path.stat().st_size == rec["bytes"]
+    assert rec["command"].startswith("grefel pretrain ") and "--encoder-task expression" in rec["command"]
+    assert rec["synthesis_seed"] != rec["closest_demo_character"]["demo_seed"]  # characters the demo never sees
+    assert rec["closest_demo_character"]["distance"] > 0.05
+    assert 0 < rec["pretext"]["stage2"]["val_expression_acc"] <= 1
+
+
+def test_the_shipped_file_fills_every_key_of_the_tiny_encoder_only():
+    path = shipped_file("tiny-encoder")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    assert identify(sd)[0] == "tiny-encoder"
+    rep = check_weight_file(path)
+    assert rep.complete and rep.kind == "tiny-encoder" and "shipped with grefel" in rep.format
+    model = create_model("tiny", 7, encoder={"freeze_landmarks": True})
+    assert load_pretrained(model, tiny_encoder=path).sources[0].complete
+    with pytest.raises(CheckpointError) as e:  # at another preset's widths nothing fits
+        load_pretrained(create_model("full", 7), tiny_encoder=path)
+    assert "\n" not in str(e.value) and "tiny preset" in str(e.value)
+
+
+def test_tiny_preset_starts_from_the_shipped_file_unless_one_is_registered(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREFEL_DATA_ROOT", str(tmp_path / "data"))
+    assert plan_pretrained("tiny") == {"tiny-encoder": shipped_file("tiny-encoder")}
+    mine = tmp_path / "mine.pth"
+    assert plan_pretrained("tiny", poster=mine) == {"poster": mine}  # a file given instead: that one
+
+
+@pytest.mark.parametrize("damage", ["missing", "changed"])
+def test_a_damaged_shipped_file_is_one_line(tmp_path, monkeypatch, damage):
+    folder = tmp_path / "shipped"
+    shutil.copytree(catalog.SHIPPED_FOLDER, folder)
+    target = folder / catalog.SHIPPED["tiny-encoder"]
+    if damage == "missing":
+        target.unlink()
+    else:
+        target.write_bytes(target.read_bytes()[:-10])
+    monkeypatch.setattr(store, "SHIPPED_FOLDER", folder)
+    with pytest.raises(CheckpointError) as e:
+        shipped_file("tiny-encoder")
+    assert "\n" not in str(e.value) and "reinstall grefel" in str(e.value)
+
+
+def test_a_record_that_lies_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "shipped"
+    shutil.copytree(catalog.SHIPPED_FOLDER, folder)
+    record = folder / "tiny-encoder.json"
+    write_json(record, {**shipped_record("tiny-encoder"), "sha256": "0" * 64})
+    monkeypatch.setattr(store, "SHIPPED_FOLDER", folder)
+    with pytest.raises(CheckpointError):
+        shipped_file("tiny-encoder")
