@@ -220,20 +220,26 @@ def corrupt_dataset(
         "transition_matrix": json.dumps(np.round(T, 6).tolist()),
         "class_map": json.dumps([ds.classes[j] for j in class_map]),
     }
-    path = ds.root / LABELS_DIR / f"{name}.h5"
-    if path.is_file() and not force:
-        old = read_label_set_attrs(ds, name)
-        same = all(
-            old.get(k) == (json.loads(attrs[k]) if k == "classes" else attrs[k])
-            for k in ("noise", "mode", "seed", "manifest_sha256", "classes")
+
+    def same(old: dict) -> bool:
+        keys = ("noise", "mode", "seed", "manifest_sha256", "classes")
+        return all(old.get(k) == (json.loads(attrs[k]) if k == "classes" else attrs[k]) for k in keys)
+
+    path = save_label_set(ds, name, noisy, flipped, attrs, same, force)
+    return CorruptResult(name, path, float(noise), realised, int(flipped.sum()), int(len(eligible)), T, ds.classes)
+
+
+def save_label_set(ds: PreparedDataset, name: str, noisy, flipped, attrs: dict, same, force: bool):
+    """Write label set ``name`` of ``ds`` (clean labels untouched). One of that name already there is
+    replaced only when ``same(its attributes)`` says it was made the same way, or with ``force``."""
+    path = ds.root / LABELS_DIR / f"{plain_name(name, 'label set name')}.h5"
+    if path.is_file() and not force and not same(read_label_set_attrs(ds, name)):
+        raise DatasetError(
+            f"label set '{name}' already exists for {ds.name} and was made otherwise: pick another name, "
+            "or force (--force) to replace it"
         )
-        if not same:
-            raise DatasetError(
-                f"label set '{name}' already exists for {ds.name} with other settings: "
-                "pick another name, or force (--force) to replace it"
-            )
     try:
         write_label_set(ds.root, name, noisy, flipped, attrs)
     except OSError as e:
         raise DatasetError(f"cannot write {path} ({e.strerror or e}): the dataset folder must be writable") from None
-    return CorruptResult(name, path, float(noise), realised, int(flipped.sum()), int(len(eligible)), T, ds.classes)
+    return path

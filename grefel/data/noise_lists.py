@@ -33,10 +33,10 @@ import numpy as np
 
 from grefel.core.errors import DatasetError
 from grefel.core.io import sha256_file
-from grefel.core.paths import plain_name, resolve_dataset
-from grefel.data.corrupt import read_label_set_attrs, transition_matrix
+from grefel.core.paths import resolve_dataset
+from grefel.data.corrupt import save_label_set, transition_matrix
 from grefel.data.definitions import load_definition
-from grefel.data.shards import LABELS_DIR, PreparedDataset, write_label_set
+from grefel.data.shards import PreparedDataset
 
 LIST_FORMATS = ("auto", "rafdb", "scn")
 LIST_DATASET = "rafdb"  # the dataset both published formats name images of
@@ -206,7 +206,6 @@ def _labels_of_rows(path: Path, rows, fmt: str, ds: PreparedDataset, index_of: d
 
 def _write(ds: PreparedDataset, name: str, noisy, flipped, attrs: dict, force: bool) -> Path:
     """labels/<name>.h5 (the schema of ``grefel corrupt``), refusing to replace another set of that name."""
-    path = ds.root / LABELS_DIR / f"{plain_name(name, 'label set name')}.h5"
     attrs = {
         "dataset": ds.name,
         "protocol": ds.protocol,
@@ -215,16 +214,9 @@ def _write(ds: PreparedDataset, name: str, noisy, flipped, attrs: dict, force: b
         "scope": "labelled samples outside the official test split, from the list",
         **attrs,
     }
-    if path.is_file() and not force:
-        old = read_label_set_attrs(ds, name)
-        same = old.get("source_sha256") == attrs["source_sha256"] and old.get("manifest_sha256") == ds.manifest_sha256
-        if not same or old.get("noise") != attrs["noise"]:
-            raise DatasetError(
-                f"label set '{name}' already exists for {ds.name} and was made otherwise: pick another name, "
-                "or set force to replace it"
-            )
-    try:
-        write_label_set(ds.root, name, noisy, flipped, attrs)
-    except OSError as e:
-        raise DatasetError(f"cannot write {path} ({e.strerror or e}): the dataset folder must be writable") from None
-    return path
+
+    def same(old: dict) -> bool:
+        made = old.get("source_sha256") == attrs["source_sha256"] and old.get("manifest_sha256") == ds.manifest_sha256
+        return made and old.get("noise") == attrs["noise"]
+
+    return save_label_set(ds, name, noisy, flipped, attrs, same, force)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grefel.models.resnets import BaselineNet
+from grefel.models.resnets import ResNetCE
 
 
 def eac_head(fmap: torch.Tensor, fc: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,18 +51,11 @@ def eac_loss(
     return {"total": ce + lam * cons, "ce": ce, "consistency": cons}
 
 
-class EAC(BaselineNet):
-    """Backbone + pooled linear classifier with class activation maps (:func:`eac_head`)."""
+class EAC(ResNetCE):
+    """The plain baseline's network (pooled linear classifier) trained with class activation maps
+    (:func:`eac_head`) of the image and its flip."""
 
     method = "eac"
-
-    def __init__(self, num_classes: int, backbone: str = "resnet18", input_size: int | None = 224):
-        super().__init__(num_classes, backbone, input_size)
-        self.fc = nn.Linear(self.backbone.out_channels, num_classes)
-
-    def forward_head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = fmap.mean(dim=(2, 3))
-        return self.fc(pooled), pooled
 
     def forward_train(self, x: torch.Tensor, x_flipped: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Two separate passes (as the authors): (logits of x, CAMs of x, CAMs of the flipped view)."""
