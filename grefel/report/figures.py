@@ -325,9 +325,9 @@ def forest_figure(rows: Sequence[dict], title: str, x_label: str = "difference (
 def ci_curves_figure(panels: Sequence[dict]) -> Figure:
     """Means against a setting with their confidence bands, one panel each.
 
-    ``panels``: ``[{"title", "x_label", "y_label", "lines": [{"label", "x", "y", "lo", "hi", "reference"}]}]``;
+    ``panels``: ``[{"title", "x_label", "y_label", "zero", "lines": [{"label", "x", "y", "lo", "hi", "reference"}]}]``;
     ``lo``/``hi`` (None where a point has no interval) shade the band; reference lines (the
-    paper's numbers) are dashed grey without a band.
+    paper's numbers) are dashed grey without a band; ``zero`` draws the line y = 0.
     """
     n = max(1, len(panels))
     fig = Figure(figsize=(5.2 * n, 3.9), layout="constrained")
@@ -348,6 +348,8 @@ def ci_curves_figure(panels: Sequence[dict]) -> Figure:
             if has.any():
                 ax.fill_between(x, lo, hi, where=has, color=pal[k], alpha=0.2, linewidth=0)
             k += 1
+        if panel.get("zero"):
+            ax.axhline(0, color="0.3", linewidth=0.8)
         ax.set_title(panel["title"], fontsize=9)
         ax.set_xlabel(panel["x_label"])
         ax.set_ylabel(panel.get("y_label", "accuracy (%)"))

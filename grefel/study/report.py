@@ -15,7 +15,9 @@ report` (:mod:`grefel.study.pipeline`):
    differences with the interval each verdict rests on, the test, the p it rests on and the MDE,
    and the table of every comparison and metric;
 4. **Accuracy against label noise**, one line per setting with its 95 % band, where the grid holds
-   two noise levels or more;
+   two noise levels or more, and **reliability balancing's effect against label noise**: the paired
+   difference RB on - off (or K against K = 0) with its 95 % interval at each noise level, beside
+   the paper's Table 7 difference K = 10 - K = 0;
 5. the per-run sections of the existing report for one run per setting (its lowest finished seed),
    all runs, or none.
 
@@ -137,9 +139,7 @@ def study_sections(summary: dict) -> list[Section]:
         sections.append(_paper_section(tables))
     if summary["comparisons"]:
         sections.append(_comparisons_section(summary))
-    noise = _noise_section(summary)
-    if noise:
-        sections.append(noise)
+    sections += filter(None, [_noise_section(summary), _effect_section(summary)])
     return sections
 
 
@@ -392,3 +392,86 @@ def _noise_section(summary: dict) -> Section | None:
     )
     fig_ = SectionFigure("accuracy-vs-noise", fig, caption="Accuracy against label noise, 95 % bands over seeds")
     return Section("Accuracy against label noise", text=text, figures=[fig_], data={"panels": panels}, id="noise")
+
+
+# -- 4b. reliability balancing's effect against noise --------------------------------------------------
+EFFECT_AXES = ("reliability", "num_anchors")  # the axes whose comparisons are RB's effect (Table 2, Table 7)
+
+
+def effect_curves(summary: dict) -> list[dict]:
+    """Panels (one per noise mode) of lines (one per comparison of an :data:`EFFECT_AXES` axis value
+    against its baseline, per value of the other axes; clean labels count as 0 % in every mode):
+    noise %, paired difference of corrected accuracy in points, its 95 % interval, n seed pairs."""
+    settings = {tuple(sorted(x["cell"].items())): x for x in summary["settings"]}
+    points: dict[tuple, list] = {}  # (axis, value, baseline, other axes) -> [(mode, noise %, comparison)]
+    for c in summary["comparisons"]:
+        if c["metric"] != "accuracy" or c["axis"] not in EFFECT_AXES or c.get("diff_mean") is None:
+            continue
+        d = dims(settings[tuple(sorted({**c["context"], c["axis"]: c["value"]}.items()))])
+        if d["noise"] is not None:
+            others = tuple(sorted((k, v) for k, v in c["context"].items() if k != "labels"))
+            points.setdefault((c["axis"], c["value"], c["baseline"], others), []).append((d["mode"], d["noise"], c))
+    modes = sorted({m for pts in points.values() for m, _, _ in pts} - {None})
+    panels = []
+    for mode in modes:
+        lines = []
+        for (axis, value, baseline, others), pts in points.items():
+            own = sorted(((x, c) for m, x, c in pts if m in (mode, None)), key=lambda p: p[0])
+            if len({x for x, _ in own}) >= 2:
+                lines.append(_effect_line(axis, value, baseline, dict(others), own))
+        if lines:
+            title = f"{mode} label noise"
+            panels.append(
+                {"title": title, "x_label": "label noise (%)", "y_label": "difference (points)", "lines": lines}
+            )
+    return panels
+
+
+def _effect_line(axis: str, value, baseline, others: dict, pts: list) -> dict:
+    label = f"{AXIS_EFFECT_NAMES.get(axis, axis)} {value} - {baseline}"
+    label += f" ({context_text(others)})" if others else ""
+    return {
+        "label": label,
+        "x": [x for x, _ in pts],
+        "y": [PCT * c["diff_mean"] for _, c in pts],
+        "lo": [PCT * c["ci"][0] if c.get("ci") else None for _, c in pts],
+        "hi": [PCT * c["ci"][1] if c.get("ci") else None for _, c in pts],
+        "n": [c["n"] for _, c in pts],
+    }
+
+
+AXIS_EFFECT_NAMES = {"reliability": "reliability", "num_anchors": "K"}
+
+
+def paper_effect_curve(top: float) -> dict:
+    """The paper's Table 7 effect, accuracy at K = 10 minus K = 0 against noise (Aff-Wild2), up to ``top`` %."""
+    ref = reference_curves()["noise"]
+    k0, k10 = dict(ref[0]), dict(ref[10])
+    xs = [x for x in sorted(k0) if x in k10 and x <= top]
+    return {"label": "paper K=10 - K=0, Aff-Wild2", "x": xs, "y": [k10[x] - k0[x] for x in xs], "reference": True}
+
+
+def _effect_section(summary: dict) -> Section | None:
+    panels = effect_curves(summary)
+    if not panels:
+        return None
+    drawn = []
+    for p in panels:
+        top = max(x for ln in p["lines"] for x in ln["x"])
+        drawn.append({**p, "lines": [*p["lines"], paper_effect_curve(top)], "zero": True})
+    text = (
+        "The paired difference of corrected accuracy on the clean test split (runs with reliability balancing, "
+        "or K anchors, minus the baseline run of the same seed) against the noise of the labels the runs trained "
+        "on (clean = 0 %), mean over seed pairs with its 95 % t-interval as a band; dashed grey: the paper's "
+        "Table 7 difference, K = 10 minus K = 0, on Aff-Wild2 (one run per cell in the paper, no interval)."
+    )
+    fig = SectionFigure(
+        "effect-vs-noise", ci_curves_figure(drawn), caption="Reliability balancing's effect against label noise"
+    )
+    return Section(
+        "Reliability balancing's effect against label noise",
+        text=text,
+        figures=[fig],
+        data={"panels": panels},
+        id="effect",
+    )

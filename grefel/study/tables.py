@@ -42,7 +42,7 @@ LOSS_ORDER = ("L_cls", "L_a", "L_c", "L_cls+L_a", "L_cls+L_c", "L_a+L_c", "L_cls
 DIM_FIELDS = {
     "rb": {"reliability"},
     "loss": {"lambda_cls", "lambda_anchor", "lambda_center"},
-    "K": {"num_anchors"},
+    "K": {"num_anchors", "reliability"},  # K = 0 is reliability mhsa: the MHSA without anchors
     "noise": {"labels"},
     "T": {"label_smoothing"},
     "augment": {"augment"},
@@ -63,7 +63,7 @@ def dims(setting: dict) -> dict:
     return {
         "rb": eff["reliability"],
         "loss": "+".join(t for f, t in LOSS_TERMS if float(eff[f]) > 0) or "none",
-        "K": int(eff["num_anchors"]),
+        "K": 0 if eff["reliability"] == "mhsa" else int(eff["num_anchors"]),  # the paper's K = 0: no anchors
         "noise": None if noise is None else round(PCT * float(noise), 4),
         "mode": ls.get("mode"),
         "T": round(PCT * float(eff["label_smoothing"]), 4),
