@@ -108,3 +108,12 @@ def test_table8_is_the_papers_k_by_smoothing_grid():
     cells = {(k_of(r), round(100 * r.settings["label_smoothing"], 6)) for r in study.runs}
     assert cells == {(k, t) for k in ks for t in terms}
     assert all(r.settings.get("labels", "clean") == "clean" for r in study.runs)
+
+
+def test_the_paper_tables_read_reliability_mhsa_as_k_zero():
+    """Tables 6-8's K = 0 is the MHSA without anchors, which `grefel train` spells `--reliability mhsa`."""
+    from grefel.study.tables import dims
+
+    assert dims({"settings": {"reliability": "mhsa"}})["K"] == 0
+    assert dims({"settings": {"reliability": "both", "num_anchors": 4}})["K"] == 4
+    assert dims({"settings": {"reliability": "none"}})["K"] == 10  # no RB at all: Table 2's row, not K = 0
