@@ -84,13 +84,11 @@ def overhead(work: Path, s, console) -> dict:
 
 def pool_vs_sequence(work: Path, s, repeat: int, console) -> dict:
     """(b): the demo's study run again in fresh folders, one run at a time and on the default pool."""
-    from grefel.demo import STUDY, study_text
-    from grefel.study.folder import load_plan
+    from grefel.demo import study_text
     from grefel.study.run import run_study
 
-    label_sets = list(dict.fromkeys(r.settings["labels"] for r in load_plan(work / STUDY).runs))
     path = work / "bench-pool.toml"
-    path.write_text(study_text("data/ferg", label_sets, s))
+    path.write_text(study_text("data/ferg", s))
     out = {}
     for name, parallel in (("sequence", 1), ("pool", None)):
         folder = work / f"bench-{name}-{repeat}"

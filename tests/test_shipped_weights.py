@@ -68,3 +68,20 @@ def test_a_record_that_lies_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "SHIPPED_FOLDER", folder)
     with pytest.raises(CheckpointError):
         shipped_file("tiny-encoder")
+
+
+def test_a_file_that_does_not_fit_the_tiny_preset_is_one_line(tmp_path):
+    """A full-size POSTER++ encoder, or a tiny encoder with another stem, given to the tiny preset."""
+    big = tmp_path / "poster-full.pth"
+    torch.save(create_model("full", 7).encoder.state_dict(), big)
+    tiny = create_model("tiny", 7, encoder={"freeze_landmarks": True})
+    with pytest.raises(CheckpointError) as e:
+        load_pretrained(tiny, poster=big)
+    assert "\n" not in str(e.value) and "does not fit" in str(e.value)
+    sd = torch.load(shipped_file("tiny-encoder"), map_location="cpu", weights_only=True)
+    sd["ir_back.input_layer.0.weight"] = sd["ir_back.input_layer.0.weight"][:, :2]  # another input width
+    odd = tmp_path / "odd.pth"
+    torch.save(sd, odd)
+    with pytest.raises(CheckpointError) as e:
+        load_pretrained(tiny, tiny_encoder=odd)
+    assert "\n" not in str(e.value) and "shape" in str(e.value)
