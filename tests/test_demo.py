@@ -43,7 +43,7 @@ def test_quick_demo_is_table7_in_miniature_with_its_paired_comparisons(tmp_path)
     for seed in range(3):  # noise drawn per replicate: seed s trains on its own draw, RB on and off alike
         for rb in ("both", "none"):
             cfg = json.loads((work / "study" / "runs" / f"sym20-rb_{rb}-s{seed}" / "config.json").read_text())
-            assert cfg["labels"] == f"sym20-s{seed}"
+            assert cfg["label_set"] == f"sym20-s{seed}"
         pretrained = (work / "study" / "runs" / f"clean-rb_both-s{seed}" / "pretrained.txt").read_text()
         assert pretrained.startswith("tiny-encoder tiny-encoder.pth") and "0 missing" in pretrained
 
@@ -72,11 +72,12 @@ def test_quick_demo_is_table7_in_miniature_with_its_paired_comparisons(tmp_path)
     assert "clean labels" in effects[0]["sentence"]
     assert "20 % symmetric label noise (drawn per seed)" in effects[1]["sentence"]
 
-    # the report holds the same statistics, Table 2's layout per noise level, and the effect against noise
+    # the report holds the same statistics, Tables 2 and 7's layouts, and the effect against noise
     data = json.loads((work / "report" / "report.json").read_text())
     sections = {s["id"]: s for s in data["sections"]}
     assert sections["section-study"]["data"]["summary"]["comparisons"] == json.loads(json.dumps(stats["comparisons"]))
-    assert [t["layout"] for t in sections["section-paper-tables"]["data"]["tables"]] == ["Table 2", "Table 2"]
+    layouts = [t["layout"] for t in sections["section-paper-tables"]["data"]["tables"]]
+    assert layouts == ["Table 2", "Table 2", "Table 7", "Table 7"]  # per noise level; per RB on / off
     effect_section = sections["section-effect"]
     assert [f["png"] for f in effect_section["figures"]] == [EFFECT_FIGURE]
     (panel,) = effect_section["data"]["panels"]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from grefel.study import stats as S
 from grefel.study.folder import rel_run, run_folder, write_status
-from grefel.study.report import forest_rows, noise_curves
+from grefel.study.report import forest_rows, noise_curves, paper_effect_curve
 from grefel.study.tables import dims, fmt_stat, study_tables
 from grefel_cli.main import app
 
@@ -81,7 +81,13 @@ def test_study_report_tables_forest_curves_and_json_match_the_statistics(study, 
     data = json.loads((out / "report.json").read_text())
     summary = S.summarize_study(study)
     sections = {s["id"]: s for s in data["sections"]}
-    assert list(sections) == ["section-study", "section-paper-tables", "section-comparisons", "section-noise"]
+    assert list(sections) == [
+        "section-study",
+        "section-paper-tables",
+        "section-comparisons",
+        "section-noise",
+        "section-effect",
+    ]
 
     # every number of the statistics, including p-values and the test, is in report.json
     assert sections["section-study"]["data"]["summary"] == _json(summary)
@@ -152,12 +158,28 @@ def test_study_report_tables_forest_curves_and_json_match_the_statistics(study, 
         assert on["y"][i] == pytest.approx(100 * m["mean"], rel=1e-12)
         assert [on["lo"][i], on["hi"][i]] == pytest.approx([100 * m["ci"][0], 100 * m["ci"][1]], rel=1e-12)
 
+    # RB's effect against noise: the paired differences and their 95 % intervals, beside Table 7's K=10 - K=0
+    (panel,) = sections["section-effect"]["data"]["panels"]
+    (line,) = panel["lines"]
+    assert line["label"] == "reliability both - none" and line["x"] == [0.0, 10.0] and line["n"] == [3, 2]
+    for i, labels in enumerate(("clean", "sym10")):
+        (c,) = [
+            c
+            for c in summary["comparisons"]
+            if c["metric"] == "accuracy" and c["axis"] == "reliability" and c["context"] == {"labels": labels}
+        ]
+        assert line["y"][i] == pytest.approx(100 * c["diff_mean"], rel=1e-12)
+        assert [line["lo"][i], line["hi"][i]] == pytest.approx([100 * x for x in c["ci"]], rel=1e-12)
+    paper = paper_effect_curve(10)
+    assert paper["x"] == [0.0, 5.0, 10.0] and paper["y"] == pytest.approx([71.25 - 68.92, 70.73 - 68.41, 70.53 - 67.7])
+
     # one self-contained file: every figure embedded, nothing fetched
     figures = [f for s in data["sections"] for f in s["figures"]]
     assert {f["png"] for f in figures} == {
         "figures/section-comparisons/forest-reliability.png",
         "figures/section-comparisons/forest-labels.png",
         "figures/section-noise/accuracy-vs-noise.png",
+        "figures/section-effect/effect-vs-noise.png",
     }
     for f in figures:
         png = (out / f["png"]).read_bytes()

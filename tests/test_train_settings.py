@@ -97,7 +97,8 @@ def test_demo_keeps_its_measured_settings():
 
     s = DemoSettings(characters=2, per_class=4, imbalance=1.0, epochs=1, refine_per_class=4)
     cfg = TrainConfig(**train_settings(s))
-    assert cfg.label_smoothing == 0.0 and cfg.lr == 1e-3 and cfg.n_pg is None
+    assert (cfg.label_smoothing, cfg.lr, cfg.augment, cfg.from_scratch) == (0.11, None, True, False)  # the paper's
+    assert (cfg.lambda_center, cfg.correction_warmup, cfg.aux_warmup, cfg.n_pg) == (0.1, 1.0, 0.0, None)
 
 
 def test_train_argv_round_trips_through_the_cli(monkeypatch, tmp_path):

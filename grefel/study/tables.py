@@ -42,7 +42,7 @@ LOSS_ORDER = ("L_cls", "L_a", "L_c", "L_cls+L_a", "L_cls+L_c", "L_a+L_c", "L_cls
 DIM_FIELDS = {
     "rb": {"reliability"},
     "loss": {"lambda_cls", "lambda_anchor", "lambda_center"},
-    "K": {"num_anchors", "reliability"},  # K = 0 is reliability mhsa: the MHSA without anchors
+    "K": {"num_anchors"},
     "noise": {"labels"},
     "T": {"label_smoothing"},
     "augment": {"augment"},
