@@ -55,13 +55,13 @@ class DemoSettings:
     per class, fine-tuning the shipped tiny encoder (``from_scratch``: random weights instead).
 
     Every other setting is the paper's recipe (`grefel train`'s defaults: Adam, lr 3e-4, label
-    smoothing T = 11, augmentation, K = 10, lambda_cls = lambda_a = 1). Four departures, each
+    smoothing T = 11, augmentation, K = 10, lambda_cls = lambda_a = 1). The departures, each
     measured on these faces (docs/demo.md): 2 x 200 images per class per run instead of 1000 x 500
-    (the time budget); batch 64 instead of the paper's; lambda_c = 0.1 instead of 1 (at 1 the
+    (the demo's five-minute target); batch 64 (the paper gives none); lambda_c = 0.1 instead of 1 (at 1 the
     center loss on noisy labels pulls the pretrained embedding apart: RB on's paired sd 1.3 instead
     of 0.5 points over ten seeds at 20 % noise); the correction of eq. (20) ramped in over the first
     epoch (``correction_warmup``; without it RB on's primary head lagged in one seed of five and
-    RB on's sd over seeds was 3.4-6.7 points instead of 0.8-1.5); no per-group cap (six characters).
+    RB on's sd over seeds was 3.4-6.7 points instead of 0.7-1.4); no per-group cap (six characters).
     """
 
     characters: int = 6

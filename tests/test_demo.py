@@ -77,7 +77,7 @@ def test_quick_demo_is_table7_in_miniature_with_its_paired_comparisons(tmp_path)
     sections = {s["id"]: s for s in data["sections"]}
     assert sections["section-study"]["data"]["summary"]["comparisons"] == json.loads(json.dumps(stats["comparisons"]))
     layouts = [t["layout"] for t in sections["section-paper-tables"]["data"]["tables"]]
-    assert layouts == ["Table 2", "Table 2", "Table 7", "Table 7"]  # per noise level; per RB on / off
+    assert layouts == ["Table 2", "Table 2", "Table 7"]  # per noise level; Table 7 for RB on (RB off has no K)
     effect_section = sections["section-effect"]
     assert [f["png"] for f in effect_section["figures"]] == [EFFECT_FIGURE]
     (panel,) = effect_section["data"]["panels"]

@@ -116,4 +116,4 @@ def test_the_paper_tables_read_reliability_mhsa_as_k_zero():
 
     assert dims({"settings": {"reliability": "mhsa"}})["K"] == 0
     assert dims({"settings": {"reliability": "both", "num_anchors": 4}})["K"] == 4
-    assert dims({"settings": {"reliability": "none"}})["K"] == 10  # no RB at all: Table 2's row, not K = 0
+    assert dims({"settings": {"reliability": "none"}})["K"] is None  # no RB at all: Table 2's "Without RB" row

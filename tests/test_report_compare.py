@@ -126,7 +126,10 @@ def test_rb_off_is_never_shown_as_k_0(tmp_path):
     ]
     summary = summarize_runs(runs)
     assert [a["name"] for a in summary["axes"]] == ["reliability"]  # not K: the configurations share K = 10
-    assert {dims(s)["K"] for s in summary["settings"]} == {10}
+    assert {s["cell"]["reliability"]: dims(s)["K"] for s in summary["settings"]} == {
+        "none": None,
+        "both": 10,
+    }  # off: no K
     assert [t["layout"] for t in study_tables(summary)] == ["Table 2"]
 
     runs.append(("k4", write_run(tmp_path / "k4.parquet", 27, seed=0, reliability="both", num_anchors=4)))

@@ -17,6 +17,7 @@ import base64
 import functools
 import io
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -316,7 +317,8 @@ def forest_figure(rows: Sequence[dict], title: str, x_label: str = "difference (
     right.set_yticks(ys, [r.get("note", "") for r in rows], fontsize=7)
     right.tick_params(length=0)
     ax.set_xlabel(x_label)
-    ax.set_title(title, fontsize=9)
+    wrapped = "\n".join(textwrap.fill(line, 110) for line in title.split("\n"))
+    fig.suptitle(wrapped, fontsize=9)  # over the whole figure: a long title stays inside it
     ax.grid(axis="y", visible=False)
     return fig
 

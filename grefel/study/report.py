@@ -45,6 +45,7 @@ from grefel.study.stats import summarize_study
 from grefel.study.tables import (
     PCT,
     PLUS_MINUS,
+    axis_fields,
     context_text,
     contexts,
     dims,
@@ -395,17 +396,19 @@ def _noise_section(summary: dict) -> Section | None:
 
 
 # -- 4b. reliability balancing's effect against noise --------------------------------------------------
-EFFECT_AXES = ("reliability", "num_anchors")  # the axes whose comparisons are RB's effect (Table 2, Table 7)
+EFFECT_FIELDS = {"reliability", "num_anchors"}  # an axis moving these compares RB setups (Tables 2, 6, 7)
 
 
 def effect_curves(summary: dict) -> list[dict]:
-    """Panels (one per noise mode) of lines (one per comparison of an :data:`EFFECT_AXES` axis value
-    against its baseline, per value of the other axes; clean labels count as 0 % in every mode):
-    noise %, paired difference of corrected accuracy in points, its 95 % interval, n seed pairs."""
+    """Panels (one per noise mode) of lines (one per comparison along an axis that moves
+    :data:`EFFECT_FIELDS`, value against its baseline, per value of the other axes; clean labels
+    count as 0 % in every mode): noise %, paired difference of corrected accuracy in points, its
+    95 % interval, n seed pairs."""
     settings = {tuple(sorted(x["cell"].items())): x for x in summary["settings"]}
+    rb_axes = {a for a, fields in axis_fields(summary).items() if fields & EFFECT_FIELDS}
     points: dict[tuple, list] = {}  # (axis, value, baseline, other axes) -> [(mode, noise %, comparison)]
     for c in summary["comparisons"]:
-        if c["metric"] != "accuracy" or c["axis"] not in EFFECT_AXES or c.get("diff_mean") is None:
+        if c["metric"] != "accuracy" or c["axis"] not in rb_axes or c.get("diff_mean") is None:
             continue
         d = dims(settings[tuple(sorted({**c["context"], c["axis"]: c["value"]}.items()))])
         if d["noise"] is not None:
@@ -428,7 +431,7 @@ def effect_curves(summary: dict) -> list[dict]:
 
 
 def _effect_line(axis: str, value, baseline, others: dict, pts: list) -> dict:
-    label = f"{AXIS_EFFECT_NAMES.get(axis, axis)} {value} - {baseline}"
+    label = f"{axis} {value} - {baseline}"
     label += f" ({context_text(others)})" if others else ""
     return {
         "label": label,
@@ -438,9 +441,6 @@ def _effect_line(axis: str, value, baseline, others: dict, pts: list) -> dict:
         "hi": [PCT * c["ci"][1] if c.get("ci") else None for _, c in pts],
         "n": [c["n"] for _, c in pts],
     }
-
-
-AXIS_EFFECT_NAMES = {"reliability": "reliability", "num_anchors": "K"}
 
 
 def paper_effect_curve(top: float) -> dict:

@@ -63,7 +63,7 @@ def dims(setting: dict) -> dict:
     return {
         "rb": eff["reliability"],
         "loss": "+".join(t for f, t in LOSS_TERMS if float(eff[f]) > 0) or "none",
-        "K": 0 if eff["reliability"] == "mhsa" else int(eff["num_anchors"]),  # the paper's K = 0: no anchors
+        "K": _anchors(eff["reliability"], eff["num_anchors"]),
         "noise": None if noise is None else round(PCT * float(noise), 4),
         "mode": ls.get("mode"),
         "T": round(PCT * float(eff["label_smoothing"]), 4),
@@ -87,6 +87,12 @@ def axis_fields(summary: dict) -> dict[str, set]:
             fields |= {k for k in keys if len({repr(g.get(k)) for g in group}) > 1}
         out[a] = fields
     return out
+
+
+def _anchors(reliability: str, num_anchors) -> int | None:
+    """A run's K in the paper's Tables 6-8: 0 for the MHSA without anchors (``mhsa``, the paper's K = 0),
+    None without reliability balancing (``none``: Table 2's "Without RB" row, no K), else ``num_anchors``."""
+    return {"mhsa": 0, "none": None}.get(reliability, int(num_anchors))
 
 
 def contexts(summary: dict, table_dims: list[str]) -> list[tuple[dict, list[dict], list[str]]]:
@@ -312,7 +318,7 @@ def _table6(summary: dict) -> list[dict]:
     """Table 6: accuracy per K, and the paired change against the baseline K (the paper: vs K = 0)."""
     out = []
     for context, settings, axes in contexts(summary, ["K"]):
-        by = {dims(s)["K"]: s for s in settings}
+        by = {dims(s)["K"]: s for s in settings if dims(s)["K"] is not None}
         if len(by) < 2:
             continue
         ks = sorted(by)
@@ -341,6 +347,7 @@ def _grid_table(summary: dict, layout: str, dim: str, paper: str, column) -> lis
         modes = sorted({dims(s)["mode"] for s in settings} - {None}) if dim == "noise" else [None]
         for mode in modes or [None]:
             group = [s for s in settings if dim != "noise" or dims(s)["mode"] in (mode, None)]
+            group = [s for s in group if dims(s)["K"] is not None]  # runs without RB have no K
             cells = {(dims(s)["K"], dims(s)[dim]): s for s in group}
             values = sorted({v for _, v in cells if v is not None})
             if len(values) < 2:
