@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +88,13 @@ def test_a_file_that_does_not_fit_the_tiny_preset_is_one_line(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_pretrained(tiny, tiny_encoder=odd)
     assert "\n" not in str(e.value) and "shape" in str(e.value)
+
+
+def test_a_wheel_carries_the_shipped_files():
+    """pyproject's package data for grefel.weights covers every file in shipped/ (an install that is not
+    editable gets them too)."""
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = [p.relative_to(root / "grefel" / "weights").as_posix() for p in catalog.SHIPPED_FOLDER.iterdir()]
+    assert sorted(shipped) == sorted(["shipped/tiny-encoder.pth", "shipped/tiny-encoder.json"])
+    assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns["grefel.weights"]) for f in shipped)
