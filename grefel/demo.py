@@ -31,7 +31,7 @@ from grefel.core.errors import GrefelError
 from grefel.core.io import atomic_path, write_json
 from grefel.data.prepare import prepare
 from grefel.data.refine import refine
-from grefel.report.paper import paper_value
+from grefel.report.paper import table7_effect
 from grefel.study.report import study_report
 from grefel.study.run import run_study
 from grefel.study.stats import MIN_SEEDS
@@ -245,7 +245,7 @@ def rb_effects(summary: dict) -> list[dict]:
         d = dims(setting)
         noise = d["noise"] or 0
         regime = "clean labels" if not noise else f"{noise:g} % {d['mode']} label noise (drawn per seed)"
-        paper = paper_effect(noise)
+        paper = table7_effect().get(noise)  # K = 10 minus K = 0 at this noise; None where the paper has none
         keys = ("n", "seeds", "diff_mean", "diff_std", "ci", "test", "t", "df", "p", "p_holm", "holm_family")
         keys += ("ci_verdict", "ci_verdict_confidence", "mde")
         out.append(
@@ -264,12 +264,6 @@ def rb_effects(summary: dict) -> list[dict]:
             }
         )
     return sorted(out, key=lambda e: e["noise"])
-
-
-def paper_effect(noise: float) -> float | None:
-    """The paper's Table 7 effect at ``noise`` %: accuracy with K = 10 anchors minus K = 0 (Aff-Wild2)."""
-    on, off = (paper_value("T7", f"K={k}", f"noise {noise:g}") for k in (10, 0))
-    return None if on is None or off is None else round(on - off, 2)
 
 
 def rb_sentence(c: dict, regime: str, paper: float | None = None) -> str:

@@ -132,3 +132,15 @@ def make_prepared(
         },
     )
     return root
+
+
+def one_line_error(r, *words: str) -> str:
+    """A CLI run (typer's CliRunner result) failed with exit 1 and one `Error: ...` line, no traceback,
+    holding ``words``; returns that line."""
+    assert r.exit_code == 1, r.output + repr(r.exception)
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.exception
+    errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, r.output
+    for w in words:
+        assert w in errors[0], errors[0]
+    return errors[0]

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import prepare_fixtures as fx
 import pytest
-from helpers import make_prepared
+from helpers import make_prepared, one_line_error
 from typer.testing import CliRunner
 
 from grefel.core.errors import DatasetError, GrefelError
@@ -33,17 +33,6 @@ def _cli(*args: str):
     from grefel_cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(r, *words: str) -> str:
-    """The command failed with exit 1 and one `Error: ...` line (no traceback) holding ``words``."""
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.exception
-    errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, r.output
-    for w in words:
-        assert w in errors[0], errors[0]
-    return errors[0]
 
 
 def _interrupt_after(monkeypatch, n_shards: int):
@@ -111,7 +100,7 @@ def test_finished_dataset_from_another_raw_tree_is_not_kept_silently(tmp_path):
     with pytest.raises(GrefelError, match="raw items that changed since"):
         prepare("ferg", a, out=out, progress=False)
     r = _cli("prepare", "ferg", b, "--out", out)
-    _one_line_error(r, "another raw folder", "--force")
+    one_line_error(r, "another raw folder", "--force")
 
 
 @pytest.mark.parametrize("layout", ["affectnet-npy", "rafdb-manual"])
@@ -227,7 +216,7 @@ def test_truncated_shard_is_a_one_line_error_naming_it_and_the_rebuild(prepared)
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(DatasetError, match=r"shard-00001\.h5 of ferg is damaged .*grefel prepare ferg .* --force"):
         PreparedDataset(prepared)
-    _one_line_error(_cli("inspect", prepared), "shard-00001.h5", "grefel prepare ferg")
+    one_line_error(_cli("inspect", prepared), "shard-00001.h5", "grefel prepare ferg")
     shard.unlink()
     with pytest.raises(DatasetError, match=r"shard-00001\.h5 of ferg is missing"):
         PreparedDataset(prepared)
@@ -243,7 +232,7 @@ def test_flipped_byte_in_the_string_area(prepared):
         ds.meta  # noqa: B018
     with pytest.raises(DatasetError, match="does not match the sha256"):
         ds.verify_contents()
-    _one_line_error(_cli("inspect", prepared), "shard-00000.h5")
+    one_line_error(_cli("inspect", prepared), "shard-00000.h5")
 
 
 def test_flipped_byte_in_the_pixels_is_found_by_verify(prepared):
@@ -259,7 +248,7 @@ def test_flipped_byte_in_the_pixels_is_found_by_verify(prepared):
     assert (ds.read_images([20])[0] != before).sum() == 1  # read as is: only the sha256 can tell
     with pytest.raises(DatasetError, match=r"shard-00001\.h5 of ferg does not match the sha256 .*--force"):
         ds.verify_contents()  # its mtime changed: hashed again, although cached as good before
-    _one_line_error(_cli("inspect", prepared, "--verify"), "shard-00001.h5", "sha256")
+    one_line_error(_cli("inspect", prepared, "--verify"), "shard-00001.h5", "sha256")
 
 
 def test_shard_damaged_while_open_is_a_dataset_error(prepared):
@@ -295,7 +284,7 @@ def test_label_set_of_another_preparation_is_refused_everywhere(tmp_path):
         PreparedDataset(two).labels("sym20-s0")
     with pytest.raises(DatasetError, match="made for another preparation of toy"):
         inspect(two, label_set="sym20-s0", show=False)
-    _one_line_error(_cli("inspect", two, "--labels", "sym20-s0"), "another preparation")
+    one_line_error(_cli("inspect", two, "--labels", "sym20-s0"), "another preparation")
 
 
 def test_split_set_of_another_preparation_is_refused(tmp_path):
@@ -326,7 +315,7 @@ def test_label_file_in_the_wrong_format_is_an_error_not_an_empty_dataset(tmp_pat
     with pytest.raises(DatasetError, match=r"no face was written: all 14 raw items .* were skipped \(14 malformed"):
         prepare("rafdb", tmp_path / "raw", out=out, progress=False)
     assert not (out / "manifest.json").exists() and (out / "skipped.csv").is_file()
-    _one_line_error(_cli("prepare", "rafdb", tmp_path / "raw", "--out", out), "no face was written")
+    one_line_error(_cli("prepare", "rafdb", tmp_path / "raw", "--out", out), "no face was written")
     label_file.write_text(good)  # fixed: the same command now prepares it, no --force needed
     assert len(PreparedDataset(prepare("rafdb", tmp_path / "raw", out=out, progress=False))) == 9
 
@@ -336,14 +325,14 @@ def test_label_file_in_the_wrong_format_is_an_error_not_an_empty_dataset(tmp_pat
     [dict(n_per_class=0), dict(n_per_class=[1, 0, 0, 0]), dict(n_per_class=2, n_groups=1)],
     ids=["empty", "one-image", "one-group"],
 )
-def test_refine_on_an_empty_or_odd_dataset_is_a_one_line_error(tmp_path, kw):
+def test_refine_on_an_empty_or_odd_dataset_is_aone_line_error(tmp_path, kw):
     from grefel.data.refine import refine
 
     root = make_prepared(tmp_path / "odd", image_size=16, **kw)
     for method in ("auto", "group", "random"):
         with pytest.raises(DatasetError, match="no labelled face|too small for a"):
             refine(root, method=method, console=_quiet())
-    _one_line_error(_cli("refine", "--dataset", root))
+    one_line_error(_cli("refine", "--dataset", root))
 
 
 # -- 6. bad input ------------------------------------------------------------------------------------
@@ -414,14 +403,14 @@ def test_unwritable_outputs_are_one_line_errors(tmp_path, readonly):
     for out, words in ((a_file, "is a file"), (readonly / "out", "cannot write to")):
         with pytest.raises(GrefelError, match=words):
             prepare("ferg", raw, out=out, progress=False)
-        _one_line_error(_cli("prepare", "ferg", raw, "--out", out), words)
+        one_line_error(_cli("prepare", "ferg", raw, "--out", out), words)
     for out, words in ((a_file / "sub", "lies under a file"), (readonly / "synth", "cannot write")):
         with pytest.raises(GrefelError, match=words):
             generate(out, **SMALL)
-        _one_line_error(_cli("synth", out, "--characters", "1", "--per-class", "1"), words)
+        one_line_error(_cli("synth", out, "--characters", "1", "--per-class", "1"), words)
     ds = prepare("ferg", raw, out=tmp_path / "ds", progress=False)
     for sheet in (readonly / "sheet.png", a_file / "sheet.png", tmp_path):
-        _one_line_error(_cli("inspect", ds, "--sheet", sheet, "--per-class", "1"), "cannot write the contact sheet")
+        one_line_error(_cli("inspect", ds, "--sheet", sheet, "--per-class", "1"), "cannot write the contact sheet")
 
 
 def test_skipped_summary_one_line_per_reason_whole(tmp_path):

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import make_prepared
+from helpers import make_prepared, one_line_error
 from typer.testing import CliRunner
 
 from grefel.core.errors import GrefelError
@@ -25,17 +25,6 @@ from grefel_cli.main import app
 
 def _cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(r, *words: str) -> str:
-    """The command failed with exit 1 and one `Error: ...` line (no traceback) holding ``words``."""
-    assert r.exit_code == 1, r.output + repr(r.exception)
-    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit)), r.exception
-    errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, r.output
-    for w in words:
-        assert w in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture
@@ -53,7 +42,7 @@ TRAIN += ["--workers", "0", "--crop", "28", "-q"]
 def test_a_run_name_that_leaves_the_run_folder_is_refused(tmp_path, toy, name):
     name = str(tmp_path / "abs-run") if name == "ABSOLUTE" else name
     r = _cli(*TRAIN, "--run-dir", tmp_path / "work" / "runs", "--name", name)
-    _one_line_error(r, "'name'", "not a plain name")
+    one_line_error(r, "'name'", "not a plain name")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "abs-run").exists()
     assert not (tmp_path / "work").exists()
 
@@ -65,38 +54,46 @@ def test_label_and_split_set_names_are_plain_where_they_are_read(tmp_path, toy):
             ds.labels(bad)
         with pytest.raises(GrefelError, match="not a plain name"):
             ds.splits(bad)
-    _one_line_error(_cli("corrupt", "--noise", "0.2", "--dataset", toy, "--name", "../../evil"), "not a plain name")
+    one_line_error(_cli("corrupt", "--noise", "0.2", "--dataset", toy, "--name", "../../evil"), "not a plain name")
     assert not (toy.parent / "evil.h5").exists() and not (toy / "evil.h5").exists()
-    _one_line_error(_cli("inspect", toy, "--labels", "../x"), "not a plain name")
-    _one_line_error(_cli(*TRAIN, "--labels", "../../x", "--run-dir", tmp_path / "runs"), "'labels'", "plain name")
+    one_line_error(_cli("inspect", toy, "--labels", "../x"), "not a plain name")
+    one_line_error(_cli(*TRAIN, "--labels", "../../x", "--run-dir", tmp_path / "runs"), "'labels'", "plain name")
 
 
-def test_a_study_folder_whose_study_json_names_a_run_outside_it_is_refused(tmp_path, toy):
-    from grefel.study.folder import STUDY_JSON, save_plan
+def _saved_study(tmp_path, text: str):
+    """A study folder planned from the study file ``text`` (study.json written, nothing run)."""
+    from grefel.study.folder import save_plan
     from grefel.study.run import open_study
 
     path = tmp_path / "s.toml"
-    path.write_text(f'[study]\ndataset = "{toy}"\nseeds = 1\n[train]\npreset = "tiny"\nepochs = 1\n')
+    path.write_text(text)
     study, folder, text = open_study(path)
     folder.mkdir()
     save_plan(folder, study, text)
+    return folder
+
+
+def test_a_study_folder_whose_study_json_names_a_run_outside_it_is_refused(tmp_path, toy):
+    from grefel.study.folder import STUDY_JSON
+
+    folder = _saved_study(tmp_path, f'[study]\ndataset = "{toy}"\nseeds = 1\n[train]\npreset = "tiny"\nepochs = 1\n')
     plan = json.loads((folder / STUDY_JSON).read_text())
     plan["runs"][0]["name"] = "../../x"  # a copied folder, edited by hand or by someone else
     (folder / STUDY_JSON).write_text(json.dumps(plan))
     for cmd in (("study", "run", folder), ("study", "status", folder), ("study", "plan", folder)):
-        _one_line_error(_cli(*cmd), "run name '../../x' is not a plain name")
+        one_line_error(_cli(*cmd), "run name '../../x' is not a plain name")
     assert not (tmp_path / "x").exists() and not (folder / "runs").exists()
     plan["runs"][0].update(name="s0", settings={**plan["runs"][0]["settings"], "labels": "../y"})
     (folder / STUDY_JSON).write_text(json.dumps(plan))
-    _one_line_error(_cli("study", "run", folder), "'labels'", "plain name")
+    one_line_error(_cli("study", "run", folder), "'labels'", "plain name")
 
 
 def test_a_study_file_label_set_outside_the_dataset_is_refused_with_its_line(tmp_path, toy):
     path = tmp_path / "s.toml"
     path.write_text(f'[study]\ndataset = "{toy}"\n[grid]\nlabels = ["clean", "../x"]\n')
-    _one_line_error(_cli("study", "plan", path), "s.toml:4", "plain name")
+    one_line_error(_cli("study", "plan", path), "s.toml:4", "plain name")
     path.write_text(f'[study]\ndataset = "{toy}"\n[label_sets]\n"../x" = {{ noise = 0.2 }}\n')
-    _one_line_error(_cli("study", "plan", path), "s.toml:4", "plain name")
+    one_line_error(_cli("study", "plan", path), "s.toml:4", "plain name")
 
 
 # -- 4. every file grefel reads is checked: label sets ---------------------------------------------------
@@ -106,8 +103,8 @@ def test_a_label_set_out_of_range_is_one_line_in_train_and_inspect(tmp_path, toy
     labels = PreparedDataset(toy).labels().copy()
     labels[3] = 99
     write_label_set(toy, "bad", labels)
-    _one_line_error(_cli(*TRAIN, "--labels", "bad", "--run-dir", tmp_path / "runs"), "label 99", "outside -1..1")
-    _one_line_error(_cli("inspect", toy, "--labels", "bad"), "label 99 (sample 3)", "outside -1..1")
+    one_line_error(_cli(*TRAIN, "--labels", "bad", "--run-dir", tmp_path / "runs"), "label 99", "outside -1..1")
+    one_line_error(_cli("inspect", toy, "--labels", "bad"), "label 99 (sample 3)", "outside -1..1")
 
 
 def test_a_label_set_changed_after_it_was_written_is_refused(tmp_path, toy):
@@ -119,10 +116,10 @@ def test_a_label_set_changed_after_it_was_written_is_refused(tmp_path, toy):
     assert len(PreparedDataset(toy).labels("noisy")) == 16
     with h5py.File(toy / "labels" / "noisy.h5", "r+") as f:
         f["label"][:] = 0  # every label edited to the first class: in range, same length
-    _one_line_error(_cli(*TRAIN, "--labels", "noisy", "--run-dir", tmp_path / "runs"), "does not match the sha256")
-    _one_line_error(_cli("inspect", toy, "--labels", "noisy"), "does not match the sha256")
+    one_line_error(_cli(*TRAIN, "--labels", "noisy", "--run-dir", tmp_path / "runs"), "does not match the sha256")
+    one_line_error(_cli("inspect", toy, "--labels", "noisy"), "does not match the sha256")
     (toy / "labels" / "noisy.sha256").unlink()
-    _one_line_error(_cli("inspect", toy, "--labels", "noisy"), "no readable checksum")
+    one_line_error(_cli("inspect", toy, "--labels", "noisy"), "no readable checksum")
     assert not (tmp_path / "runs").exists()
 
 
@@ -157,41 +154,41 @@ def test_predict_never_writes_over_its_inputs_and_checks_outputs_first(ckpt, fac
     before = {p: p.read_bytes() for p in (ckpt, face)}
     _no_work(monkeypatch)
     base = ["predict", "--ckpt", ckpt, face, "--align", "none"]
-    _one_line_error(_cli(*base, "--csv", face), "CSV file", "is also an input")
-    _one_line_error(_cli(*base, "--parquet", ckpt), "Parquet file", "also an input")
+    one_line_error(_cli(*base, "--csv", face), "CSV file", "is also an input")
+    one_line_error(_cli(*base, "--parquet", ckpt), "Parquet file", "also an input")
     other = tmp_path / "other.pt"
     other.write_bytes(ckpt.read_bytes())
-    _one_line_error(_cli(*base, "--json", other), "a PyTorch checkpoint")  # a checkpoint, even if not this one
-    _one_line_error(_cli(*base, "--json", tmp_path / "x.out", "--csv", tmp_path / "x.out"), "are one file")
+    one_line_error(_cli(*base, "--json", other), "a PyTorch checkpoint")  # a checkpoint, even if not this one
+    one_line_error(_cli(*base, "--json", tmp_path / "x.out", "--csv", tmp_path / "x.out"), "are one file")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     for flag in ("--csv", "--json", "--parquet"):  # unwritable: found before any image is read
-        _one_line_error(_cli(*base, flag, blocker / "out"), "as the folder of the", "not a folder")
+        one_line_error(_cli(*base, flag, blocker / "out"), "as the folder of the", "not a folder")
     annotated = tmp_path / "ann"
     annotated.mkdir()
     (annotated / "face.annotated.png").write_bytes(face.read_bytes())
-    _one_line_error(_cli(*base, annotated / "face.annotated.png", "--save-annotated", annotated), "over the input")
+    one_line_error(_cli(*base, annotated / "face.annotated.png", "--save-annotated", annotated), "over the input")
     assert {p: p.read_bytes() for p in (ckpt, face)} == before
 
 
 def test_evaluate_export_and_evaluate_video_never_write_over_inputs(ckpt, tmp_path):
     before = ckpt.read_bytes()
-    _one_line_error(_cli("evaluate", "--ckpt", ckpt, "--out", ckpt), "also an input")
+    one_line_error(_cli("evaluate", "--ckpt", ckpt, "--out", ckpt), "also an input")
     manifest = ckpt.parents[1] / "toyraf" / "manifest.json"
     kept = manifest.read_bytes()
-    _one_line_error(_cli("evaluate", "--ckpt", ckpt, "--out", manifest), "inside the prepared dataset")
+    one_line_error(_cli("evaluate", "--ckpt", ckpt, "--out", manifest), "inside the prepared dataset")
     assert manifest.read_bytes() == kept
-    _one_line_error(_cli("export", "--ckpt", ckpt, "--onnx", ckpt), "also an input")
+    one_line_error(_cli("export", "--ckpt", ckpt, "--onnx", ckpt), "also an input")
     named = tmp_path / "model.onnx"  # a checkpoint named *.onnx: the default output is the checkpoint itself
     named.write_bytes(before)
-    _one_line_error(_cli("export", "--ckpt", named), "also an input")
+    one_line_error(_cli("export", "--ckpt", named), "also an input")
     assert named.read_bytes() == before and ckpt.read_bytes() == before
     frames = tmp_path / "frames.csv"
     frames.write_text("file,frame,face,x1,x2,top_class\nv.mp4,0,0,1,2,neutral\n")
     ann = tmp_path / "v.txt"
     ann.write_text("Neutral,Anger\n0\n")
-    _one_line_error(_cli("evaluate-video", frames, ann, "--json", frames), "also an input")
-    _one_line_error(_cli("evaluate-video", frames, ann, "--json", ann), "also an input")
+    one_line_error(_cli("evaluate-video", frames, ann, "--json", frames), "also an input")
+    one_line_error(_cli("evaluate-video", frames, ann, "--json", ann), "also an input")
     assert frames.read_text().startswith("file,frame")
 
 
@@ -205,22 +202,17 @@ def test_prepare_never_clears_a_folder_that_holds_its_raw_input(tmp_path):
     raw = out / "raw"  # the raw folder moved inside the prepared folder, then prepared again with --force
     (tmp_path / "raw").rename(raw)
     count = sum(1 for _ in raw.rglob("*.png"))
-    _one_line_error(_cli("prepare", "ferg", raw, "--out", out, "--align", "none", "--force"), "holds", "an input")
-    _one_line_error(_cli("prepare", "ferg", raw, "--out", raw, "--align", "none", "--force"), "is", "an input")
+    one_line_error(_cli("prepare", "ferg", raw, "--out", out, "--align", "none", "--force"), "holds", "an input")
+    one_line_error(_cli("prepare", "ferg", raw, "--out", raw, "--align", "none", "--force"), "is", "an input")
     assert sum(1 for _ in raw.rglob("*.png")) == count
 
 
 def test_study_summary_never_writes_over_the_study_files(tmp_path, toy):
-    from grefel.study.folder import STUDY_JSON, save_plan
-    from grefel.study.run import open_study
+    from grefel.study.folder import STUDY_JSON
 
-    path = tmp_path / "s.toml"
-    path.write_text(f'[study]\ndataset = "{toy}"\nseeds = 1\n')
-    study, folder, text = open_study(path)
-    folder.mkdir()
-    save_plan(folder, study, text)
+    folder = _saved_study(tmp_path, f'[study]\ndataset = "{toy}"\nseeds = 1\n')
     plan = (folder / STUDY_JSON).read_text()
-    _one_line_error(_cli("study", "summary", folder, "--json", folder / STUDY_JSON), "summary file", "also an input")
+    one_line_error(_cli("study", "summary", folder, "--json", folder / STUDY_JSON), "summary file", "also an input")
     assert (folder / STUDY_JSON).read_text() == plan
 
 
@@ -263,7 +255,7 @@ def test_a_changed_setting_is_refused_naming_the_run_and_rerun_trains_it_again(t
     b = tmp_path / "s" / "runs" / "b-s0"
     trained = (b / "best.pt").stat().st_mtime_ns
     r = study('{ name = "a" }, { name = "b", lr = 0.001 }')  # b comes back with another lr
-    err = _one_line_error(
+    err = one_line_error(
         r, "run b-s0", "lr the method's recipe (default) -> 0.001", f"grefel study run {path} --rerun b-s0"
     )
     assert "trained with other settings" in err and (b / "best.pt").stat().st_mtime_ns == trained
@@ -274,7 +266,7 @@ def test_a_changed_setting_is_refused_naming_the_run_and_rerun_trains_it_again(t
 
     meta = read_predictions(b / "predictions" / "best-test.parquet").meta
     assert str(tmp_path / "s") not in json.dumps(meta) and meta["checkpoint"] == "../best.pt"  # 10.
-    _one_line_error(_cli("study", "run", path, "--rerun", "c-s0"), "has no run named 'c-s0'")
+    one_line_error(_cli("study", "run", path, "--rerun", "c-s0"), "has no run named 'c-s0'")
 
 
 # -- 7. bounds where growth is unbounded ----------------------------------------------------------------
@@ -292,14 +284,14 @@ def test_a_changed_setting_is_refused_naming_the_run_and_rerun_trains_it_again(t
 def test_study_plan_states_its_bounds_and_checks_model_arguments(tmp_path, body, words):
     path = tmp_path / "s.toml"
     path.write_text(body)
-    _one_line_error(_cli("study", "plan", path), *words)
+    one_line_error(_cli("study", "plan", path), *words)
 
 
 @pytest.mark.parametrize("seed", ["-1", "123456789012345678901"])
 def test_a_seed_out_of_range_is_one_line_everywhere(tmp_path, toy, seed):
-    _one_line_error(_cli("corrupt", "--noise", "0.2", "--dataset", toy, "--seed", seed), "seed", "4,294,967,295")
-    _one_line_error(_cli("refine", "--dataset", toy, "--seed", seed), "seed")
-    _one_line_error(_cli("synth", tmp_path / "faces", "--seed", seed), "seed")
+    one_line_error(_cli("corrupt", "--noise", "0.2", "--dataset", toy, "--seed", seed), "seed", "4,294,967,295")
+    one_line_error(_cli("refine", "--dataset", toy, "--seed", seed), "seed")
+    one_line_error(_cli("synth", tmp_path / "faces", "--seed", seed), "seed")
     r = _cli(*TRAIN, "--seed", seed, "--run-dir", tmp_path / "runs")  # train's options carry their ranges
     assert r.exit_code == 2 and "Invalid value for '--seed'" in r.output and "Traceback" not in r.output
     assert not (toy / "labels").exists() or not any((toy / "labels").iterdir())
@@ -344,7 +336,7 @@ def test_onnx_metadata_is_checked_against_the_graph(exported, tmp_path, key, val
     with pytest.raises(CheckpointError, match="metadata") as e:
         OnnxClassifier(bad)
     assert words in str(e.value) and "\n" not in str(e.value)
-    _one_line_error(_cli("predict", "--onnx", bad, exported, "--align", "none"), words)
+    one_line_error(_cli("predict", "--onnx", bad, exported, "--align", "none"), words)
 
 
 def test_the_weights_store_compares_sha256_on_add_and_on_use(tmp_path, toy):
@@ -366,9 +358,7 @@ def test_the_weights_store_compares_sha256_on_add_and_on_use(tmp_path, toy):
     stored.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="changed since it was registered"):
         registered_file("mobilefacenet")
-    _one_line_error(
-        _cli("train", "--dataset", "toy", "--preset", "full", "--run-dir", tmp_path / "r"), "another sha256"
-    )
+    one_line_error(_cli("train", "--dataset", "toy", "--preset", "full", "--run-dir", tmp_path / "r"), "another sha256")
     (res,) = add_weights([src])  # the original again: the damaged copy is replaced, not "unchanged"
     assert res.status == "replaced" and stored.read_bytes() == src.read_bytes(), res
     assert registered_file("mobilefacenet") == stored
@@ -387,8 +377,8 @@ def test_weights_add_says_what_a_folder_or_a_fifo_is(tmp_path):
 
 def test_a_manifest_holding_a_list_is_one_line(tmp_path, toy):
     (toy / "manifest.json").write_text("[]")
-    _one_line_error(_cli("inspect", toy), "not a manifest (a JSON list, not an object)")
-    _one_line_error(_cli(*TRAIN, "--run-dir", tmp_path / "runs"), "not a manifest")
+    one_line_error(_cli("inspect", toy), "not a manifest (a JSON list, not an object)")
+    one_line_error(_cli(*TRAIN, "--run-dir", tmp_path / "runs"), "not a manifest")
 
 
 # -- 4. evaluate-video: annotation files checked -------------------------------------------------------
@@ -414,16 +404,16 @@ def test_evaluate_video_checks_annotation_files(tmp_path):
     assert score.classes == ["neutral", "anger"] and score.frames == 30 and score.accuracy == 1.0
     assert evaluate_video(frames, [ann, ann, tmp_path]).frames == 30  # one video given thrice counts once
     ann.write_text("Neutral,Anger\n" + "".join(f"{k % 2}\n" for k in range(1000)))
-    _one_line_error(_cli("evaluate-video", frames, ann), "labels 1,000 frames", "cover about 30")
+    one_line_error(_cli("evaluate-video", frames, ann), "labels 1,000 frames", "cover about 30")
     ann.write_text("Neutral,Anger\n" + "-1\n" * 30)
-    _one_line_error(_cli("evaluate-video", frames, ann), "no labelled frame", "every one -1")
+    one_line_error(_cli("evaluate-video", frames, ann), "no labelled frame", "every one -1")
     ann.write_text("Neutral,Anger\n")
-    _one_line_error(_cli("evaluate-video", frames, ann), "no labelled frame (a header alone)")
+    one_line_error(_cli("evaluate-video", frames, ann), "no labelled frame (a header alone)")
     other = tmp_path / "elsewhere"
     other.mkdir()
     (other / "clip.txt").write_text("Neutral,Anger\n" + good)
     ann.write_text("Neutral,Anger\n" + good)
-    _one_line_error(_cli("evaluate-video", frames, ann, other / "clip.txt"), "two annotation files for video clip")
+    one_line_error(_cli("evaluate-video", frames, ann, other / "clip.txt"), "two annotation files for video clip")
 
 
 # -- 6. explicit beats stored; 10. no absolute checkpoint path in a predictions file -----------------------
@@ -440,7 +430,7 @@ def test_evaluate_data_root_beats_the_recorded_path_and_the_checkpoint_path_is_r
     meta = read_predictions(out).meta
     assert meta["dataset"]["path"] == str((elsewhere / "toyraf").resolve())  # not the path the checkpoint records
     assert meta["checkpoint"] == os.path.relpath(ckpt, out.parent) and not os.path.isabs(meta["checkpoint"])
-    _one_line_error(
+    one_line_error(
         _cli("evaluate", "--ckpt", ckpt, "--data-root", tmp_path / "empty", "--out", out, "--force"),
         "no prepared dataset 'toyraf' under",
     )

@@ -92,3 +92,10 @@ def reference_curves() -> dict:
         if r["table"] == "T7" and r["value"] is not None and int(r["row"].split("=")[1]) in REFERENCE_K:
             t7.setdefault(int(r["row"].split("=")[1]), []).append((float(r["column"].split()[-1]), r["value"]))
     return {"noise": {k: sorted(v) for k, v in t7.items()}}
+
+
+def table7_effect() -> dict[float, float]:
+    """The paper's Table 7 effect of the anchors, Aff-Wild2: noise % -> accuracy at K = 10 minus K = 0."""
+    ref = reference_curves()["noise"]
+    k0, k10 = dict(ref[0]), dict(ref[10])
+    return {x: round(k10[x] - k0[x], 2) for x in sorted(k0) if x in k10}

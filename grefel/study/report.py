@@ -39,7 +39,7 @@ from grefel.evaluation.predictions import read_predictions
 from grefel.report.build import ReportRun, build_report
 from grefel.report.figures import ci_curves_figure, forest_figure
 from grefel.report.page import Section, SectionFigure, Table
-from grefel.report.paper import reference_curves
+from grefel.report.paper import reference_curves, table7_effect
 from grefel.study.noisy_bench import grefel_only, noisy_bench_section
 from grefel.study.stats import summarize_study
 from grefel.study.tables import (
@@ -445,10 +445,8 @@ def _effect_line(axis: str, value, baseline, others: dict, pts: list) -> dict:
 
 def paper_effect_curve(top: float) -> dict:
     """The paper's Table 7 effect, accuracy at K = 10 minus K = 0 against noise (Aff-Wild2), up to ``top`` %."""
-    ref = reference_curves()["noise"]
-    k0, k10 = dict(ref[0]), dict(ref[10])
-    xs = [x for x in sorted(k0) if x in k10 and x <= top]
-    return {"label": "paper K=10 - K=0, Aff-Wild2", "x": xs, "y": [k10[x] - k0[x] for x in xs], "reference": True}
+    effect = {x: y for x, y in table7_effect().items() if x <= top}
+    return {"label": "paper K=10 - K=0, Aff-Wild2", "x": list(effect), "y": list(effect.values()), "reference": True}
 
 
 def _effect_section(summary: dict) -> Section | None:
